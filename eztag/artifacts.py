@@ -1,0 +1,146 @@
+"""The run directory: atomic writes, checksums and the JSON manifest that records finished stages."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+MANIFEST = "manifest.json"
+STAGE_HASH_FILE = ".config_hash"
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it is fsynced and renamed over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically, keys sorted so equal data gives equal bytes."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def write_parquet(path: Path, frame: pl.DataFrame) -> None:
+    """Write a Parquet file atomically."""
+    with atomic_path(path) as tmp:
+        frame.write_parquet(tmp, compression="zstd", statistics=True)
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    """Write a `.npy` array atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, array, allow_pickle=False)
+
+
+def file_checksum(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def config_hash(data: Any) -> str:
+    """A short, stable hash of JSON-serialisable configuration."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class RunDir:
+    """A pipeline's run directory: one sub-directory per stage and a manifest of finished stages."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def stage_dir(self, stage: str) -> Path:
+        """The directory a stage writes into."""
+        return self.root / stage
+
+    def manifest(self) -> dict[str, Any]:
+        """The manifest's contents (empty when no stage has finished yet)."""
+        path = self.root / MANIFEST
+        if not path.exists():
+            return {"stages": {}}
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def is_finished(self, stage: str, stage_hash: str) -> bool:
+        """True when `stage` finished with this config hash and its outputs are intact."""
+        record = self.manifest()["stages"].get(stage)
+        if record is None or record["config_hash"] != stage_hash:
+            return False
+        stage_dir = self.stage_dir(stage)
+        for name, checksum in record["outputs"].items():
+            path = stage_dir / name
+            if not path.is_file() or file_checksum(path) != checksum:
+                return False
+        return True
+
+    def begin(self, stage: str, stage_hash: str) -> Path:
+        """Prepare a stage's directory: keep partial work of the same config, wipe work of another."""
+        stage_dir = self.stage_dir(stage)
+        hash_file = stage_dir / STAGE_HASH_FILE
+        if stage_dir.exists() and (not hash_file.exists() or hash_file.read_text().strip() != stage_hash):
+            shutil.rmtree(stage_dir)
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        if not hash_file.exists():
+            write_text(hash_file, stage_hash)
+        self._forget(stage)
+        return stage_dir
+
+    def finish(self, stage: str, stage_hash: str, config: dict[str, Any], seconds: float) -> None:
+        """Record a finished stage with the checksums of every file it wrote."""
+        stage_dir = self.stage_dir(stage)
+        outputs = {
+            str(path.relative_to(stage_dir)): file_checksum(path)
+            for path in sorted(stage_dir.rglob("*"))
+            if path.is_file() and not path.name.startswith(".")
+        }
+        manifest = self.manifest()
+        manifest["stages"][stage] = {
+            "config_hash": stage_hash,
+            "config": config,
+            "outputs": outputs,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "seconds": round(seconds, 3),
+        }
+        write_json(self.root / MANIFEST, manifest)
+
+    def _forget(self, stage: str) -> None:
+        manifest = self.manifest()
+        if manifest["stages"].pop(stage, None) is not None:
+            write_json(self.root / MANIFEST, manifest)

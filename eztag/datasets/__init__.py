@@ -1,0 +1,1 @@
+"""Builders for the benchmark data sets shipped with eztag."""

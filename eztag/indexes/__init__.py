@@ -1,0 +1,46 @@
+"""Label indexes behind one interface (`exact`, `faiss`), looked up by name and imported lazily."""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eztag.embeddings import EmbeddingStore
+from eztag.errors import EztagError, did_you_mean
+
+INDEXES = {"exact": "eztag.indexes.exact:ExactIndex", "faiss": "eztag.indexes.faiss:FaissIndex"}
+
+
+class LabelIndex(ABC):
+    """Top-k inner-product search over label vectors; results are label row numbers (-1 = none)."""
+
+    exact: bool = False
+
+    @abstractmethod
+    def build(self, labels: EmbeddingStore) -> None:
+        """Index every vector of the store."""
+
+    @abstractmethod
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores float32 [n, k], label rows int64 [n, k]), best first."""
+
+    @abstractmethod
+    def save(self, directory: Path) -> None:
+        """Write the index files into `directory`."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, directory: Path, **options: Any) -> LabelIndex:
+        """Read an index written by `save`."""
+
+
+def index_class(backend: str) -> type[LabelIndex]:
+    """The index class registered as `backend`."""
+    if backend not in INDEXES:
+        raise EztagError(f"unknown index backend '{backend}'{did_you_mean(backend, INDEXES)}")
+    module_name, class_name = INDEXES[backend].split(":")
+    return getattr(importlib.import_module(module_name), class_name)

@@ -1,0 +1,125 @@
+"""FAISS indexes from any index-factory string (Flat, IVF, HNSW, IVF-PQ), on CPU or sharded over GPUs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eztag.artifacts import atomic_path
+from eztag.embeddings import EmbeddingStore
+from eztag.errors import EztagError, missing_extra
+from eztag.indexes import LabelIndex
+
+FILE = "index.faiss"
+
+
+def import_faiss() -> Any:
+    """The faiss module, or a one-line error naming the extra to install."""
+    try:
+        import faiss
+    except ImportError:
+        raise missing_extra("faiss", "faiss") from None
+    return faiss
+
+
+def estimate_bytes(factory: str, n: int, dim: int) -> int:
+    """A rough size of the built index: vectors (flat, PQ or SQ codes) + IVF ids + HNSW links."""
+    spec = factory.replace(" ", "")
+    pq = re.search(r"PQ(\d+)(?:x(\d+))?", spec)
+    sq = re.search(r"SQ(\d+)", spec)
+    if pq:
+        code = int(pq.group(1)) * int(pq.group(2) or 8) // 8
+    elif sq:
+        code = dim * int(sq.group(1)) // 8
+    else:
+        code = dim * 4
+    per_vector = code + (8 if "IVF" in spec else 0)
+    hnsw = re.search(r"HNSW(\d+)", spec)
+    if hnsw:
+        per_vector += 2 * int(hnsw.group(1)) * 4 * 1.1
+    ivf = re.search(r"IVF(\d+)", spec)
+    centroids = int(ivf.group(1)) * dim * 4 if ivf else 0
+    return int(n * per_vector + centroids)
+
+
+class FaissIndex(LabelIndex):
+    """A FAISS inner-product index; trained on a seeded sample of the labels when it needs training."""
+
+    def __init__(
+        self,
+        *,
+        factory: str = "Flat",
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        train_size: int = 100_000,
+        device: str = "auto",
+        seed: int = 0,
+        **_: Any,
+    ) -> None:
+        self.faiss = import_faiss()
+        self.factory = factory
+        self.nprobe = nprobe
+        self.ef_search = ef_search
+        self.train_size = train_size
+        self.use_gpu = device != "cpu" and getattr(self.faiss, "get_num_gpus", lambda: 0)() > 0
+        self.seed = seed
+        self.index: Any = None
+        self.exact = factory.replace(" ", "") in ("Flat", "IDMap,Flat")
+
+    def build(self, labels: EmbeddingStore) -> None:
+        faiss = self.faiss
+        print(
+            f"faiss {self.factory}: {labels.count:,} x {labels.dim} vectors, "
+            f"about {estimate_bytes(self.factory, labels.count, labels.dim) / 2**20:,.0f} MiB once built"
+        )
+        try:
+            index = faiss.index_factory(labels.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as error:
+            raise EztagError(
+                f"bad FAISS factory string '{self.factory}': {str(error).splitlines()[0]}", field="index.factory"
+            ) from None
+        if not index.is_trained:
+            vectors = labels.load()
+            sample = np.random.default_rng(self.seed).permutation(len(vectors))[: self.train_size]
+            index.train(np.ascontiguousarray(vectors[np.sort(sample)]))
+        for chunk in labels.iter_chunks():
+            index.add(np.ascontiguousarray(chunk, dtype=np.float32))
+        self.index = index
+        self._configure()
+
+    def _configure(self) -> None:
+        faiss = self.faiss
+        params = faiss.ParameterSpace()
+        if self.nprobe is not None:
+            params.set_index_parameter(self.index, "nprobe", self.nprobe)
+        if self.ef_search is not None:
+            params.set_index_parameter(self.index, "efSearch", self.ef_search)
+        if self.use_gpu:
+            options = faiss.GpuMultipleClonerOptions()
+            options.shard = True
+            try:
+                self.index = faiss.index_cpu_to_all_gpus(self.index, co=options)
+            except RuntimeError as error:
+                print(f"faiss: {self.factory} stays on the CPU ({str(error).splitlines()[0]})")
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = min(k, self.index.ntotal)
+        scores, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return scores.astype(np.float32), rows.astype(np.int64)
+
+    def save(self, directory: Path) -> None:
+        index = self.index
+        if self.use_gpu and hasattr(self.faiss, "index_gpu_to_cpu"):
+            index = self.faiss.index_gpu_to_cpu(index)
+        with atomic_path(directory / FILE) as tmp:
+            self.faiss.write_index(index, str(tmp))
+
+    @classmethod
+    def load(cls, directory: Path, **options: Any) -> FaissIndex:
+        index = cls(**options)
+        index.index = index.faiss.read_index(str(directory / FILE))
+        index._configure()
+        return index

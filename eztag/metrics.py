@@ -1,0 +1,81 @@
+"""Ranking metrics for multi-label tagging: P@k, R@k, nDCG@k, PSP@k and label coverage.
+
+Definitions (averaged over the documents that have at least one ground-truth label):
+- P@k = |top-k ∩ gold| / k;  R@k = |top-k ∩ gold| / |gold|.
+- nDCG@k = Σ_{r≤k} hit_r / log2(r+1)  /  Σ_{r≤min(k,|gold|)} 1 / log2(r+1).
+- PSP@k (Jain et al., KDD 2016) weights a hit on label l by 1 / p_l, with propensity
+  p_l = 1 / (1 + C (N_l + B)^-A), C = (ln N - 1)(B + 1)^A, N documents, N_l of them with label l.
+  It is normalised as in pyxclib: Σ_docs Σ_{top-k} hit / p  divided by the same sum for the best possible
+  ranking (gold labels ordered by 1 / p), so 1.0 is perfect. A = 0.55, B = 1.5 by default.
+- coverage@k: distinct gold labels found in some document's top-k / distinct gold labels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_KS = (1, 3, 5, 10, 100)
+
+
+def propensities(label_counts: np.ndarray, n_documents: int, a: float = 0.55, b: float = 1.5) -> np.ndarray:
+    """Jain et al.'s propensity of each label from its document frequency."""
+    c = (np.log(n_documents) - 1.0) * (b + 1.0) ** a
+    return 1.0 / (1.0 + c * np.power(label_counts + b, -a))
+
+
+def hit_matrix(predicted: np.ndarray, gold: list[set[int]]) -> np.ndarray:
+    """hits[d, r] = 1 when predicted[d, r] (a label row, -1 for none) is a gold label of document d."""
+    hits = np.zeros(predicted.shape, dtype=np.float64)
+    for d, (row, labels) in enumerate(zip(predicted, gold, strict=True)):
+        if labels:
+            hits[d] = [label in labels for label in row]
+    return hits
+
+
+def evaluate(
+    predicted: np.ndarray,
+    gold: list[set[int]],
+    n_labels: int,
+    ks: tuple[int, ...] = DEFAULT_KS,
+    a: float = 0.55,
+    b: float = 1.5,
+) -> dict[str, float]:
+    """All metrics at every k; `predicted` is [documents, max k] label rows, best first, -1 padded."""
+    has_gold = np.array([len(labels) > 0 for labels in gold])
+    predicted, gold = predicted[has_gold], [labels for labels in gold if labels]
+    if not gold:
+        raise ValueError("no document has ground-truth labels")
+    hits = hit_matrix(predicted, gold)
+    n_gold = np.array([len(labels) for labels in gold], dtype=np.float64)
+    counts = np.zeros(n_labels)
+    for labels in gold:
+        counts[list(labels)] += 1
+    inverse_p = 1.0 / propensities(counts, len(gold), a, b)
+    safe_rows = np.where(predicted >= 0, predicted, 0)
+    weighted = hits * inverse_p[safe_rows]
+    ideal = np.zeros((len(gold), max(ks)))
+    for d, labels in enumerate(gold):
+        best = np.sort(inverse_p[list(labels)])[::-1][: max(ks)]
+        ideal[d, : len(best)] = best
+    discounts = 1.0 / np.log2(np.arange(2, max(ks) + 2))
+    width = predicted.shape[1]
+    out: dict[str, float] = {}
+    for k in ks:
+        top = hits[:, : min(k, width)]
+        found = top.sum(axis=1)
+        ideal_dcg = np.array([discounts[: int(min(k, g))].sum() for g in n_gold])
+        out[f"P@{k}"] = float(np.mean(found / k))
+        out[f"R@{k}"] = float(np.mean(found / n_gold))
+        out[f"nDCG@{k}"] = float(np.mean((top * discounts[: top.shape[1]]).sum(axis=1) / ideal_dcg))
+        out[f"PSP@{k}"] = float(weighted[:, : min(k, width)].sum() / ideal[:, :k].sum())
+        correct = predicted[:, : min(k, width)][top > 0]
+        out[f"coverage@{k}"] = float(len(np.unique(correct)) / np.count_nonzero(counts))
+    return out
+
+
+def recall_curve(predicted: np.ndarray, gold: list[set[int]]) -> list[float]:
+    """R@k for k = 1 … predicted.shape[1], over documents with ground truth."""
+    keep = [d for d, labels in enumerate(gold) if labels]
+    hits = hit_matrix(predicted[keep], [gold[d] for d in keep])
+    n_gold = np.array([len(gold[d]) for d in keep], dtype=np.float64)
+    return (np.cumsum(hits, axis=1) / n_gold[:, None]).mean(axis=0).tolist()

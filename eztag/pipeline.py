@@ -1,0 +1,127 @@
+"""Pipelines: a TOML file naming stages and their settings, run into a run directory stage by stage."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from eztag.artifacts import RunDir, config_hash
+from eztag.config import apply_overrides, from_dict, load_toml, to_dict
+from eztag.errors import EztagError, did_you_mean
+from eztag.stages import encode, evaluate, index, ingest, tag
+
+STAGES: dict[str, ModuleType] = {module.NAME: module for module in (ingest, encode, index, tag, evaluate)}
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass
+class PipelineSection:
+    """The `[pipeline]` table."""
+
+    stages: list[str]
+    name: str = "pipeline"
+    run_dir: str | None = None
+
+
+class Pipeline:
+    """A validated pipeline: its stages in order and one config object per stage."""
+
+    def __init__(self, path: Path, section: PipelineSection, configs: dict[str, Any]) -> None:
+        self.path = path
+        self.section = section
+        self.configs = configs
+
+    @classmethod
+    def load(cls, path: Path, overrides: list[str] | None = None) -> Pipeline:
+        """Read and validate a pipeline file; relative input paths are taken from the file's folder."""
+        data = apply_overrides(load_toml(path), overrides or [])
+        if "pipeline" not in data:
+            raise EztagError("missing [pipeline] table with stages = [...]", file=path)
+        section = from_dict(PipelineSection, data.pop("pipeline"), section="pipeline", file=path)
+        for name in section.stages:
+            if name not in STAGES:
+                raise EztagError(
+                    f"unknown stage '{name}'{did_you_mean(name, STAGES)}", file=path, field="pipeline.stages"
+                )
+        for name in data:
+            if name not in STAGES:
+                raise EztagError(f"unknown table [{name}]{did_you_mean(name, STAGES)}", file=path)
+            if name not in section.stages:
+                raise EztagError(f"table [{name}] is set but '{name}' is not in pipeline.stages", file=path)
+        configs = {}
+        for name in sorted(section.stages, key=list(STAGES).index):
+            for required in STAGES[name].REQUIRES:
+                if required not in section.stages:
+                    raise EztagError(f"stage '{name}' needs stage '{required}'", file=path, field="pipeline.stages")
+            table = _resolve_paths(data.get(name, {}), STAGES[name].PATH_FIELDS, path.parent)
+            configs[name] = from_dict(STAGES[name].Config, table, section=name, file=path)
+        return cls(path, section, configs)
+
+    @property
+    def stages(self) -> list[str]:
+        """Stage names in execution order."""
+        return list(self.configs)
+
+    def default_run_dir(self) -> Path:
+        """`[pipeline] run_dir` (relative to the working directory) or runs/<name>."""
+        return Path(self.section.run_dir or f"runs/{self.section.name}")
+
+    def stage_hash(self, stage: str) -> str:
+        """Hash of the stage's config, input fingerprint and upstream hashes: equal hash, equal outputs."""
+        module, config = STAGES[stage], self.configs[stage]
+        fingerprint = module.fingerprint(config) if hasattr(module, "fingerprint") else None
+        upstream = {name: self.stage_hash(name) for name in module.REQUIRES}
+        return config_hash([FORMAT_VERSION, stage, to_dict(config), fingerprint, upstream])
+
+    def run(self, run_dir: Path, *, until: str | None = None, force: list[str] | None = None) -> dict[str, Any]:
+        """Run stages (up to `until` and its upstream), skipping those already finished with the same hash."""
+        force = force or []
+        for name in force + ([until] if until else []):
+            if name not in self.configs:
+                raise EztagError(f"stage '{name}' is not in this pipeline{did_you_mean(name, self.configs)}")
+        wanted = self._upstream(until) if until else self.stages
+        runs = RunDir(run_dir)
+        summaries = {}
+        for stage in self.stages:
+            if stage not in wanted:
+                continue
+            stage_hash = self.stage_hash(stage)
+            if stage not in force and runs.is_finished(stage, stage_hash):
+                print(f"[{stage}] up to date, skipped")
+                continue
+            module = STAGES[stage]
+            out_dir = runs.begin(stage, stage_hash)
+            print(f"[{stage}] running")
+            started = time.perf_counter()
+            upstream = {f"{name}_dir": runs.stage_dir(name) for name in module.REQUIRES}
+            summaries[stage] = module.run(self.configs[stage], out_dir, **upstream)
+            seconds = time.perf_counter() - started
+            runs.finish(stage, stage_hash, to_dict(self.configs[stage]), seconds)
+            print(f"[{stage}] done in {seconds:.1f} s: {_short(summaries[stage])}")
+        return summaries
+
+    def _upstream(self, stage: str) -> set[str]:
+        needed = {stage}
+        for name in STAGES[stage].REQUIRES:
+            needed |= self._upstream(name)
+        return needed
+
+
+def _resolve_paths(table: dict[str, Any], fields: tuple[str, ...], base: Path) -> dict[str, Any]:
+    """Make relative paths absolute against `base`; a `model` that is no local path (a hub id) is kept."""
+    table = dict(table)
+    for field in fields:
+        value = table.get(field)
+        if not isinstance(value, str) or Path(value).is_absolute():
+            continue
+        candidate = (base / value).resolve()
+        if field != "model" or candidate.exists():
+            table[field] = str(candidate)
+    return table
+
+
+def _short(summary: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in summary.items() if isinstance(value, (int, float, str)))

@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny real input files and a runner for the `eztag` CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEBTAGS = REPO / "data" / "debtags"
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run `python -m eztag.cli ARGS` and return the finished process."""
+    result = subprocess.run([sys.executable, "-m", "eztag.cli", *args], capture_output=True, text=True, cwd=cwd)
+    if check and result.returncode != 0:
+        raise AssertionError(f"eztag {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def small_inputs(tmp_path: Path) -> tuple[Path, Path]:
+    """Six documents about three topics and four labels, ground truth in the documents' `labels` column."""
+    documents = write_jsonl(
+        tmp_path / "docs.jsonl",
+        [
+            {"id": "d1", "text": "A media player for audio and video files", "labels": ["audio", "video"]},
+            {"id": "d2", "text": "Play music and podcasts, supports mp3 and ogg", "labels": ["audio"]},
+            {"id": "d3", "text": "A C compiler and linker for embedded systems", "labels": ["devel"]},
+            {"id": "d4", "text": "Debugger for programs written in C and C++", "labels": ["devel"]},
+            {"id": "d5", "text": "Chess game with a graphical board", "labels": ["game"]},
+            {"id": "d6", "text": "Arcade game where you shoot asteroids", "labels": ["game"]},
+        ],
+    )
+    labels = write_jsonl(
+        tmp_path / "labels.jsonl",
+        [
+            {"id": "audio", "text": "Audio and music"},
+            {"id": "video", "text": "Video"},
+            {"id": "devel", "text": "Software development and programming"},
+            {"id": "game", "text": "Games"},
+        ],
+    )
+    return documents, labels
+
+
+def pipeline_file(tmp_path: Path, documents: Path, labels: Path, extra: str = "", stages: str | None = None) -> Path:
+    """A pipeline TOML over the given inputs, writing into tmp_path/run."""
+    stages = stages or '"ingest", "encode", "index", "tag", "evaluate"'
+    path = tmp_path / "pipeline.toml"
+    path.write_text(
+        f'[pipeline]\nname = "test"\nstages = [{stages}]\nrun_dir = "{tmp_path / "run"}"\n'
+        f'[ingest]\ndocuments = "{documents}"\nlabels = "{labels}"\n'
+        f"[encode]\nchunk_size = 2\n{extra}",
+        encoding="utf-8",
+    )
+    return path
