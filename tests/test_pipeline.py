@@ -1,0 +1,117 @@
+"""The pipeline end to end through the CLI: real encoder, real files, rerun and --force behaviour."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import scipy.sparse as sp
+
+from tests.conftest import pipeline_file, run_cli
+
+
+@pytest.mark.slow
+def test_pipeline_tags_evaluates_and_skips_finished_stages(tmp_path: Path, small_inputs: tuple[Path, Path]) -> None:
+    config = pipeline_file(tmp_path, *small_inputs, extra="[tag]\nk = 3\n")
+    first = run_cli("run", str(config))
+    assert "| P |" in first.stdout
+    run_dir = tmp_path / "run"
+    tags = pl.read_parquet(run_dir / "tag" / "tags.parquet")
+    assert tags.columns == ["doc_id", "rank", "label_id", "score"]
+    assert tags.group_by("doc_id").len()["len"].to_list() == [3] * 6
+    top1 = dict(tags.filter(pl.col("rank") == 1).select("doc_id", "label_id").iter_rows())
+    # the encoder is real: unambiguous documents get their topic's label first
+    assert top1["d3"] == "devel" and top1["d5"] == "game" and top1["d2"] == "audio"
+    assert (tags.group_by("doc_id").agg(pl.col("score").diff().drop_nulls().max())["score"] <= 0).all()
+    matrix = sp.load_npz(run_dir / "tag" / "tags.npz")
+    assert matrix.shape == (6, 4) and matrix.nnz == 18
+    assert matrix[2, 2] == pytest.approx(tags.filter((pl.col("doc_id") == "d3") & (pl.col("label_id") == "devel"))["score"][0])
+    metrics = json.loads((run_dir / "evaluate" / "metrics.json").read_text())["metrics"]
+    assert metrics["P@1"] >= 0.5
+    assert (run_dir / "evaluate" / "recall_at_k.png").read_bytes()[:4] == b"\x89PNG"
+
+    second = run_cli("run", str(config))
+    assert second.stdout.count("up to date, skipped") == 5
+    forced = run_cli("run", str(config), "--force", "tag")
+    assert "[tag] running" in forced.stdout and "[encode] up to date" in forced.stdout
+
+    changed = run_cli("run", str(config), "--set", "tag.k=2")
+    assert "[encode] up to date" in changed.stdout and "[tag] running" in changed.stdout
+    assert "[evaluate] running" in changed.stdout
+    assert pl.read_parquet(run_dir / "tag" / "tags.parquet").height == 12
+
+
+def test_stage_subcommand_runs_only_upstream(tmp_path: Path, small_inputs: tuple[Path, Path]) -> None:
+    config = pipeline_file(tmp_path, *small_inputs)
+    result = run_cli("ingest", str(config))
+    assert "[ingest] done" in result.stdout and "[encode]" not in result.stdout
+    documents = pl.read_parquet(tmp_path / "run" / "ingest" / "documents.parquet")
+    assert documents["doc_id"].to_list() == ["d1", "d2", "d3", "d4", "d5", "d6"]
+    truth = pl.read_parquet(tmp_path / "run" / "ingest" / "ground_truth.parquet")
+    assert truth.height == 7
+
+
+def test_changed_input_file_reruns_ingest(tmp_path: Path, small_inputs: tuple[Path, Path]) -> None:
+    documents, labels = small_inputs
+    config = pipeline_file(tmp_path, documents, labels)
+    run_cli("ingest", str(config))
+    assert "up to date" in run_cli("ingest", str(config)).stdout
+    documents.write_text(documents.read_text() + '{"id": "d7", "text": "Another game"}\n')
+    assert "[ingest] done" in run_cli("ingest", str(config)).stdout
+
+
+@pytest.mark.slow
+def test_exact_and_faiss_flat_agree_and_hnsw_reports_recall(tmp_path: Path) -> None:
+    pytest.importorskip("faiss")
+    from tests.conftest import DEBTAGS
+
+    results = {}
+    for name, extra in (
+        ("exact", '[index]\nbackend = "exact"\n'),
+        ("flat", '[index]\nbackend = "faiss"\nfactory = "Flat"\n'),
+        ("hnsw", '[index]\nbackend = "faiss"\nfactory = "HNSW32"\nef_search = 16\n'),
+    ):
+        directory = tmp_path / name
+        directory.mkdir()
+        config = pipeline_file(directory, DEBTAGS / "sample.jsonl", DEBTAGS / "labels.jsonl",
+                               extra=f"{extra}[tag]\nk = 10\n")
+        config.write_text(config.read_text().replace("chunk_size = 2", "chunk_size = 512"))
+        run_cli("tag", str(config))
+        results[name] = directory / "run"
+    exact = pl.read_parquet(results["exact"] / "tag" / "tags.parquet")
+    flat = pl.read_parquet(results["flat"] / "tag" / "tags.parquet")
+    # same scores rank by rank; labels may only trade places where scores tie (float summation order differs),
+    # so the labels scoring clearly above the 10th score must be the same set
+    np.testing.assert_allclose(exact["score"].to_numpy(), flat["score"].to_numpy(), atol=1e-5)
+    for (doc_id,), exact_doc in exact.group_by("doc_id"):
+        flat_doc = flat.filter(pl.col("doc_id") == doc_id)
+        cutoff = exact_doc["score"].min() + 1e-5
+        assert set(exact_doc.filter(pl.col("score") > cutoff)["label_id"]) == set(
+            flat_doc.filter(pl.col("score") > cutoff)["label_id"]
+        )
+    report = json.loads((results["hnsw"] / "index" / "report.json").read_text())
+    assert 0.5 <= report["recall_vs_exact"]["recall@10"] <= 1.0
+    assert json.loads((results["flat"] / "index" / "report.json").read_text())["exact"] is True
+
+
+def test_compare_writes_table_and_plot(tmp_path: Path) -> None:
+    for name, p1 in (("a", 0.5), ("b", 0.7)):
+        directory = tmp_path / name / "evaluate"
+        directory.mkdir(parents=True)
+        values = {f"{m}@{k}": p1 for m in ("P", "R", "nDCG", "PSP", "coverage") for k in (1, 5)}
+        (directory / "metrics.json").write_text(json.dumps({"metrics": values, "recall_curve": [0.2, 0.4], "ks": [1, 5]}))
+    result = run_cli("compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp"))
+    assert "| a | P | 0.5000 | 0.5000 |" in result.stdout and "| b | P | 0.7000 |" in result.stdout
+    assert (tmp_path / "cmp" / "recall_at_k.png").exists()
+
+
+def test_config_error_is_one_line(tmp_path: Path, small_inputs: tuple[Path, Path]) -> None:
+    config = pipeline_file(tmp_path, *small_inputs, extra="[tag]\nkk = 3\n")
+    result = run_cli("run", str(config), check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"eztag: error: {config}: field '[tag]': unknown key 'kk' (did you mean 'k'?)"
+    ]
