@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
+
 from eztag.devices import pick_device
 from eztag.errors import EztagError
 from eztag.judges import Judge, Judgment
@@ -36,6 +38,6 @@ class CrossEncoderJudge(Judge):
             (pair.document, f"{pair.label}: {pair.description}" if pair.description else pair.label) for pair in pairs
         ]
         logits = self.model.predict(
-            inputs, batch_size=self.batch_size, activation_fn=None, convert_to_numpy=True, show_progress_bar=False
+            inputs, batch_size=self.batch_size, activation_fn=torch.nn.Identity(), show_progress_bar=False
         )
         return [Judgment(p_yes=1 / (1 + math.exp(-float(logit))), log_odds=float(logit)) for logit in logits]
