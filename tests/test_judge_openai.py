@@ -6,11 +6,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import polars as pl
 import pytest
+from conftest import pipeline_file
 from openai_server import CompletionsServer
 
 from eztag.judges.openai import OpenAIJudge
 from eztag.judges.transformers import TransformersJudge
+from eztag.pipeline import Pipeline
 from eztag.prompts import Pair, PromptTemplate
 
 TEMPLATE = PromptTemplate.named("yes-no", domain="software package")
@@ -85,3 +88,28 @@ def test_server_dying_mid_run(server: CompletionsServer, tiny_judge: Transformer
         assert judgment.p_yes == pytest.approx(reference.p_yes, abs=1e-5)
     for judgment in judgments[3:]:
         assert judgment.p_yes is None and judgment.failure.startswith("connection")
+
+
+@pytest.mark.slow
+def test_judge_stage_records_failures_and_retries_them_on_rerun(
+    tmp_path: Path, server: CompletionsServer, tiny_llama_dir: Path, small_inputs: tuple[Path, Path]
+) -> None:
+    server.faults_by_text = {"Tag: Video": "500"}
+    extra = (
+        '[mine]\nk = 2\n[judge]\nbackend = "openai"\nmodel = "tiny"\ndomain = "software package"\n'
+        f'[judge.options]\nbase_url = "{server.url}"\ntokenizer = "{tiny_llama_dir}"\ntop_logprobs = 49152\n'
+        "timeout = 2.0\nmax_attempts = 2\nbackoff = 0.01\n"
+    )
+    stages = '"ingest", "encode", "index", "mine", "judge"'
+    pipeline = Pipeline.load(pipeline_file(tmp_path, *small_inputs, extra=extra, stages=stages))
+    report = pipeline.run(tmp_path / "run")["judge"]
+    judgments = pl.read_parquet(tmp_path / "run" / "judge" / "judgments.parquet")
+    failed = judgments.filter(pl.col("label_id") == "video")
+    assert failed.height > 0 and report["failures_by_reason"] == {"http_500": failed.height}
+    assert failed.select("p_yes", "log_odds", "rank_in_doc").null_count().row(0) == (failed.height,) * 3
+    assert judgments.filter(pl.col("label_id") != "video")["failure"].null_count() == judgments.height - failed.height
+
+    server.faults_by_text = {}
+    report = pipeline.run(tmp_path / "run", force=["judge"])["judge"]
+    expected = (failed.height, judgments.height - failed.height, 0)
+    assert (report["judged_now"], report["cache_hits"], report["failures"]) == expected

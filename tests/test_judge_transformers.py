@@ -55,4 +55,4 @@ def test_judgment_from_classes() -> None:
     graded = judgment_from_classes([[math.log(0.1)], [math.log(0.1)], [math.log(0.2)], [math.log(0.6)]])
     assert graded.p_yes == pytest.approx((0.1 + 0.4 + 1.8) / 3)
     assert graded.log_odds == pytest.approx(math.log(0.8 / 0.2))
-    assert judgment_from_classes([[], []]).failure.startswith("no answer token")
+    assert judgment_from_classes([[], []]).failure.startswith("no_answer_token")

@@ -48,7 +48,7 @@ def judgment_from_classes(class_logprobs: Sequence[Sequence[float]]) -> Judgment
     """
     masses = [_logsumexp(list(values)) if values else -math.inf for values in class_logprobs]
     if all(mass == -math.inf for mass in masses):
-        return Judgment.failed("no answer token among the returned log-probabilities")
+        return Judgment.failed("no_answer_token: no answer token among the returned log-probabilities")
     if len(masses) == 2:
         positive, negative = masses
     else:

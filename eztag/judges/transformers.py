@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 
 from eztag.devices import DTYPES, pick_device
-from eztag.errors import EztagError
+from eztag.errors import EztagError, did_you_mean
 from eztag.judges import Judge, Judgment, judgment_from_classes
 from eztag.models import resolve_judge
 from eztag.prompts import Pair, PromptTemplate, chat_text, class_token_ids, truncate_tokens
@@ -35,13 +35,16 @@ class TransformersJudge(Judge):
 
         super().__init__(template)
         self.device = pick_device(device)
-        dtype = (torch.bfloat16 if self.device.type == "cuda" else torch.float32) if precision == "auto" else None
+        if precision == "auto":
+            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        elif precision in DTYPES:
+            dtype = DTYPES[precision]
+        else:
+            raise EztagError(f"unknown precision '{precision}'{did_you_mean(precision, DTYPES)}", field="precision")
         path, gguf_file = resolve_judge(model)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
-            self.model = AutoModelForCausalLM.from_pretrained(
-                path, gguf_file=gguf_file, dtype=dtype or DTYPES[precision]
-            )
+            self.model = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, dtype=dtype)
         except OSError as error:
             raise EztagError(f"cannot load judge model '{model}': {str(error).splitlines()[0]}") from None
         self.model.to(self.device).eval()
