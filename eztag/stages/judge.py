@@ -60,7 +60,10 @@ class Config:
         if self.max_document_tokens < 1 or self.shard_size < 1:
             raise ValueError("max_document_tokens and shard_size must be positive")
         check_template(self.document_template, DOCUMENT_FIELDS, where="judge.document_template")
-        PromptTemplate.named(self.template, self.domain)
+        try:
+            PromptTemplate.named(self.template, self.domain)
+        except EztagError as error:
+            raise ValueError(error.message) from None
 
 
 def pair_key(model_id: str, template: PromptTemplate, pair: Pair) -> str:
