@@ -14,6 +14,8 @@ STAGE_HELP = {
     "ingest": "validate documents, labels and ground truth into Parquet",
     "encode": "embed labels and documents",
     "index": "build the label index",
+    "mine": "mine candidate labels per document for the judge",
+    "judge": "score candidate labels with an LLM relevance judge",
     "tag": "retrieve the top-k labels of every document",
     "evaluate": "score the tags against the ground truth",
 }

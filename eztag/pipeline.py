@@ -11,9 +11,9 @@ from typing import Any
 from eztag.artifacts import RunDir, config_hash
 from eztag.config import apply_overrides, from_dict, load_toml, to_dict
 from eztag.errors import EztagError, did_you_mean
-from eztag.stages import encode, evaluate, index, ingest, tag
+from eztag.stages import encode, evaluate, index, ingest, judge, mine, tag
 
-STAGES: dict[str, ModuleType] = {module.NAME: module for module in (ingest, encode, index, tag, evaluate)}
+STAGES: dict[str, ModuleType] = {module.NAME: module for module in (ingest, encode, index, mine, judge, tag, evaluate)}
 FORMAT_VERSION = 1
 
 

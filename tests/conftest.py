@@ -63,3 +63,43 @@ def pipeline_file(tmp_path: Path, documents: Path, labels: Path, extra: str = ""
         encoding="utf-8",
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The SmolLM2 tokenizer converted once from the packaged GGUF and saved in the Hugging Face layout."""
+    from transformers import AutoTokenizer
+
+    from eztag.models import resolve_judge
+
+    gguf_dir, gguf_file = resolve_judge("default")
+    directory = tmp_path_factory.mktemp("smollm2-tokenizer")
+    AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer_dir: Path) -> Path:
+    """A randomly initialised two-layer LlamaForCausalLM (seed 0) with the SmolLM2 tokenizer, saved to a folder."""
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    directory = tmp_path_factory.mktemp("tiny-llama")
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=49152,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        initializer_range=0.2,
+        tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(config).save_pretrained(directory)
+    for path in smollm2_tokenizer_dir.iterdir():
+        shutil.copy(path, directory / path.name)
+    return directory

@@ -1,0 +1,91 @@
+"""LLM relevance judges behind one interface, looked up by name; heavy imports happen only when used."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from eztag.errors import EztagError, did_you_mean
+from eztag.prompts import Pair, PromptTemplate, truncate_words
+
+JUDGES = {
+    "transformers": "eztag.judges.transformers:TransformersJudge",
+    "openai": "eztag.judges.openai:OpenAIJudge",
+    "vllm": "eztag.judges.vllm:VLLMJudge",
+    "cross-encoder": "eztag.judges.cross_encoder:CrossEncoderJudge",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Judgment:
+    """A score in [0, 1] (P(yes), or expected grade / 3) with its log-odds, or a failure reason and no score."""
+
+    p_yes: float | None = None
+    log_odds: float | None = None
+    failure: str | None = None
+
+    @classmethod
+    def failed(cls, reason: str) -> Judgment:
+        return cls(failure=reason)
+
+
+def _logsumexp(values: Sequence[float]) -> float:
+    top = max(values)
+    if top == -math.inf:
+        return -math.inf
+    return top + math.log(sum(math.exp(value - top) for value in values))
+
+
+def judgment_from_classes(class_logprobs: Sequence[Sequence[float]]) -> Judgment:
+    """Score from the next-token log-probabilities of each answer class's token spellings.
+
+    Two classes (yes, no): P(yes) = sum P(yes spellings) / (sum P(yes) + sum P(no)), log-odds = log P(yes) - log P(no).
+    Four classes (grades 0..3): score = expected grade / 3 under the softmax restricted to the grade tokens,
+    log-odds = log P(2 or 3) - log P(0 or 1). Classes with no log-probability at all are a failure.
+    """
+    masses = [_logsumexp(list(values)) if values else -math.inf for values in class_logprobs]
+    if all(mass == -math.inf for mass in masses):
+        return Judgment.failed("no_answer_token: no answer token among the returned log-probabilities")
+    if len(masses) == 2:
+        positive, negative = masses
+    else:
+        half = len(masses) // 2
+        positive, negative = _logsumexp(masses[half:]), _logsumexp(masses[:half])
+    top = max(masses)
+    weights = [math.exp(mass - top) for mass in masses]
+    if len(masses) == 2:
+        score = weights[0] / sum(weights)
+    else:
+        score = sum(grade * weight for grade, weight in enumerate(weights)) / sum(weights) / (len(masses) - 1)
+    log_odds = positive - negative
+    if not math.isfinite(log_odds):
+        log_odds = math.copysign(1e4, log_odds)
+    return Judgment(p_yes=score, log_odds=log_odds)
+
+
+class Judge(ABC):
+    """Scores (document, label) pairs with one prompt template; `model_id` names the model in cache keys."""
+
+    model_id: str
+
+    def __init__(self, template: PromptTemplate) -> None:
+        self.template = template
+
+    @abstractmethod
+    def score(self, pairs: Sequence[Pair]) -> list[Judgment]:
+        """One judgment per pair, in input order; failures carry a reason and no score."""
+
+    def truncate(self, documents: Sequence[str], max_tokens: int) -> list[str]:
+        """Cut documents to a token budget (this default counts whitespace-separated words)."""
+        return [truncate_words(text, max_tokens) for text in documents]
+
+
+def get_judge(backend: str, model: str, template: PromptTemplate, **options: object) -> Judge:
+    """Instantiate the judge backend `backend` for `model`."""
+    if backend not in JUDGES:
+        raise EztagError(f"unknown judge backend '{backend}'{did_you_mean(backend, JUDGES)}", field="judge.backend")
+    module_name, class_name = JUDGES[backend].split(":")
+    return getattr(importlib.import_module(module_name), class_name)(model, template, **options)

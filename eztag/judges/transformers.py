@@ -1,0 +1,149 @@
+"""A local causal LM judge (transformers): next-token log-probabilities of the answer tokens, batched.
+
+Two paths give the same scores: `naive` runs every prompt in full (left-padded batches); prefix reuse runs the
+tokens a document's prompts share once, keeps the key/value cache, and scores all of its label suffixes in one
+batch on a copy of that cache expanded to the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from eztag.devices import DTYPES, pick_device
+from eztag.errors import EztagError, did_you_mean
+from eztag.judges import Judge, Judgment, judgment_from_classes
+from eztag.models import resolve_judge
+from eztag.prompts import Pair, PromptTemplate, chat_text, class_token_ids, truncate_tokens
+
+
+class TransformersJudge(Judge):
+    """`AutoModelForCausalLM` on the CPU (float32) or a GPU (bfloat16 by default); `model` is a path or GGUF alias."""
+
+    def __init__(
+        self,
+        model: str,
+        template: PromptTemplate,
+        *,
+        device: str = "auto",
+        precision: str = "auto",
+        batch_size: int = 32,
+        prefix_reuse: bool = True,
+    ) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        super().__init__(template)
+        self.device = pick_device(device)
+        if precision == "auto":
+            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        elif precision in DTYPES:
+            dtype = DTYPES[precision]
+        else:
+            raise EztagError(f"unknown precision '{precision}'{did_you_mean(precision, DTYPES)}", field="precision")
+        path, gguf_file = resolve_judge(model)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
+            self.model = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, dtype=dtype)
+        except OSError as error:
+            raise EztagError(f"cannot load judge model '{model}': {str(error).splitlines()[0]}") from None
+        self.model.to(self.device).eval()
+        self.model_id = model if gguf_file is None else f"{model}:{gguf_file}"
+        self.batch_size = batch_size
+        self.prefix_reuse = prefix_reuse
+        self.class_ids = class_token_ids(self.tokenizer, template.scale)
+        self.add_special_tokens = not getattr(self.tokenizer, "chat_template", None)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    def truncate(self, documents: Sequence[str], max_tokens: int) -> list[str]:
+        return truncate_tokens(self.tokenizer, documents, max_tokens)
+
+    def prompt_ids(self, pairs: Sequence[Pair]) -> list[list[int]]:
+        """Token ids of each pair's full prompt."""
+        texts = [chat_text(self.tokenizer, self.template, pair) for pair in pairs]
+        return self.tokenizer(texts, add_special_tokens=self.add_special_tokens)["input_ids"]
+
+    def score(self, pairs: Sequence[Pair]) -> list[Judgment]:
+        ids = self.prompt_ids(pairs)
+        with torch.inference_mode():
+            logprobs = self._score_prefix_reuse(pairs, ids) if self.prefix_reuse else self._score_naive(ids)
+        return [self._judgment(row) for row in logprobs]
+
+    def _judgment(self, row: torch.Tensor) -> Judgment:
+        return judgment_from_classes([row[ids].tolist() for ids in self.class_ids])
+
+    def _last_logprobs(self, **inputs: object) -> torch.Tensor:
+        """Log-softmax of the logits at the last position, as float32 on the CPU."""
+        logits = self.model(**inputs, logits_to_keep=1, use_cache="past_key_values" in inputs).logits[:, -1, :]
+        return torch.log_softmax(logits.float(), dim=-1).cpu()
+
+    def _score_naive(self, ids: list[list[int]]) -> list[torch.Tensor]:
+        """Every prompt in full, left-padded batches of similar length."""
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out: list[torch.Tensor | None] = [None] * len(ids)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            tokens, mask = _left_pad([ids[i] for i in batch], self.pad_id)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            rows = self._last_logprobs(
+                input_ids=tokens.to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=positions.to(self.device),
+            )
+            for i, row in zip(batch, rows, strict=True):
+                out[i] = row
+        return out
+
+    def _score_prefix_reuse(self, pairs: Sequence[Pair], ids: list[list[int]]) -> list[torch.Tensor]:
+        """Per document: run the shared token prefix once, then its suffixes in batches on the expanded cache."""
+        from transformers import DynamicCache
+
+        groups: dict[str, list[int]] = {}
+        for i, pair in enumerate(pairs):
+            groups.setdefault(pair.document, []).append(i)
+        out: list[torch.Tensor | None] = [None] * len(ids)
+        for members in groups.values():
+            shared = _common_prefix_length([ids[i] for i in members])
+            if shared == 0:
+                for i, row in zip(members, self._score_naive([ids[i] for i in members]), strict=True):
+                    out[i] = row
+                continue
+            prefix = torch.tensor([ids[members[0]][:shared]], device=self.device)
+            cache = self.model(input_ids=prefix, use_cache=True).past_key_values
+            layers = [(layer.keys, layer.values) for layer in cache.layers]
+            for start in range(0, len(members), self.batch_size):
+                batch = members[start : start + self.batch_size]
+                tokens, suffix_mask = _left_pad([ids[i][shared:] for i in batch], self.pad_id)
+                size = len(batch)
+                expanded = DynamicCache([(k.expand(size, -1, -1, -1), v.expand(size, -1, -1, -1)) for k, v in layers])
+                mask = torch.cat([torch.ones(size, shared, dtype=suffix_mask.dtype), suffix_mask], dim=1)
+                positions = shared + (suffix_mask.cumsum(-1) - 1).clamp(min=0)
+                rows = self._last_logprobs(
+                    input_ids=tokens.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    position_ids=positions.to(self.device),
+                    past_key_values=expanded,
+                )
+                for i, row in zip(batch, rows, strict=True):
+                    out[i] = row
+        return out
+
+
+def _common_prefix_length(sequences: list[list[int]]) -> int:
+    """Length of the longest common prefix, leaving every sequence at least one token of its own."""
+    limit = min(len(sequence) for sequence in sequences) - 1
+    length = 0
+    while length < limit and all(sequence[length] == sequences[0][length] for sequence in sequences):
+        length += 1
+    return length
+
+
+def _left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token ids, attention mask) of a left-padded batch, so every row ends at the last position."""
+    width = max(len(sequence) for sequence in sequences)
+    tokens = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        tokens[row, width - len(sequence) :] = torch.tensor(sequence, dtype=torch.long)
+        mask[row, width - len(sequence) :] = 1
+    return tokens, mask

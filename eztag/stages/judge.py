@@ -1,0 +1,210 @@
+"""Judge: score the mined candidates with an LLM judge, through a resumable cache of Parquet shards.
+
+Every judgment is cached under sha256(model id, template name@version, domain, truncated document, label,
+description). A run loads every shard, judges only the pairs with no stored score (each once), and writes each
+scored batch as a new shard atomically: a killed run loses at most the batch in flight, and a rerun redoes nothing
+stored. Failures are kept in the shards for the record but are judged again by the next run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from tqdm import tqdm
+
+from eztag.artifacts import atomic_path, write_json, write_parquet
+from eztag.errors import EztagError
+from eztag.judges import JUDGES, Judge, get_judge
+from eztag.prompts import Pair, PromptTemplate
+from eztag.stages.encode import DOCUMENT_FIELDS, texts
+from eztag.templates import check_template
+
+NAME = "judge"
+REQUIRES = ("ingest", "mine")
+PATH_FIELDS = ("model", "cache_dir")
+SHARD_SCHEMA = {"key": pl.String, "p_yes": pl.Float64, "log_odds": pl.Float64, "failure": pl.String}
+P_YES_THRESHOLDS = (0.1, 0.25, 0.5, 0.75, 0.9)
+LOG_ODDS_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+@dataclasses.dataclass
+class Config:
+    """Which judge, which prompt, and how the work is cut into cached shards.
+
+    `options` are keyword options of the backend, e.g. device, precision, batch_size, prefix_reuse (transformers);
+    base_url, tokenizer, concurrency, timeout, max_attempts (openai); tensor_parallel_size (vllm).
+    """
+
+    backend: str = "transformers"
+    model: str = "default"
+    template: str = "yes-no"
+    domain: str = "document"
+    document_template: str = "{text}"
+    max_document_tokens: int = 256
+    shard_size: int = 256
+    cache_dir: str | None = None
+    options: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.backend not in JUDGES:
+            raise ValueError(f"unknown backend '{self.backend}' (expected one of: {', '.join(JUDGES)})")
+        if self.max_document_tokens < 1 or self.shard_size < 1:
+            raise ValueError("max_document_tokens and shard_size must be positive")
+        check_template(self.document_template, DOCUMENT_FIELDS, where="judge.document_template")
+        try:
+            PromptTemplate.named(self.template, self.domain)
+        except EztagError as error:
+            raise ValueError(error.message) from None
+
+
+def pair_key(model_id: str, template: PromptTemplate, pair: Pair) -> str:
+    """The cache key of one judgment."""
+    fields = [model_id, template.key, template.domain, pair.document, pair.label, pair.description]
+    return hashlib.sha256(json.dumps(fields, ensure_ascii=False).encode()).hexdigest()
+
+
+def load_cache(cache_dir: Path) -> dict[str, tuple[float, float]]:
+    """key -> (p_yes, log_odds) of every stored successful judgment."""
+    shards = sorted(cache_dir.glob("part-*.parquet"))
+    if not shards:
+        return {}
+    stored = pl.concat([pl.read_parquet(path) for path in shards]).filter(pl.col("failure").is_null())
+    return {key: (p_yes, log_odds) for key, p_yes, log_odds in stored.select("key", "p_yes", "log_odds").iter_rows()}
+
+
+def build_judge(config: Config) -> Judge:
+    """The configured judge backend."""
+    template = PromptTemplate.named(config.template, config.domain)
+    try:
+        return get_judge(config.backend, config.model, template, **config.options)
+    except TypeError as error:
+        raise EztagError(f"bad option for backend '{config.backend}': {error}", field="judge.options") from None
+
+
+def candidate_pairs(config: Config, judge: Judge, ingest_dir: Path, candidates: pl.DataFrame) -> list[Pair]:
+    """One Pair per candidate row, documents cut to `max_document_tokens` by the judge's tokenizer."""
+    documents = pl.read_parquet(ingest_dir / "documents.parquet").filter(
+        pl.col("doc_id").is_in(candidates["doc_id"].unique().to_list())
+    )
+    truncated = judge.truncate(texts(documents, config.document_template), config.max_document_tokens)
+    document_text = dict(zip(documents["doc_id"].to_list(), truncated, strict=True))
+    labels = pl.read_parquet(ingest_dir / "labels.parquet")
+    label_text = {
+        label_id: (text, description or "")
+        for label_id, text, description in labels.select("label_id", "text", "description").iter_rows()
+    }
+    return [
+        Pair(document_text[doc_id], *label_text[label_id])
+        for doc_id, label_id in candidates.select("doc_id", "label_id").iter_rows()
+    ]
+
+
+def run(config: Config, out_dir: Path, ingest_dir: Path, mine_dir: Path) -> dict[str, Any]:
+    """Write judgments.parquet, report.json and log_odds.png."""
+    candidates = pl.read_parquet(mine_dir / "candidates.parquet")
+    judge = build_judge(config)
+    pairs = candidate_pairs(config, judge, ingest_dir, candidates)
+    keys = [pair_key(judge.model_id, judge.template, pair) for pair in pairs]
+    cache_dir = Path(config.cache_dir) if config.cache_dir else out_dir / "cache"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    stored = load_cache(cache_dir)
+    todo = {key: pair for key, pair in zip(keys, pairs, strict=True) if key not in stored}
+    failures: dict[str, str] = {}
+    scoring_seconds = 0.0
+    todo_items = list(todo.items())
+    with tqdm(total=len(todo_items), desc="judge", unit="pair", disable=None) as bar:
+        for start in range(0, len(todo_items), config.shard_size):
+            batch = todo_items[start : start + config.shard_size]
+            started = time.perf_counter()
+            judgments = judge.score([pair for _, pair in batch])
+            scoring_seconds += time.perf_counter() - started
+            shard = pl.DataFrame(
+                {
+                    "key": [key for key, _ in batch],
+                    "p_yes": [judgment.p_yes for judgment in judgments],
+                    "log_odds": [judgment.log_odds for judgment in judgments],
+                    "failure": [judgment.failure for judgment in judgments],
+                },
+                schema=SHARD_SCHEMA,
+            )
+            write_parquet(cache_dir / f"part-{uuid.uuid4().hex}.parquet", shard)
+            for (key, _), judgment in zip(batch, judgments, strict=True):
+                if judgment.failure is None:
+                    stored[key] = (judgment.p_yes, judgment.log_odds)
+                else:
+                    failures[key] = judgment.failure
+            bar.update(len(batch))
+    judgments = _judgments_frame(candidates, keys, stored, failures)
+    write_parquet(out_dir / "judgments.parquet", judgments)
+    report = _report(judgments, unique_pairs=len(set(keys)), judged_now=len(todo_items), seconds=scoring_seconds)
+    report.update(model=judge.model_id, template=judge.template.key, backend=config.backend)
+    write_json(out_dir / "report.json", report)
+    plot_log_odds(judgments["log_odds"].drop_nulls().to_numpy(), out_dir / "log_odds.png")
+    return report
+
+
+def _judgments_frame(
+    candidates: pl.DataFrame, keys: list[str], stored: dict[str, tuple[float, float]], failures: dict[str, str]
+) -> pl.DataFrame:
+    scored = [stored.get(key, (None, None)) for key in keys]
+    return (
+        candidates.with_columns(
+            p_yes=pl.Series([p_yes for p_yes, _ in scored], dtype=pl.Float64),
+            log_odds=pl.Series([log_odds for _, log_odds in scored], dtype=pl.Float64),
+            failure=pl.Series([None if key in stored else failures.get(key) for key in keys], dtype=pl.String),
+        )
+        .with_columns(rank_in_doc=pl.col("log_odds").rank("ordinal", descending=True).over("doc_id").cast(pl.Int32))
+        .select("doc_id", "label_id", "p_yes", "log_odds", "rank_in_doc", "source", "student_score", "failure")
+    )
+
+
+def _report(judgments: pl.DataFrame, *, unique_pairs: int, judged_now: int, seconds: float) -> dict[str, Any]:
+    """Counts, failures by reason, speed and the calibration aid (threshold fractions, log-odds quantiles)."""
+    scored = judgments.filter(pl.col("failure").is_null())
+    reasons = Counter(failure.split(":")[0] for failure in judgments["failure"].drop_nulls())
+    p_yes, log_odds = scored["p_yes"].to_numpy(), scored["log_odds"].to_numpy()
+    positives_per_doc = scored.group_by("doc_id").agg(pl.col("p_yes").ge(0.5).sum())["p_yes"].mean()
+    return {
+        "pairs": judgments.height,
+        "unique_pairs": unique_pairs,
+        "cache_hits": unique_pairs - judged_now,
+        "judged_now": judged_now,
+        "failures": int(judgments["failure"].is_not_null().sum()),
+        "failures_by_reason": dict(reasons),
+        "scoring_seconds": round(seconds, 3),
+        "pairs_per_second": round(judged_now / seconds, 2) if seconds else None,
+        "fraction_p_yes_at_least": {str(t): round(float(np.mean(p_yes >= t)), 4) for t in P_YES_THRESHOLDS}
+        if len(p_yes)
+        else {},
+        "log_odds_quantiles": {str(q): round(float(np.quantile(log_odds, q)), 4) for q in LOG_ODDS_QUANTILES}
+        if len(log_odds)
+        else {},
+        "mean_labels_per_doc_p_yes_0.5": round(float(positives_per_doc or 0), 3),
+    }
+
+
+def plot_log_odds(values: np.ndarray, path: Path) -> None:
+    """Histogram of the judge's log-odds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
+    axes.hist(values, bins=40)
+    axes.axvline(0, color="black", linewidth=0.8)
+    axes.set_xlabel("log P(yes) - log P(no)")
+    axes.set_ylabel("pairs")
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    plt.close(figure)

@@ -1,0 +1,86 @@
+"""The judge stage: cached shards survive a SIGKILL, a rerun judges only what is missing, results are unchanged."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from conftest import REPO, run_cli, write_jsonl
+
+from eztag.pipeline import Pipeline
+
+TOPICS = ("audio player", "video editor", "chess game", "C compiler", "web browser", "mail client", "text editor")
+
+
+def judge_pipeline(tmp_path: Path, model_dir: Path, documents: int, k: int) -> Path:
+    """`documents` package descriptions, 20 labels, mine k per document, judge with the model in `model_dir`."""
+    docs = write_jsonl(
+        tmp_path / "docs.jsonl",
+        [
+            {"id": f"p{i}", "text": f"A {TOPICS[i % 7]} number {i} " + "with many features " * (1 + i % 5)}
+            for i in range(documents)
+        ],
+    )
+    labels = write_jsonl(
+        tmp_path / "labels.jsonl",
+        [{"id": f"t{i}", "text": f"{TOPICS[i % 7]} tool {i}", "description": "Use"} for i in range(20)],
+    )
+    path = tmp_path / "pipeline.toml"
+    path.write_text(
+        f'[pipeline]\nstages = ["ingest", "encode", "index", "mine", "judge"]\n'
+        f'[ingest]\ndocuments = "{docs}"\nlabels = "{labels}"\n'
+        f"[mine]\nk = {k}\n"
+        f'[judge]\nmodel = "{model_dir}"\ndomain = "software package"\nshard_size = {k}\n'
+        f'[judge.options]\ndevice = "cpu"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def shard_keys(cache_dir: Path) -> list[str]:
+    return [key for path in cache_dir.glob("part-*.parquet") for key in pl.read_parquet(path)["key"]]
+
+
+@pytest.mark.slow
+def test_kill_and_resume(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    path = judge_pipeline(tmp_path, tiny_llama_dir, documents=60, k=20)
+    killed, reference = tmp_path / "killed", tmp_path / "reference"
+    Pipeline.load(path).run(killed, until="mine")
+    shutil.copytree(killed, reference)
+    cache = killed / "judge" / "cache"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "eztag.cli", "judge", str(path), "--run-dir", str(killed)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(cache.glob("part-*.parquet")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the judge finished before it could be killed"
+    before = shard_keys(cache)
+    assert 0 < len(before) < 60 * 20
+
+    run_cli("judge", str(path), "--run-dir", str(killed))
+    after = shard_keys(cache)
+    assert len(after) == len(set(after)) == 60 * 20, "a pair was judged twice"
+    report = pl.read_json(killed / "judge" / "report.json").row(0, named=True)
+    assert (report["cache_hits"], report["judged_now"]) == (len(before), 60 * 20 - len(before))
+
+    Pipeline.load(path).run(reference, until="judge")
+    resumed = pl.read_parquet(killed / "judge" / "judgments.parquet")
+    expected = pl.read_parquet(reference / "judge" / "judgments.parquet")
+    assert resumed.select("doc_id", "label_id").equals(expected.select("doc_id", "label_id"))
+    assert resumed["failure"].null_count() == resumed.height
+    assert (resumed["p_yes"] - expected["p_yes"]).abs().max() < 1e-6
+    assert (resumed["log_odds"] - expected["log_odds"]).abs().max() < 1e-5
+    assert resumed["rank_in_doc"].equals(expected["rank_in_doc"])
+
+    run_cli("judge", str(path), "--run-dir", str(killed), "--force", "judge")
+    report = pl.read_json(killed / "judge" / "report.json").row(0, named=True)
+    assert (report["cache_hits"], report["judged_now"]) == (60 * 20, 0)

@@ -1,0 +1,52 @@
+"""The mine stage: dense top-k candidates from the index, unioned with BM25 ones over the label texts."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from conftest import pipeline_file
+
+from eztag.embeddings import EmbeddingStore
+from eztag.errors import EztagError
+from eztag.pipeline import Pipeline
+from eztag.stages import mine
+
+
+def test_mine_dense_and_bm25(tmp_path: Path, small_inputs: tuple[Path, Path]) -> None:
+    stages = '"ingest", "encode", "index", "mine"'
+    path = pipeline_file(tmp_path, *small_inputs, extra="[mine]\nk = 2\nbm25_k = 2\n", stages=stages)
+    Pipeline.load(path).run(tmp_path / "run")
+    candidates = pl.read_parquet(tmp_path / "run" / "mine" / "candidates.parquet")
+    assert list(candidates.columns) == ["doc_id", "label_id", "source", "student_score", "student_rank"]
+    assert candidates.select("doc_id", "label_id").is_unique().all()
+    assert set(candidates["source"]) <= {"dense", "bm25", "both"} and "both" in set(candidates["source"])
+    dense = candidates.filter(pl.col("source") != "bm25")
+    assert dense.group_by("doc_id").agg(pl.col("student_rank").sort())["student_rank"].to_list() == [[1, 2]] * 6
+    # "Play music ..." shares "music" with the label "Audio and music" only
+    d2 = candidates.filter(pl.col("doc_id") == "d2")
+    assert d2.filter(pl.col("label_id") == "audio")["source"].to_list() == ["both"]
+    bm25_only = candidates.filter(pl.col("source") == "bm25")
+    assert bm25_only["student_rank"].null_count() == bm25_only.height
+    documents = EmbeddingStore(tmp_path / "run" / "encode" / "documents").load()
+    labels = EmbeddingStore(tmp_path / "run" / "encode" / "labels").load()
+    doc_ids, label_ids = ["d1", "d2", "d3", "d4", "d5", "d6"], ["audio", "video", "devel", "game"]
+    for doc_id, label_id, score in candidates.select("doc_id", "label_id", "student_score").iter_rows():
+        expected = documents[doc_ids.index(doc_id)] @ labels[label_ids.index(label_id)]
+        assert score == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_pick_documents() -> None:
+    assert mine.pick_documents(5, mine.Config()).tolist() == [0, 1, 2, 3, 4]
+    assert mine.pick_documents(5, mine.Config(documents_limit=2)).tolist() == [0, 1]
+    sample = mine.pick_documents(100, mine.Config(documents_limit=10, sample="random", seed=3))
+    assert len(set(sample.tolist())) == 10 and np.all(np.diff(sample) > 0)
+
+
+def test_bm25_missing_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "bm25s", None)
+    with pytest.raises(EztagError, match=r"bm25s is not installed; install it with: pip install 'eztag\[judge\]'"):
+        mine.bm25_candidates(["a document"], ["a label"], 1)
