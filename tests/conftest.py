@@ -63,3 +63,19 @@ def pipeline_file(tmp_path: Path, documents: Path, labels: Path, extra: str = ""
         encoding="utf-8",
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The default encoder (all-MiniLM-L6-v2 from its PyPI package) on the CPU in float32, loaded once."""
+    from eztag.encoders.sentence_transformers import SentenceTransformerEncoder
+
+    return SentenceTransformerEncoder("default", device="cpu", precision="float32")
+
+
+@pytest.fixture(scope="session")
+def debtags_texts() -> tuple[list[str], list[str]]:
+    """(the first 40 debtags sample documents, all 392 debtags label texts)."""
+    documents = [json.loads(line)["text"] for line in (DEBTAGS / "sample.jsonl").open(encoding="utf-8")][:40]
+    labels = [json.loads(line)["text"] for line in (DEBTAGS / "labels.jsonl").open(encoding="utf-8")]
+    return documents, labels
