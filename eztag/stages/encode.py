@@ -27,7 +27,7 @@ class Config:
     backend: str = "sentence-transformers"
     device: str = "auto"
     precision: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    batch_size: int = 64
+    batch_size: int | None = None  # None: 64 on the CPU, 1024 on a GPU
     chunk_size: int = 16384
     max_seq_length: int | None = None
     document_template: str = "{text}"
@@ -37,7 +37,7 @@ class Config:
     def __post_init__(self) -> None:
         check_template(self.document_template, DOCUMENT_FIELDS, where="encode.document_template")
         check_template(self.label_template, LABEL_FIELDS, where="encode.label_template")
-        if self.batch_size < 1 or self.chunk_size < 1:
+        if (self.batch_size is not None and self.batch_size < 1) or self.chunk_size < 1:
             raise ValueError("batch_size and chunk_size must be positive")
 
 

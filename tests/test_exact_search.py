@@ -1,0 +1,66 @@
+"""Chunked exact search against brute-force numpy top-k, with tiny chunks and awkward sizes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eztag.embeddings import EmbeddingStore
+from eztag.indexes.exact import ExactIndex
+
+
+def store_of(tmp_path: Path, vectors: np.ndarray, chunk_size: int) -> EmbeddingStore:
+    store = EmbeddingStore(tmp_path / "labels")
+    store.write(list(range(len(vectors))), lambda rows: vectors[list(rows)], chunk_size=chunk_size)
+    return store
+
+
+def brute_force(queries: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    scores = queries @ labels.T
+    rows = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, rows, axis=1), rows
+
+
+@pytest.mark.parametrize(
+    ("n_labels", "store_chunk", "label_chunk", "query_batch", "k"),
+    [
+        (103, 10, 7, 5, 5),  # n not divisible by either chunk size
+        (103, 17, 7, 4, 20),  # k > label chunk size
+        (50, 8, 3, 7, 64),  # k > number of labels
+        (1, 1, 1, 1, 3),
+    ],
+)
+def test_chunked_equals_brute_force(
+    tmp_path: Path, n_labels: int, store_chunk: int, label_chunk: int, query_batch: int, k: int
+) -> None:
+    rng = np.random.default_rng(n_labels + k)
+    labels = rng.standard_normal((n_labels, 16)).astype(np.float32)
+    queries = rng.standard_normal((23, 16)).astype(np.float32)
+    index = ExactIndex(device="cpu", label_chunk_size=label_chunk, query_batch_size=query_batch)
+    index.build(store_of(tmp_path, labels, store_chunk))
+    scores, rows = index.search(queries, k)
+    want_scores, want_rows = brute_force(queries, labels, min(k, n_labels))
+    assert scores.shape == rows.shape == want_rows.shape
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-5)
+    assert [set(r) for r in rows] == [set(r) for r in want_rows]  # continuous scores: no ties at the boundary
+
+    index.save(tmp_path)
+    loaded = ExactIndex.load(tmp_path, device="cpu", label_chunk_size=label_chunk, query_batch_size=query_batch)
+    assert isinstance(loaded.parts[0], np.memmap)
+    np.testing.assert_array_equal(loaded.search(queries, k)[1], rows)
+
+
+def test_ties_give_the_right_scores(tmp_path: Path) -> None:
+    """With many equal scores the chosen rows may differ from argsort's, but scores match and rows are valid."""
+    rng = np.random.default_rng(1)
+    labels = rng.integers(-1, 2, size=(61, 4)).astype(np.float32)  # few distinct scores: ties everywhere
+    queries = rng.integers(-1, 2, size=(9, 4)).astype(np.float32)
+    index = ExactIndex(device="cpu", label_chunk_size=4, query_batch_size=2)
+    index.build(store_of(tmp_path, labels, 6))
+    scores, rows = index.search(queries, 10)
+    want_scores, _ = brute_force(queries, labels, 10)
+    np.testing.assert_array_equal(scores, want_scores)
+    np.testing.assert_array_equal(np.take_along_axis(queries @ labels.T, rows, axis=1), scores)
+    assert all(len(set(r)) == len(r) for r in rows)
