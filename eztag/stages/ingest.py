@@ -17,6 +17,7 @@ NAME = "ingest"
 REQUIRES: tuple[str, ...] = ()
 PATH_FIELDS = ("documents", "labels", "ground_truth")
 XC_DOCUMENT_FIELDS = {"doc_id": "uid", "doc_text": "content", "doc_title": "title", "doc_labels": "target_ind"}
+DOC_LABELS = "labels"
 XC_LABEL_FIELDS = {"label_id": "uid", "label_text": "title", "label_description": None}
 
 
@@ -31,7 +32,7 @@ class Config:
     doc_id: str = "id"
     doc_text: str = "text"
     doc_title: str | None = "title"
-    doc_labels: str | None = "labels"
+    doc_labels: str | None = DOC_LABELS
     label_id: str = "id"
     label_text: str = "text"
     label_description: str | None = "description"
@@ -41,6 +42,8 @@ class Config:
     max_label_chars: int = 1_000
 
     def __post_init__(self) -> None:
+        if self.ground_truth and self.doc_labels and self.doc_labels != DOC_LABELS:
+            raise ValueError("set either ground_truth (a file) or doc_labels (a column), not both")
         if self.format == "xc":
             for key, value in {**XC_DOCUMENT_FIELDS, **XC_LABEL_FIELDS}.items():
                 setattr(self, key, value)
@@ -293,8 +296,6 @@ def run(config: Config, out_dir: Path) -> dict[str, Any]:
     label_ids = labels["label_id"].to_list()
     documents, pairs, truncated = _read_documents(config, label_ids, problems)
     if config.ground_truth:
-        if config.doc_labels and config.doc_labels != DEFAULTS.doc_labels:
-            raise EztagError("set either ground_truth (a file) or doc_labels (a column), not both", field="[ingest]")
         pairs += _read_ground_truth(config, set(documents["doc_id"]), set(label_ids), problems)
     ground_truth = pl.DataFrame(pairs, schema={"doc_id": pl.String, "label_id": pl.String}, orient="row").unique(
         maintain_order=True
