@@ -76,14 +76,27 @@ def fingerprint(config: Config) -> dict[str, Any]:
     return {path: file_checksum(Path(path)) for path in paths if path and Path(path).is_file()}
 
 
+def _jsonl_keys(path: Path, fmt: str, wanted: set[str]) -> list[str]:
+    """Keys of JSONL rows, read until every wanted key is seen (rows may differ in their keys)."""
+    seen: dict[str, None] = {}
+    first_error = None
+    for _, record in read_records(path, fmt):
+        if isinstance(record, RowError):
+            first_error = first_error or record
+            continue
+        seen.update(dict.fromkeys(record))
+        if wanted <= seen.keys():
+            break
+    if not seen and first_error is not None:
+        raise EztagError(f"no readable rows; first problem: {first_error.message}", file=path, row=first_error.row)
+    return list(seen)
+
+
 def _check_columns(path: Path, fmt: str, required: list[str], optional: dict[str, str | None]) -> set[str]:
     """Fail on missing required columns; return the optional columns the file has."""
     columns = columns_of(path, fmt)
     if columns is None:
-        first = next((record for _, record in read_records(path, fmt) if isinstance(record, dict)), None)
-        if first is None:
-            raise EztagError("file has no readable rows", file=path)
-        columns = list(first)
+        columns = _jsonl_keys(path, fmt, {*required, *optional})
     if not columns:
         raise EztagError("file is empty", file=path)
     for name in required:
@@ -181,7 +194,7 @@ def _gold_ids(value: Any, config: Config, label_ids: list[str], *, path: Path, r
     if config.format == "xc":
         out = []
         for index in value:
-            if not isinstance(index, int) or not 0 <= index < len(label_ids):
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(label_ids):
                 raise RowError(
                     "unknown_label", f"label index {index!r} is outside the label file", file=path, row=row, field=field
                 )
