@@ -88,6 +88,8 @@ class RunDir:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        for path in self.root.glob(f".{MANIFEST}.*.tmp"):
+            path.unlink(missing_ok=True)
 
     def stage_dir(self, stage: str) -> Path:
         """The directory a stage writes into."""
@@ -149,7 +151,7 @@ class RunDir:
     def _discard_untrusted(self, stage: str) -> None:
         """Delete temporary files left by a killed write and outputs that no longer match the manifest."""
         stage_dir = self.stage_dir(stage)
-        for path in [*stage_dir.rglob(".*.tmp"), *self.root.glob(f".{MANIFEST}.*.tmp")]:
+        for path in stage_dir.rglob(".*.tmp"):
             path.unlink(missing_ok=True)
         record = self.manifest()["stages"].get(stage)
         for name, checksum in (record["outputs"] if record else {}).items():
