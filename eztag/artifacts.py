@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from eztag.errors import EztagError
+
 MANIFEST = "manifest.json"
 STAGE_HASH_FILE = ".config_hash"
 
@@ -86,6 +88,8 @@ class RunDir:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        for path in self.root.glob(f".{MANIFEST}.*.tmp"):
+            path.unlink(missing_ok=True)
 
     def stage_dir(self, stage: str) -> Path:
         """The directory a stage writes into."""
@@ -96,7 +100,10 @@ class RunDir:
         path = self.root / MANIFEST
         if not path.exists():
             return {"stages": {}}
-        return json.loads(path.read_text(encoding="utf-8"))
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise EztagError("corrupt manifest; delete it to rebuild every stage", file=path) from None
 
     def is_finished(self, stage: str, stage_hash: str) -> bool:
         """True when `stage` finished with this config hash and its outputs are intact."""
@@ -111,12 +118,13 @@ class RunDir:
         return True
 
     def begin(self, stage: str, stage_hash: str) -> Path:
-        """Prepare a stage's directory: keep partial work of the same config, wipe work of another."""
+        """Prepare a stage's directory: keep intact partial work of the same config, wipe work of another."""
         stage_dir = self.stage_dir(stage)
         hash_file = stage_dir / STAGE_HASH_FILE
         if stage_dir.exists() and (not hash_file.exists() or hash_file.read_text().strip() != stage_hash):
             shutil.rmtree(stage_dir)
         stage_dir.mkdir(parents=True, exist_ok=True)
+        self._discard_untrusted(stage)
         if not hash_file.exists():
             write_text(hash_file, stage_hash)
         self._forget(stage)
@@ -139,6 +147,18 @@ class RunDir:
             "seconds": round(seconds, 3),
         }
         write_json(self.root / MANIFEST, manifest)
+
+    def _discard_untrusted(self, stage: str) -> None:
+        """Delete temporary files left by a killed write and outputs that no longer match the manifest."""
+        stage_dir = self.stage_dir(stage)
+        for path in stage_dir.rglob(".*.tmp"):
+            path.unlink(missing_ok=True)
+        record = self.manifest()["stages"].get(stage)
+        for name, checksum in (record["outputs"] if record else {}).items():
+            path = stage_dir / name
+            if path.is_file() and file_checksum(path) != checksum:
+                print(f"[{stage}] {name} does not match its checksum in the manifest; rebuilding it")
+                path.unlink()
 
     def _forget(self, stage: str) -> None:
         manifest = self.manifest()

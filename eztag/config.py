@@ -72,6 +72,8 @@ def from_dict(cls: type, data: dict[str, Any], *, section: str, file: str | Path
         raise EztagError(f"missing required key '{missing[0]}'", file=file, field=f"[{section}]")
     try:
         return cls(**values)
+    except EztagError as error:
+        raise EztagError(error.message, file=file, field=error.field or f"[{section}]") from None
     except ValueError as error:
         raise EztagError(str(error), file=file, field=f"[{section}]") from None
 
@@ -88,6 +90,12 @@ def load_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except FileNotFoundError:
         raise EztagError("file not found", file=path) from None
+    except IsADirectoryError:
+        raise EztagError("is a directory, expected a file", file=path) from None
+    except OSError as error:
+        raise EztagError(f"cannot read: {error.strerror}", file=path) from None
+    except UnicodeDecodeError as error:
+        raise EztagError(f"invalid TOML: invalid UTF-8 at byte {error.start}", file=path) from None
     except tomllib.TOMLDecodeError as error:
         raise EztagError(f"invalid TOML: {error}", file=path) from None
 
@@ -103,5 +111,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             value = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw
-        data.setdefault(section, {})[key] = value
+        table = data.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise EztagError(f"'{section}' is not a table, cannot set '{key}'", field="--set")
+        table[key] = value
     return data

@@ -37,7 +37,11 @@ class Pipeline:
     @classmethod
     def load(cls, path: Path, overrides: list[str] | None = None) -> Pipeline:
         """Read and validate a pipeline file; relative input paths are taken from the file's folder."""
-        data = apply_overrides(load_toml(path), overrides or [])
+        data = load_toml(path)
+        for name, value in data.items():
+            if not isinstance(value, dict):
+                raise EztagError(f"'{name}' must be a table ([{name}]), got {type(value).__name__}", file=path)
+        data = apply_overrides(data, overrides or [])
         if "pipeline" not in data:
             raise EztagError("missing [pipeline] table with stages = [...]", file=path)
         section = from_dict(PipelineSection, data.pop("pipeline"), section="pipeline", file=path)

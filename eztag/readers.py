@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 import math
@@ -39,19 +40,26 @@ def detect_format(path: Path) -> str:
     )
 
 
+def _check_file(path: Path) -> None:
+    if path.is_dir():
+        raise EztagError("is a directory, expected a file", file=path)
+    if not path.exists():
+        raise EztagError("file not found", file=path)
+
+
 def _open_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped for `.gz`, without a leading UTF-8 byte order mark."""
+    _check_file(path)
     try:
         raw = path.read_bytes()
-    except FileNotFoundError:
-        raise EztagError("file not found", file=path) from None
-    except IsADirectoryError:
-        raise EztagError("is a directory, expected a file", file=path) from None
+    except OSError as error:
+        raise EztagError(f"cannot read: {error.strerror}", file=path) from None
     if path.suffix == ".gz":
         try:
-            return gzip.decompress(raw)
+            raw = gzip.decompress(raw)
         except (EOFError, OSError, zlib.error) as error:
             raise EztagError(f"corrupt or truncated gzip file ({error})", file=path) from None
-    return raw
+    return raw.removeprefix(codecs.BOM_UTF8)
 
 
 def _clean(value: Any) -> Any:
@@ -115,8 +123,7 @@ def _csv_records(path: Path, separator: str) -> Iterator[tuple[int, Record | Row
 
 
 def _parquet_records(path: Path) -> Iterator[tuple[int, Record | RowError]]:
-    if not path.exists():
-        raise EztagError("file not found", file=path)
+    _check_file(path)
     try:
         frame = pl.read_parquet(path)
     except (pl.exceptions.PolarsError, OSError) as error:
@@ -129,6 +136,7 @@ def columns_of(path: Path, fmt: str = "auto") -> list[str] | None:
     """The column names of a CSV or Parquet file (None for JSONL, whose keys may vary per row)."""
     fmt = detect_format(path) if fmt in ("auto", "xc") else fmt
     if fmt == "parquet":
+        _check_file(path)
         try:
             return list(pl.read_parquet_schema(path))
         except (pl.exceptions.PolarsError, OSError) as error:

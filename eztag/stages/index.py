@@ -14,7 +14,6 @@ import polars as pl
 from eztag.artifacts import write_json, write_parquet
 from eztag.embeddings import EmbeddingStore
 from eztag.indexes import INDEXES, LabelIndex, index_class
-from eztag.indexes.exact import ExactIndex
 
 NAME = "index"
 REQUIRES = ("ingest", "encode")
@@ -59,7 +58,7 @@ def recall_against_exact(
     index: LabelIndex, labels: EmbeddingStore, queries: np.ndarray, ks: list[int]
 ) -> dict[str, float]:
     """Mean recall@k of `index` against exact search, for each k."""
-    exact = ExactIndex(device="cpu")
+    exact = index_class("exact")(device="cpu")
     exact.build(labels)
     k_max = min(max(ks), labels.count)
     _, truth = exact.search(queries, k_max)

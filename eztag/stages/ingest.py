@@ -17,6 +17,7 @@ NAME = "ingest"
 REQUIRES: tuple[str, ...] = ()
 PATH_FIELDS = ("documents", "labels", "ground_truth")
 XC_DOCUMENT_FIELDS = {"doc_id": "uid", "doc_text": "content", "doc_title": "title", "doc_labels": "target_ind"}
+DOC_LABELS = "labels"
 XC_LABEL_FIELDS = {"label_id": "uid", "label_text": "title", "label_description": None}
 
 
@@ -31,7 +32,7 @@ class Config:
     doc_id: str = "id"
     doc_text: str = "text"
     doc_title: str | None = "title"
-    doc_labels: str | None = "labels"
+    doc_labels: str | None = DOC_LABELS
     label_id: str = "id"
     label_text: str = "text"
     label_description: str | None = "description"
@@ -41,6 +42,8 @@ class Config:
     max_label_chars: int = 1_000
 
     def __post_init__(self) -> None:
+        if self.ground_truth and self.doc_labels and self.doc_labels != DOC_LABELS:
+            raise ValueError("set either ground_truth (a file) or doc_labels (a column), not both")
         if self.format == "xc":
             for key, value in {**XC_DOCUMENT_FIELDS, **XC_LABEL_FIELDS}.items():
                 setattr(self, key, value)
@@ -73,14 +76,27 @@ def fingerprint(config: Config) -> dict[str, Any]:
     return {path: file_checksum(Path(path)) for path in paths if path and Path(path).is_file()}
 
 
+def _jsonl_keys(path: Path, fmt: str, wanted: set[str]) -> list[str]:
+    """Keys of JSONL rows, read until every wanted key is seen (rows may differ in their keys)."""
+    seen: dict[str, None] = {}
+    first_error = None
+    for _, record in read_records(path, fmt):
+        if isinstance(record, RowError):
+            first_error = first_error or record
+            continue
+        seen.update(dict.fromkeys(record))
+        if wanted <= seen.keys():
+            break
+    if not seen and first_error is not None:
+        raise EztagError(f"no readable rows; first problem: {first_error.message}", file=path, row=first_error.row)
+    return list(seen)
+
+
 def _check_columns(path: Path, fmt: str, required: list[str], optional: dict[str, str | None]) -> set[str]:
     """Fail on missing required columns; return the optional columns the file has."""
     columns = columns_of(path, fmt)
     if columns is None:
-        first = next((record for _, record in read_records(path, fmt) if isinstance(record, dict)), None)
-        if first is None:
-            raise EztagError("file has no readable rows", file=path)
-        columns = list(first)
+        columns = _jsonl_keys(path, fmt, {*required, *optional})
     if not columns:
         raise EztagError("file is empty", file=path)
     for name in required:
@@ -178,7 +194,7 @@ def _gold_ids(value: Any, config: Config, label_ids: list[str], *, path: Path, r
     if config.format == "xc":
         out = []
         for index in value:
-            if not isinstance(index, int) or not 0 <= index < len(label_ids):
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(label_ids):
                 raise RowError(
                     "unknown_label", f"label index {index!r} is outside the label file", file=path, row=row, field=field
                 )
@@ -293,8 +309,6 @@ def run(config: Config, out_dir: Path) -> dict[str, Any]:
     label_ids = labels["label_id"].to_list()
     documents, pairs, truncated = _read_documents(config, label_ids, problems)
     if config.ground_truth:
-        if config.doc_labels and config.doc_labels != DEFAULTS.doc_labels:
-            raise EztagError("set either ground_truth (a file) or doc_labels (a column), not both", field="[ingest]")
         pairs += _read_ground_truth(config, set(documents["doc_id"]), set(label_ids), problems)
     ground_truth = pl.DataFrame(pairs, schema={"doc_id": pl.String, "label_id": pl.String}, orient="row").unique(
         maintain_order=True

@@ -1,0 +1,139 @@
+"""Every bad input fails with one line naming file, row and field, or is skipped and counted; never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tests.bad_inputs import CASES, DOCS, LABELS, SKIP_DOCUMENT_COUNTS, Case, jsonl, skip_documents
+from tests.conftest import REPO
+
+TRIED: list[str] = []
+
+
+def eztag(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m eztag.cli ARGS` with this checkout first on the path."""
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "eztag.cli", *args], capture_output=True, text=True, cwd=cwd or REPO, env=env
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    """Exit 2, a single stderr line 'eztag: error: ...' holding every fragment, and no traceback."""
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("eztag: error: "), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess[str]]:
+    """`eztag ingest` on every case, four at a time (each call is mostly interpreter start-up)."""
+    root = tmp_path_factory.mktemp("bad_inputs")
+    with ThreadPoolExecutor(4) as pool:
+        done = pool.map(lambda case: eztag("ingest", str(case.write(root / case.name))), CASES)
+        return dict(zip([case.name for case in CASES], done, strict=True))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def summary() -> object:
+    yield
+    print(f"\nbad inputs tried: {len(TRIED)}")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_bad_input_fails_with_one_line(case: Case, results: dict[str, subprocess.CompletedProcess[str]]) -> None:
+    assert_one_line_error(results[case.name], *case.expect)
+    TRIED.append(case.name)
+
+
+def test_skip_mode_counts_every_problem(tmp_path: Path) -> None:
+    pipeline = Case("skip_documents", {"docs.jsonl": skip_documents()}).write(tmp_path)
+    assert_one_line_error(eztag("ingest", str(pipeline)), "docs.jsonl", "row 4", "'text'")
+    result = eztag("ingest", str(pipeline), "--set", "ingest.on_error=skip")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "run" / "ingest" / "report.json").read_text())
+    assert report["skipped"] == SKIP_DOCUMENT_COUNTS
+    assert report["documents"] == 4  # d1, d2, d3 and d4 (kept without its unknown labels)
+    assert pl.read_parquet(tmp_path / "run" / "ingest" / "documents.parquet")["doc_id"].to_list() == [
+        "d1",
+        "d2",
+        "d3",
+        "d4",
+    ]
+    TRIED.extend(f"skip:{reason}" for reason in SKIP_DOCUMENT_COUNTS)
+
+
+def test_skip_mode_labels_and_ground_truth(tmp_path: Path) -> None:
+    labels = jsonl([*LABELS, LABELS[0], {"id": "long", "text": "x" * 100_000}, {"id": None, "text": "y"}])
+    truth = jsonl(
+        [
+            {"doc_id": "d1", "label_id": "audio"},
+            {"doc_id": "d1", "label_id": "chess"},
+            {"doc_id": "d9", "label_id": "audio"},
+            {"doc_id": 2.5, "label_id": "audio"},
+        ]
+    )
+    docs = jsonl([{"id": doc["id"], "text": doc["text"]} for doc in DOCS])
+    case = Case(
+        "skip_labels", {"labels.jsonl": labels, "gt.jsonl": truth, "docs.jsonl": docs}, {"ground_truth": "gt.jsonl"}
+    )
+    result = eztag("ingest", str(case.write(tmp_path)), "--set", "ingest.on_error=skip")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "run" / "ingest" / "report.json").read_text())
+    assert report["skipped"] == {
+        "duplicate_id": 1,
+        "label_too_long": 1,
+        "bad_id": 2,
+        "unknown_label": 1,
+        "unknown_document": 1,
+    }
+    assert (report["labels"], report["ground_truth_pairs"]) == (3, 1)
+    TRIED.extend(["skip:labels", "skip:ground_truth"])
+
+
+def test_skip_mode_still_fails_when_nothing_is_left(tmp_path: Path) -> None:
+    case = Case("all_labels_bad", {"labels.jsonl": jsonl([{"id": "a", "text": ""}, {"id": "b", "text": None}])})
+    result = eztag("ingest", str(case.write(tmp_path)), "--set", "ingest.on_error=skip")
+    assert_one_line_error(result, "labels.jsonl", "label set is empty")
+    TRIED.append("skip:all_labels_bad")
+
+
+def test_huge_document_is_truncated_and_counted(tmp_path: Path) -> None:
+    case = Case("huge_document", {"docs.jsonl": jsonl([*DOCS, {"id": "big", "text": "word " * 200_000}])})
+    result = eztag("ingest", str(case.write(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "run" / "ingest" / "report.json").read_text())
+    assert report["documents_truncated"] == 1 and report["skipped"] == {}
+    texts = pl.read_parquet(tmp_path / "run" / "ingest" / "documents.parquet")["text"].to_list()
+    assert len(texts[-1]) <= 100_000
+    TRIED.append("huge_document")
+
+
+def test_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    case = Case("bom", {"docs.jsonl": b"\xef\xbb\xbf" + jsonl(DOCS), "docs.csv": b"\xef\xbb\xbfid,text\nd1,x\n"})
+    pipeline = case.write(tmp_path)
+    assert eztag("ingest", str(pipeline)).returncode == 0
+    result = eztag("ingest", str(pipeline), "--set", "ingest.documents='docs.csv'", "--force", "ingest")
+    assert result.returncode == 0, result.stderr
+    TRIED.append("byte_order_mark")
+
+
+def test_missing_pipeline_file_and_bad_override(tmp_path: Path) -> None:
+    assert_one_line_error(eztag("run", str(tmp_path / "none.toml")), "none.toml", "file not found")
+    assert_one_line_error(eztag("run", str(tmp_path)), str(tmp_path), "directory")
+    pipeline = Case("override").write(tmp_path)
+    assert_one_line_error(eztag("ingest", str(pipeline), "--set", "ingest"), "--set", "section.key=value")
+    assert_one_line_error(eztag("ingest", str(pipeline), "--set", "tag.k=3"), "[tag]", "not in pipeline.stages")
+    TRIED.extend(["missing_pipeline", "pipeline_is_directory", "bad_override", "override_unknown_table"])

@@ -1,0 +1,59 @@
+"""Whole-pipeline edge cases and safety: one label, k above the label count, writes only inside run_dir."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tests.bad_inputs import DOCS, jsonl
+from tests.conftest import REPO, pipeline_file
+from tests.test_bad_inputs import eztag
+
+IGNORED = {".git", ".pytest_cache", "__pycache__", ".ruff_cache"}
+
+
+def snapshot(root: Path) -> set[Path]:
+    return {path for path in root.rglob("*") if not IGNORED & set(path.parts)}
+
+
+@pytest.mark.slow
+def test_single_label_end_to_end_writes_only_into_run_dir(tmp_path: Path) -> None:
+    inputs, work, home = tmp_path / "inputs", tmp_path / "work", tmp_path / "home"
+    for folder in (inputs, work, home):
+        folder.mkdir()
+    (inputs / "docs.jsonl").write_bytes(jsonl(DOCS))
+    (inputs / "labels.jsonl").write_bytes(jsonl([{"id": "audio", "text": "Audio"}]))
+    pipeline = inputs / "pipeline.toml"
+    pipeline.write_text(
+        '[pipeline]\nstages = ["ingest", "encode", "index", "tag", "evaluate"]\nrun_dir = "out/run"\n'
+        '[ingest]\ndocuments = "docs.jsonl"\nlabels = "labels.jsonl"\non_error = "skip"\n'
+    )
+    env = {"HOME": str(home), "HF_HOME": str(home / "hf"), "XDG_CACHE_HOME": str(home / "cache")}
+    env |= {"MPLCONFIGDIR": str(home / "mpl"), "TMPDIR": str(home / "tmp")}
+    before = snapshot(tmp_path) | snapshot(REPO)
+    result = eztag("run", str(pipeline), cwd=work, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "k = 100 is more than the 1 labels; each document gets at most 1" in result.stdout
+    run_dir = work / "out" / "run"  # relative run_dir: taken from the working directory, as given
+    new = (snapshot(tmp_path) | snapshot(REPO)) - before
+    outside = [path for path in new if not path.is_relative_to(home) and path not in run_dir.parents]
+    outside = [path for path in outside if not path.is_relative_to(run_dir) and path != run_dir]
+    assert outside == []
+    tags = pl.read_parquet(run_dir / "tag" / "tags.parquet")
+    assert tags["doc_id"].to_list() == ["d1", "d2", "d3"] and set(tags["label_id"]) == {"audio"}
+    assert json.loads((run_dir / "ingest" / "report.json").read_text())["skipped"] == {"unknown_label": 2}
+
+
+@pytest.mark.slow
+def test_k_larger_than_label_set_is_clamped(tmp_path: Path, small_inputs: tuple[Path, Path]) -> None:
+    pipeline = pipeline_file(tmp_path, *small_inputs, extra="[tag]\nk = 10\n[evaluate]\nks = [1, 10]\n")
+    result = eztag("run", str(pipeline))
+    assert result.returncode == 0, result.stderr
+    assert "each document gets at most 4" in result.stdout
+    tags = pl.read_parquet(tmp_path / "run" / "tag" / "tags.parquet")
+    assert tags.group_by("doc_id").len()["len"].to_list() == [4] * 6
+    metrics = json.loads((tmp_path / "run" / "evaluate" / "metrics.json").read_text())["metrics"]
+    assert metrics["R@10"] == pytest.approx(1.0)
