@@ -28,7 +28,9 @@ def test_pipeline_tags_evaluates_and_skips_finished_stages(tmp_path: Path, small
     assert (tags.group_by("doc_id").agg(pl.col("score").diff().drop_nulls().max())["score"] <= 0).all()
     matrix = sp.load_npz(run_dir / "tag" / "tags.npz")
     assert matrix.shape == (6, 4) and matrix.nnz == 18
-    assert matrix[2, 2] == pytest.approx(tags.filter((pl.col("doc_id") == "d3") & (pl.col("label_id") == "devel"))["score"][0])
+    assert matrix[2, 2] == pytest.approx(
+        tags.filter((pl.col("doc_id") == "d3") & (pl.col("label_id") == "devel"))["score"][0]
+    )
     metrics = json.loads((run_dir / "evaluate" / "metrics.json").read_text())["metrics"]
     assert metrics["P@1"] >= 0.5
     assert (run_dir / "evaluate" / "recall_at_k.png").read_bytes()[:4] == b"\x89PNG"
@@ -76,8 +78,9 @@ def test_exact_and_faiss_flat_agree_and_hnsw_reports_recall(tmp_path: Path) -> N
     ):
         directory = tmp_path / name
         directory.mkdir()
-        config = pipeline_file(directory, DEBTAGS / "sample.jsonl", DEBTAGS / "labels.jsonl",
-                               extra=f"{extra}[tag]\nk = 10\n")
+        config = pipeline_file(
+            directory, DEBTAGS / "sample.jsonl", DEBTAGS / "labels.jsonl", extra=f"{extra}[tag]\nk = 10\n"
+        )
         config.write_text(config.read_text().replace("chunk_size = 2", "chunk_size = 512"))
         run_cli("tag", str(config))
         results[name] = directory / "run"
@@ -102,7 +105,9 @@ def test_compare_writes_table_and_plot(tmp_path: Path) -> None:
         directory = tmp_path / name / "evaluate"
         directory.mkdir(parents=True)
         values = {f"{m}@{k}": p1 for m in ("P", "R", "nDCG", "PSP", "coverage") for k in (1, 5)}
-        (directory / "metrics.json").write_text(json.dumps({"metrics": values, "recall_curve": [0.2, 0.4], "ks": [1, 5]}))
+        (directory / "metrics.json").write_text(
+            json.dumps({"metrics": values, "recall_curve": [0.2, 0.4], "ks": [1, 5]})
+        )
     result = run_cli("compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp"))
     assert "| a | P | 0.5000 | 0.5000 |" in result.stdout and "| b | P | 0.7000 |" in result.stdout
     assert (tmp_path / "cmp" / "recall_at_k.png").exists()
