@@ -119,3 +119,12 @@ def debtags_texts() -> tuple[list[str], list[str]]:
     documents = [json.loads(line)["text"] for line in (DEBTAGS / "sample.jsonl").open(encoding="utf-8")][:40]
     labels = [json.loads(line)["text"] for line in (DEBTAGS / "labels.jsonl").open(encoding="utf-8")]
     return documents, labels
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line summing up the reliability tests that ran: kill points, bad inputs, server faults, lost work."""
+    from tests.reliability import summary_line
+
+    line = summary_line()
+    if line:
+        terminalreporter.write_line(line)

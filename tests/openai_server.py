@@ -33,6 +33,7 @@ class CompletionsServer:
         self.answer_limit: int | None = None
         self.requests = 0
         self.answered = 0
+        self.faults_served = 0
         self.lock = threading.Lock()
         self.model_lock = threading.Lock()
         tokenizer = judge.tokenizer
@@ -68,10 +69,13 @@ class CompletionsServer:
         with self.lock:
             self.requests += 1
             if self.answer_limit is not None and self.answered >= self.answer_limit:
-                return "reset"
-            if self.faults:
-                return self.faults.pop(0)
-            return next((fault for text, fault in self.faults_by_text.items() if text in prompt), None)
+                fault: str | None = "reset"
+            elif self.faults:
+                fault = self.faults.pop(0)
+            else:
+                fault = next((fault for text, fault in self.faults_by_text.items() if text in prompt), None)
+            self.faults_served += fault is not None
+            return fault
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self

@@ -14,8 +14,7 @@ import pytest
 
 from tests.bad_inputs import CASES, DOCS, LABELS, SKIP_DOCUMENT_COUNTS, Case, jsonl, skip_documents
 from tests.conftest import REPO
-
-TRIED: list[str] = []
+from tests.reliability import TALLY
 
 
 def eztag(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -46,16 +45,10 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.Co
         return dict(zip([case.name for case in CASES], done, strict=True))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def summary() -> object:
-    yield
-    print(f"\nbad inputs tried: {len(TRIED)}")
-
-
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_bad_input_fails_with_one_line(case: Case, results: dict[str, subprocess.CompletedProcess[str]]) -> None:
     assert_one_line_error(results[case.name], *case.expect)
-    TRIED.append(case.name)
+    TALLY["bad_inputs"] += 1
 
 
 def test_skip_mode_counts_every_problem(tmp_path: Path) -> None:
@@ -72,7 +65,7 @@ def test_skip_mode_counts_every_problem(tmp_path: Path) -> None:
         "d3",
         "d4",
     ]
-    TRIED.extend(f"skip:{reason}" for reason in SKIP_DOCUMENT_COUNTS)
+    TALLY["bad_inputs"] += len(SKIP_DOCUMENT_COUNTS)
 
 
 def test_skip_mode_labels_and_ground_truth(tmp_path: Path) -> None:
@@ -100,14 +93,14 @@ def test_skip_mode_labels_and_ground_truth(tmp_path: Path) -> None:
         "unknown_document": 1,
     }
     assert (report["labels"], report["ground_truth_pairs"]) == (3, 1)
-    TRIED.extend(["skip:labels", "skip:ground_truth"])
+    TALLY["bad_inputs"] += 2
 
 
 def test_skip_mode_still_fails_when_nothing_is_left(tmp_path: Path) -> None:
     case = Case("all_labels_bad", {"labels.jsonl": jsonl([{"id": "a", "text": ""}, {"id": "b", "text": None}])})
     result = eztag("ingest", str(case.write(tmp_path)), "--set", "ingest.on_error=skip")
     assert_one_line_error(result, "labels.jsonl", "label set is empty")
-    TRIED.append("skip:all_labels_bad")
+    TALLY["bad_inputs"] += 1
 
 
 def test_huge_document_is_truncated_and_counted(tmp_path: Path) -> None:
@@ -118,7 +111,7 @@ def test_huge_document_is_truncated_and_counted(tmp_path: Path) -> None:
     assert report["documents_truncated"] == 1 and report["skipped"] == {}
     texts = pl.read_parquet(tmp_path / "run" / "ingest" / "documents.parquet")["text"].to_list()
     assert len(texts[-1]) <= 100_000
-    TRIED.append("huge_document")
+    TALLY["bad_inputs"] += 1
 
 
 def test_byte_order_mark_is_accepted(tmp_path: Path) -> None:
@@ -127,7 +120,7 @@ def test_byte_order_mark_is_accepted(tmp_path: Path) -> None:
     assert eztag("ingest", str(pipeline)).returncode == 0
     result = eztag("ingest", str(pipeline), "--set", "ingest.documents='docs.csv'", "--force", "ingest")
     assert result.returncode == 0, result.stderr
-    TRIED.append("byte_order_mark")
+    TALLY["bad_inputs"] += 1
 
 
 def test_missing_pipeline_file_and_bad_override(tmp_path: Path) -> None:
@@ -136,4 +129,4 @@ def test_missing_pipeline_file_and_bad_override(tmp_path: Path) -> None:
     pipeline = Case("override").write(tmp_path)
     assert_one_line_error(eztag("ingest", str(pipeline), "--set", "ingest"), "--set", "section.key=value")
     assert_one_line_error(eztag("ingest", str(pipeline), "--set", "tag.k=3"), "[tag]", "not in pipeline.stages")
-    TRIED.extend(["missing_pipeline", "pipeline_is_directory", "bad_override", "override_unknown_table"])
+    TALLY["bad_inputs"] += 4

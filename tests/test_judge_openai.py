@@ -15,6 +15,7 @@ from eztag.judges.openai import OpenAIJudge
 from eztag.judges.transformers import TransformersJudge
 from eztag.pipeline import Pipeline
 from eztag.prompts import Pair, PromptTemplate
+from tests.reliability import TALLY
 
 TEMPLATE = PromptTemplate.named("yes-no", domain="software package")
 PAIRS = [
@@ -31,14 +32,15 @@ def tiny_judge(tiny_llama_dir: Path) -> TransformersJudge:
 
 @pytest.fixture
 def server(tiny_judge: TransformersJudge) -> Iterator[CompletionsServer]:
-    server = CompletionsServer(tiny_judge, sleep_seconds=2.5).start()
+    server = CompletionsServer(tiny_judge, sleep_seconds=4.0).start()
     yield server
     server.stop()
+    TALLY["server_faults"] += server.faults_served
 
 
 def client(server: CompletionsServer, tiny_llama_dir: Path, **options: object) -> OpenAIJudge:
     """An OpenAIJudge asking for every token's log-probability, so P(yes) sums all yes/no spellings."""
-    settings = {"concurrency": 3, "timeout": 2.0, "max_attempts": 3, "backoff": 0.01, "max_backoff": 0.05}
+    settings = {"concurrency": 3, "timeout": 3.0, "max_attempts": 3, "backoff": 0.01, "max_backoff": 0.05}
     settings.update(options)
     return OpenAIJudge(
         "tiny", TEMPLATE, base_url=server.url, tokenizer=str(tiny_llama_dir), top_logprobs=49152, **settings
@@ -98,7 +100,7 @@ def test_judge_stage_records_failures_and_retries_them_on_rerun(
     extra = (
         '[mine]\nk = 2\n[judge]\nbackend = "openai"\nmodel = "tiny"\ndomain = "software package"\n'
         f'[judge.options]\nbase_url = "{server.url}"\ntokenizer = "{tiny_llama_dir}"\ntop_logprobs = 49152\n'
-        "timeout = 2.0\nmax_attempts = 2\nbackoff = 0.01\n"
+        "timeout = 10.0\nmax_attempts = 2\nbackoff = 0.01\n"
     )
     stages = '"ingest", "encode", "index", "mine", "judge"'
     pipeline = Pipeline.load(pipeline_file(tmp_path, *small_inputs, extra=extra, stages=stages))
