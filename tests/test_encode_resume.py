@@ -1,4 +1,4 @@
-"""A killed encode resumes: the finished store equals an uninterrupted one byte for byte."""
+"""A killed encode resumes: the finished store equals an uninterrupted one byte for byte; the label cache."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from eztag.embeddings import EmbeddingStore
+from eztag.pipeline import Pipeline
+from tests.conftest import pipeline_file
 
 TEXTS = [f"text {i}" for i in range(23)]
 
@@ -53,3 +55,23 @@ def test_resumed_store_equals_uninterrupted(tmp_path: Path) -> None:
     assert second.calls == [TEXTS[15:20], TEXTS[20:23]]  # only the two missing chunks
     assert files(resumed.directory) == files(whole.directory)
     np.testing.assert_array_equal(resumed.load(), whole.load())
+
+
+def test_label_cache_spares_re_encoding_labels(tmp_path: Path, small_inputs: tuple[Path, Path]) -> None:
+    """A second run with new documents copies the label vectors from the cache; new label texts miss it."""
+    documents, labels = small_inputs
+    cache = tmp_path / "label-cache"
+    extra = f'label_cache = "{cache}"\n'  # goes into the [encode] table
+    first = Pipeline.load(pipeline_file(tmp_path, documents, labels, extra=extra, stages='"ingest", "encode"'))
+    assert first.run(tmp_path / "night-1")["encode"]["labels_from_cache"] is False
+    documents.write_text(documents.read_text() + '{"id": "d7", "text": "A new chess engine"}\n')
+    second = Pipeline.load(first.path)
+    assert second.run(tmp_path / "night-2")["encode"]["labels_from_cache"] is True
+    night1, night2 = (EmbeddingStore(tmp_path / night / "encode" / "labels") for night in ("night-1", "night-2"))
+    assert np.array_equal(night1.load(), night2.load())
+    assert EmbeddingStore(tmp_path / "night-2" / "encode" / "documents").count == 7
+    assert len(list(cache.iterdir())) == 1
+
+    changed = Pipeline.load(first.path, ["encode.label_template='{text}: {description}'"])
+    assert changed.run(tmp_path / "night-3")["encode"]["labels_from_cache"] is False
+    assert len(list(cache.iterdir())) == 2

@@ -14,9 +14,13 @@ ENCODERS = {"sentence-transformers": "eztag.encoders.sentence_transformers:Sente
 
 
 class Encoder(Protocol):
-    """Maps texts to L2-normalised float32 vectors, one row per text, in input order."""
+    """Maps texts to L2-normalised float32 vectors, one row per text, in input order.
+
+    `fingerprint` holds everything that changes the vectors (model files, device type, precision, length limit).
+    """
 
     dim: int
+    fingerprint: dict
 
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 

@@ -6,6 +6,7 @@ import contextlib
 import queue
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +24,17 @@ def length_buckets(texts: Sequence[str], batch_size: int) -> list[np.ndarray]:
     """Row numbers in batches of similar length, longest first (each batch pads to its own longest text)."""
     order = np.argsort([-len(text) for text in texts], kind="stable")
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def model_files(directory: Path) -> list[tuple[str, int, int]]:
+    """(relative path, size, mtime in ns) of each file of a local model folder; [] for a hub id."""
+    if not directory.is_dir():
+        return []
+    return [
+        (str(path.relative_to(directory)), path.stat().st_size, path.stat().st_mtime_ns)
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    ]
 
 
 class SentenceTransformerEncoder:
@@ -53,6 +65,13 @@ class SentenceTransformerEncoder:
         self.batch_size = batch_size or (GPU_BATCH_SIZE if self.device.type == "cuda" else CPU_BATCH_SIZE)
         dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(dimension())
+        self.fingerprint = {
+            "model": path,
+            "files": model_files(Path(path)),
+            "device": self.device.type,
+            "dtype": str(self.dtype),
+            "max_seq_length": self.model.max_seq_length,
+        }
 
     def _tokenise(
         self, texts: Sequence[str], batches: list[np.ndarray], out: queue.Queue, stop: threading.Event

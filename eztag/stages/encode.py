@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
 
-from eztag.embeddings import EmbeddingStore
+from eztag.artifacts import atomic_path, config_hash
+from eztag.embeddings import META, EmbeddingStore
 from eztag.encoders import get_encoder
 from eztag.templates import check_template, render
 
 NAME = "encode"
 REQUIRES = ("ingest",)
-PATH_FIELDS = ("model",)
+PATH_FIELDS = ("model", "label_cache")
 DOCUMENT_FIELDS = {"doc_id", "title", "text"}
 LABEL_FIELDS = {"label_id", "text", "description"}
 
@@ -33,6 +35,7 @@ class Config:
     document_template: str = "{text}"
     label_template: str = "{text}"
     dtype: Literal["float32", "float16"] = "float32"
+    label_cache: str | None = None
 
     def __post_init__(self) -> None:
         check_template(self.document_template, DOCUMENT_FIELDS, where="encode.document_template")
@@ -59,19 +62,39 @@ def load_encoder(config: Config) -> Any:
 
 
 def run(config: Config, out_dir: Path, ingest_dir: Path) -> dict[str, Any]:
-    """Write `labels/` and `documents/` embedding stores."""
+    """Write `labels/` and `documents/` embedding stores; label vectors come from `label_cache` when it has them."""
     encoder = load_encoder(config)
     labels = pl.read_parquet(ingest_dir / "labels.parquet")
     documents = pl.read_parquet(ingest_dir / "documents.parquet")
-    for name, frame, template in (
-        ("labels", labels, config.label_template),
-        ("documents", documents, config.document_template),
-    ):
-        EmbeddingStore(out_dir / name).write(
-            texts(frame, template),
-            encoder.encode,
-            chunk_size=config.chunk_size,
-            dtype=config.dtype,
-            description=f"encode {name}",
-        )
-    return {"labels": labels.height, "documents": documents.height, "dim": encoder.dim}
+    label_texts = texts(labels, config.label_template)
+    reused = False
+    if config.label_cache is None:
+        write_store(out_dir / "labels", label_texts, encoder, config, "encode labels")
+    else:
+        key = config_hash([encoder.fingerprint, config.chunk_size, config.dtype, label_texts])
+        cached = Path(config.label_cache) / key
+        reused = (cached / META).exists()
+        if not reused:
+            write_store(cached, label_texts, encoder, config, "encode labels (into the label cache)")
+        copy_store(cached, out_dir / "labels")
+    write_store(out_dir / "documents", texts(documents, config.document_template), encoder, config, "encode documents")
+    return {"labels": labels.height, "documents": documents.height, "dim": encoder.dim, "labels_from_cache": reused}
+
+
+def write_store(directory: Path, rows: list[str], encoder: Any, config: Config, description: str) -> None:
+    """Encode `rows` into the embedding store at `directory`, chunk by chunk, resuming finished chunks."""
+    EmbeddingStore(directory).write(
+        rows, encoder.encode, chunk_size=config.chunk_size, dtype=config.dtype, description=description
+    )
+
+
+def copy_store(source: Path, target: Path) -> None:
+    """Copy every file of the store `source` into `target`, each atomically (a killed copy resumes file by file).
+
+    A copy, not a link: the run directory's checksums then guard the run's own bytes, and a rebuilt run never
+    inherits damage done to a file in the shared cache."""
+    for path in sorted(source.iterdir()):
+        destination = target / path.name
+        if not destination.exists():
+            with atomic_path(destination) as tmp:
+                shutil.copyfile(path, tmp)
