@@ -81,6 +81,11 @@ class FaissIndex(LabelIndex):
             raise EztagError(
                 f"bad FAISS factory string '{self.factory}': {str(error).splitlines()[0]}", field="index.factory"
             ) from None
+        # Polysemous training (PQ codes ordered for Hamming filtering) only helps polysemous search, which eztag
+        # never turns on, and it is most of an IVF-PQ build's time (126 s of 148 s for IVF128,PQ32 on 5,000 points).
+        quantised = faiss.downcast_index(faiss.try_extract_index_ivf(index) or index)
+        if hasattr(quantised, "do_polysemous_training"):
+            quantised.do_polysemous_training = False
         if not index.is_trained:
             vectors = labels.load()
             sample = np.random.default_rng(self.seed).permutation(len(vectors))[: self.train_size]
