@@ -20,7 +20,7 @@ from collections import deque
 import numpy as np
 
 AGGREGATIONS = ("max", "centroid", "local_centre")
-_BULLET = re.compile(r"^\s*(?:[-*•·]+|\(?\d+[.):]|[a-z][.)])\s*", re.IGNORECASE)
+_BULLET = re.compile(r"^\s*(?:[-*•·]+|\(?\d+\s*[.):-]|[a-z][.)])\s*", re.IGNORECASE)
 
 
 def sanitise(raw: str, label: str, n: int, max_chars: int) -> list[tuple[str, str | None]]:
@@ -32,7 +32,7 @@ def sanitise(raw: str, label: str, n: int, max_chars: int) -> list[tuple[str, st
     kept = 0
     for line in raw.splitlines():
         text = _BULLET.sub("", line).strip()
-        text = re.split(r"\s+-\s+|:\s", text, maxsplit=1)[0].strip(" \"'`*.,;")
+        text = re.split(r"\s+-\s+|:\s", text, maxsplit=1)[0].strip(" \"'`*.,;-")
         if not text:
             continue
         if len(text) > max_chars:
