@@ -98,7 +98,8 @@ def test_refinement_drops_the_synonym_that_disagrees_with_the_data() -> None:
 
 
 def test_sanitise_cleans_generations() -> None:
-    raw = '1. Braille\n2- "Braille" -\n- screen reader - reads the screen\n\nAccessibility\n' + "x" * 80 + "\nvoice\nsix"
+    raw = '1. Braille\n2- "Braille" -\n- screen reader - reads the screen\n\nAccessibility\n'
+    raw += "x" * 80 + "\nvoice\nsix"
     out = semantics.sanitise(raw, "Accessibility", n=2, max_chars=60)
     assert out == [
         ("Braille", None),
