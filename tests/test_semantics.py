@@ -133,3 +133,22 @@ def test_multi_vector_index_matches_exhaustive_scoring(tmp_path: Path, aggregati
     inner = ExactIndex.load(tmp_path, device="cpu")
     loaded = MultiVectorIndex.load(tmp_path, inner=inner, aggregation=aggregation, overfetch=100, batch_size=7)
     np.testing.assert_array_equal(loaded.search(queries, 5)[1], rows)
+
+
+def test_multi_vector_index_over_faiss_equals_over_exact(tmp_path: Path) -> None:
+    pytest.importorskip("faiss")
+    from eztag.indexes.faiss import FaissIndex
+
+    rng = np.random.default_rng(2)
+    vectors = semantics.unit(rng.standard_normal((60, 8))).astype(np.float32)
+    owners = np.concatenate([np.arange(20), rng.integers(0, 20, 40)])
+    store = EmbeddingStore(tmp_path / "vectors")
+    store.write(list(range(60)), lambda rows: vectors[list(rows)], chunk_size=16)
+    queries = semantics.unit(rng.standard_normal((9, 8))).astype(np.float32)
+    found = []
+    for inner in (ExactIndex(device="cpu"), FaissIndex(factory="Flat", device="cpu")):
+        index = MultiVectorIndex(inner, owners, aggregation="local_centre", local_k=2)
+        index.build(store)
+        found.append(index.search(queries, 4))
+    np.testing.assert_allclose(found[0][0], found[1][0], atol=1e-5)
+    np.testing.assert_array_equal(found[0][1], found[1][1])

@@ -138,6 +138,11 @@ def refine_agreement(
     return semantics.profile_agreement(vectors, owners, centroids, counts > 0)
 
 
+def _undropped(reasons: np.ndarray) -> np.ndarray:
+    """Mask of the entries with no drop reason."""
+    return np.array([reason is None for reason in reasons], dtype=bool)
+
+
 def run(config: Config, out_dir: Path, ingest_dir: Path, encode_dir: Path) -> dict[str, Any]:
     """Write synonyms.parquet (label_id, synonym, kept, reason, agreement), vectors/, owners.npy, report.json."""
     labels = pl.read_parquet(ingest_dir / "labels.parquet")
@@ -168,8 +173,8 @@ def run(config: Config, out_dir: Path, ingest_dir: Path, encode_dir: Path) -> di
     if config.refine_threshold is not None and len(owners):
         documents = EmbeddingStore(encode_dir / "documents").load()
         agreement = refine_agreement(own_store, documents, vectors, owners, config.refine_top_m)
-        reasons[(reasons == None) & (agreement < config.refine_threshold)] = "disagrees_with_data"  # noqa: E711
-    kept = reasons == None  # noqa: E711
+        reasons[_undropped(reasons) & (agreement < config.refine_threshold)] = "disagrees_with_data"
+    kept = _undropped(reasons)
     candidates = candidates.with_columns(
         reason=pl.Series(reasons.tolist(), dtype=pl.String), agreement=pl.Series(agreement, dtype=pl.Float64)
     )
