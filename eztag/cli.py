@@ -13,6 +13,7 @@ from eztag.errors import EztagError
 STAGE_HELP = {
     "ingest": "validate documents, labels and ground truth into Parquet",
     "encode": "embed labels and documents",
+    "synonyms": "write, prune and refine label synonyms with an LLM",
     "index": "build the label index",
     "mine": "mine candidate labels per document for the judge",
     "judge": "score candidate labels with an LLM relevance judge",

@@ -42,6 +42,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise EztagError(f"expected a list, got {type(value).__name__} {value!r}", field=where)
         return [_coerce(item, item_type, f"{where}[{i}]") for i, item in enumerate(value)]
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        return from_dict(tp, value, section=where)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is Any:

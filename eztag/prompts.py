@@ -45,6 +45,28 @@ TEMPLATES: dict[str, dict[str, str]] = {
 }
 
 
+SYNONYM_PROMPT: dict[str, str] = {
+    # Label synonyms for synonym spaces (S³, arXiv 2412.04925); name@version is part of the generation cache key.
+    "name": "synonyms",
+    "version": "1",
+    "system": "You write short synonyms for the tags of a {domain} catalogue.",
+    "user": (
+        "Tag: {label}\nTag group: {description}\n\n"
+        "Write {n} different short synonyms or paraphrases of this tag, one per line, "
+        "with no numbering and no explanation."
+    ),
+}
+
+
+def synonym_messages(label: str, description: str, n: int, domain: str) -> list[dict[str, str]]:
+    """Chat messages asking for `n` synonyms of one label."""
+    values = {"label": label, "description": description, "n": n, "domain": domain}
+    return [
+        {"role": "system", "content": render(SYNONYM_PROMPT["system"], values)},
+        {"role": "user", "content": render(SYNONYM_PROMPT["user"], values)},
+    ]
+
+
 @dataclasses.dataclass(frozen=True)
 class Pair:
     """One judging question: a (truncated) document and one label with its description."""

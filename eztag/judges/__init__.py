@@ -78,6 +78,10 @@ class Judge(ABC):
     def score(self, pairs: Sequence[Pair]) -> list[Judgment]:
         """One judgment per pair, in input order; failures carry a reason and no score."""
 
+    def generate(self, messages: Sequence[list[dict[str, str]]], max_new_tokens: int) -> list[str]:
+        """Greedy completions of chat prompts (label synonyms); only some backends can generate."""
+        raise EztagError(f"judge backend {type(self).__name__} cannot generate text; use backend 'transformers'")
+
     def truncate(self, documents: Sequence[str], max_tokens: int) -> list[str]:
         """Cut documents to a token budget (this default counts whitespace-separated words)."""
         return [truncate_words(text, max_tokens) for text in documents]

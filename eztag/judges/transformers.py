@@ -69,6 +69,33 @@ class TransformersJudge(Judge):
             logprobs = self._score_prefix_reuse(pairs, ids) if self.prefix_reuse else self._score_naive(ids)
         return [self._judgment(row) for row in logprobs]
 
+    def generate(self, messages: Sequence[list[dict[str, str]]], max_new_tokens: int) -> list[str]:
+        """Greedy completions (repetition penalty 1.2), left-padded batches of similar length."""
+        if getattr(self.tokenizer, "chat_template", None):
+            texts = [
+                self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages
+            ]
+        else:
+            texts = ["\n\n".join(message["content"] for message in m) + "\n" for m in messages]
+        ids = self.tokenizer(texts, add_special_tokens=self.add_special_tokens)["input_ids"]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = [""] * len(ids)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            tokens, mask = _left_pad([ids[i] for i in batch], self.pad_id)
+            with torch.inference_mode():
+                generated = self.model.generate(
+                    input_ids=tokens.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    repetition_penalty=1.2,
+                    pad_token_id=self.pad_id,
+                )
+            for i, row in zip(batch, generated[:, tokens.shape[1] :], strict=True):
+                out[i] = self.tokenizer.decode(row, skip_special_tokens=True)
+        return out
+
     def _judgment(self, row: torch.Tensor) -> Judgment:
         return judgment_from_classes([row[ids].tolist() for ids in self.class_ids])
 

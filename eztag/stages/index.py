@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -14,15 +15,21 @@ import polars as pl
 from eztag.artifacts import write_json, write_parquet
 from eztag.embeddings import EmbeddingStore
 from eztag.indexes import INDEXES, LabelIndex, index_class
+from eztag.indexes.multi import MultiVectorIndex
 
 NAME = "index"
 REQUIRES = ("ingest", "encode")
+OPTIONAL = ("synonyms",)
+MULTI_VECTOR_FIELDS = ("aggregation", "local_k", "overfetch")
 PATH_FIELDS: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
 class Config:
-    """Which index to build and how to search it."""
+    """Which index to build and how to search it; with a synonyms stage, how label vector sets are scored.
+
+    `aggregation`, `local_k` and `overfetch` apply only to multi-vector labels (see eztag.indexes.multi).
+    """
 
     backend: str = "exact"
     factory: str = "Flat"
@@ -33,10 +40,15 @@ class Config:
     precision: str = "auto"
     recall_sample: int = 1000
     recall_k: list[int] = dataclasses.field(default_factory=lambda: [10, 100])
+    aggregation: Literal["max", "centroid", "local_centre"] = "local_centre"
+    local_k: int = 3
+    overfetch: int = 4
 
     def __post_init__(self) -> None:
         if self.backend not in INDEXES:
             raise ValueError(f"unknown backend '{self.backend}' (expected one of: {', '.join(INDEXES)})")
+        if self.local_k < 1 or self.overfetch < 1:
+            raise ValueError("local_k and overfetch must be at least 1")
 
 
 def options(config: Config) -> dict[str, Any]:
@@ -44,25 +56,30 @@ def options(config: Config) -> dict[str, Any]:
     return {
         key: value
         for key, value in dataclasses.asdict(config).items()
-        if key not in ("backend", "recall_sample", "recall_k")
+        if key not in ("backend", "recall_sample", "recall_k", *MULTI_VECTOR_FIELDS)
     }
 
 
 def load_index(index_dir: Path) -> LabelIndex:
     """Load the index this stage saved, with the options it was built with (from index.json)."""
     spec = json.loads((index_dir / "index.json").read_text())
-    return index_class(spec["backend"]).load(index_dir, **spec["options"])
+    index = index_class(spec["backend"]).load(index_dir, **spec["options"])
+    if spec.get("multi_vector"):
+        return MultiVectorIndex.load(index_dir, inner=index, **spec["multi_vector"])
+    return index
 
 
-def recall_against_exact(
-    index: LabelIndex, labels: EmbeddingStore, queries: np.ndarray, ks: list[int]
+def recall_against(
+    reference: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+    index: LabelIndex,
+    queries: np.ndarray,
+    ks: list[int],
 ) -> dict[str, float]:
-    """Mean recall@k of `index` against exact search, for each k."""
-    exact = index_class("exact")(device="cpu")
-    exact.build(labels)
-    k_max = min(max(ks), labels.count)
-    _, truth = exact.search(queries, k_max)
+    """Mean recall@k of `index.search` against the `reference` search, for each k."""
+    k_max = max(ks)
+    _, truth = reference(queries, k_max)
     _, found = index.search(queries, k_max)
+    k_max = truth.shape[1]
     out = {}
     for k in ks:
         k = min(k, k_max)
@@ -71,19 +88,33 @@ def recall_against_exact(
     return out
 
 
-def run(config: Config, out_dir: Path, ingest_dir: Path, encode_dir: Path) -> dict[str, Any]:
-    """Build the index over encode/labels and save it with label_ids.parquet and report.json."""
-    labels = EmbeddingStore(encode_dir / "labels")
-    index = index_class(config.backend)(**options(config))
+def recall_against_exact(
+    index: LabelIndex, labels: EmbeddingStore, queries: np.ndarray, ks: list[int]
+) -> dict[str, float]:
+    """Mean recall@k of `index` against exact search, for each k."""
+    exact = index_class("exact")(device="cpu")
+    exact.build(labels)
+    return recall_against(exact.search, index, queries, ks)
+
+
+def run(
+    config: Config, out_dir: Path, ingest_dir: Path, encode_dir: Path, synonyms_dir: Path | None = None
+) -> dict[str, Any]:
+    """Build the index over encode/labels (or synonyms/vectors) and save it with label_ids.parquet and report.json."""
+    labels = EmbeddingStore(synonyms_dir / "vectors" if synonyms_dir else encode_dir / "labels")
+    inner = index_class(config.backend)(**options(config))
+    multi = {field: getattr(config, field) for field in MULTI_VECTOR_FIELDS} if synonyms_dir else None
+    index = MultiVectorIndex(inner, np.load(synonyms_dir / "owners.npy"), **multi) if synonyms_dir else inner
     started = time.perf_counter()
     index.build(labels)
     build_seconds = time.perf_counter() - started
     index.save(out_dir)
-    write_json(out_dir / "index.json", {"backend": config.backend, "options": options(config)})
+    write_json(out_dir / "index.json", {"backend": config.backend, "options": options(config), "multi_vector": multi})
     write_parquet(out_dir / "label_ids.parquet", pl.read_parquet(ingest_dir / "labels.parquet", columns=["label_id"]))
     report: dict[str, Any] = {
         "backend": config.backend,
-        "labels": labels.count,
+        "labels": pl.read_parquet(ingest_dir / "labels.parquet", columns=["label_id"]).height,
+        "vectors": labels.count,
         "dim": labels.dim,
         "build_seconds": round(build_seconds, 3),
         "exact": index.exact,
@@ -91,7 +122,11 @@ def run(config: Config, out_dir: Path, ingest_dir: Path, encode_dir: Path) -> di
     if not index.exact:
         documents = EmbeddingStore(encode_dir / "documents").load()
         sample = np.random.default_rng(0).permutation(len(documents))[: config.recall_sample]
-        report["recall_vs_exact"] = recall_against_exact(index, labels, documents[np.sort(sample)], config.recall_k)
+        queries = documents[np.sort(sample)]
+        if isinstance(index, MultiVectorIndex):
+            report["recall_vs_exhaustive"] = recall_against(index.exhaustive, index, queries, config.recall_k)
+        else:
+            report["recall_vs_exact"] = recall_against_exact(index, labels, queries, config.recall_k)
         report["recall_sample"] = len(sample)
     write_json(out_dir / "report.json", report)
     return report

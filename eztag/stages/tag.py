@@ -13,6 +13,8 @@ from tqdm import tqdm
 
 from eztag.artifacts import atomic_path, write_json, write_parquet
 from eztag.embeddings import EmbeddingStore
+from eztag.indexes import LabelIndex
+from eztag.semantics import conse_queries
 from eztag.stages import index as index_stage
 
 NAME = "tag"
@@ -21,13 +23,28 @@ PATH_FIELDS: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
+class ConSE:
+    """`[tag.conse]`: search again with (1 - alpha) document + alpha * softmax(top-T scores / temperature) - weighted
+    label vectors (the labels' own-text vectors from encode)."""
+
+    top: int = 5
+    alpha: float = 0.5
+    temperature: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.top < 1 or self.temperature <= 0 or not 0 <= self.alpha <= 1:
+            raise ValueError("conse needs top >= 1, temperature > 0 and 0 <= alpha <= 1")
+
+
+@dataclasses.dataclass
 class Config:
-    """How many labels each document gets."""
+    """How many labels each document gets, and ConSE expansion (`[tag.conse]`, off when absent)."""
 
     k: int = 100
     threshold: float | None = None
     min_per_doc: int = 0
     max_per_doc: int | None = None
+    conse: ConSE | None = None
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -48,6 +65,18 @@ def select(scores: np.ndarray, config: Config) -> np.ndarray:
     if config.max_per_doc is not None:
         keep &= ranks < config.max_per_doc
     return keep
+
+
+def search(
+    index: LabelIndex, queries: np.ndarray, k: int, conse: ConSE | None, labels: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (scores, label rows) of the queries; with ConSE, of the queries mixed with their top-T labels."""
+    if conse is None or labels is None:
+        return index.search(queries, k)
+    scores, rows = index.search(queries, min(conse.top, len(labels)))
+    scores = np.where(rows >= 0, scores, -np.inf)
+    expanded = conse_queries(queries, scores, np.maximum(rows, 0), labels, conse.alpha, conse.temperature)
+    return index.search(expanded, k)
 
 
 def shard_frame(
@@ -77,6 +106,7 @@ def run(config: Config, out_dir: Path, ingest_dir: Path, encode_dir: Path, index
             f"tag: k = {config.k} is more than the {len(label_ids)} labels; each document gets at most {len(label_ids)}"
         )
     index = index_stage.load_index(index_dir)
+    label_vectors = EmbeddingStore(encode_dir / "labels").load() if config.conse else None
     store = EmbeddingStore(encode_dir / "documents")
     shards = out_dir / "shards"
     shards.mkdir(exist_ok=True)
@@ -85,7 +115,7 @@ def run(config: Config, out_dir: Path, ingest_dir: Path, encode_dir: Path, index
         for i, chunk in enumerate(store.iter_chunks()):
             shard = shards / f"part-{i:05d}.parquet"
             if not shard.exists():
-                scores, rows = index.search(np.asarray(chunk, dtype=np.float32), config.k)
+                scores, rows = search(index, np.asarray(chunk, dtype=np.float32), config.k, config.conse, label_vectors)
                 frame = shard_frame(
                     doc_ids[offset : offset + len(chunk)], label_ids, scores, rows, select(scores, config)
                 )
