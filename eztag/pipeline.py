@@ -11,9 +11,11 @@ from typing import Any
 from eztag.artifacts import RunDir, config_hash
 from eztag.config import apply_overrides, from_dict, load_toml, to_dict
 from eztag.errors import EztagError, did_you_mean
-from eztag.stages import encode, evaluate, index, ingest, judge, mine, tag
+from eztag.stages import distil, encode, evaluate, index, ingest, judge, mine, tag
 
-STAGES: dict[str, ModuleType] = {module.NAME: module for module in (ingest, encode, index, mine, judge, tag, evaluate)}
+STAGES: dict[str, ModuleType] = {
+    module.NAME: module for module in (ingest, encode, index, mine, judge, distil, tag, evaluate)
+}
 FORMAT_VERSION = 1
 
 
@@ -77,7 +79,7 @@ class Pipeline:
         """Hash of the stage's config, input fingerprint and upstream hashes: equal hash, equal outputs."""
         module, config = STAGES[stage], self.configs[stage]
         fingerprint = module.fingerprint(config) if hasattr(module, "fingerprint") else None
-        upstream = {name: self.stage_hash(name) for name in module.REQUIRES}
+        upstream = {name: self.stage_hash(name) for name in self.upstream_of(stage)}
         return config_hash([FORMAT_VERSION, stage, to_dict(config), fingerprint, upstream])
 
     def run(self, run_dir: Path, *, until: str | None = None, force: list[str] | None = None) -> dict[str, Any]:
@@ -100,16 +102,21 @@ class Pipeline:
             out_dir = runs.begin(stage, stage_hash)
             print(f"[{stage}] running")
             started = time.perf_counter()
-            upstream = {f"{name}_dir": runs.stage_dir(name) for name in module.REQUIRES}
+            upstream = {f"{name}_dir": runs.stage_dir(name) for name in self.upstream_of(stage)}
             summaries[stage] = module.run(self.configs[stage], out_dir, **upstream)
             seconds = time.perf_counter() - started
             runs.finish(stage, stage_hash, to_dict(self.configs[stage]), seconds)
             print(f"[{stage}] done in {seconds:.1f} s: {_short(summaries[stage])}")
         return summaries
 
+    def upstream_of(self, stage: str) -> tuple[str, ...]:
+        """The stages `stage` reads from: its REQUIRES, and those of its optional USES that are in the pipeline."""
+        module = STAGES[stage]
+        return module.REQUIRES + tuple(name for name in getattr(module, "USES", ()) if name in self.configs)
+
     def _upstream(self, stage: str) -> set[str]:
         needed = {stage}
-        for name in STAGES[stage].REQUIRES:
+        for name in self.upstream_of(stage):
             needed |= self._upstream(name)
         return needed
 
