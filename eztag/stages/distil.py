@@ -215,7 +215,7 @@ def train(base_model: str, columns: dict[str, list], config: Config, round_dir: 
         max_steps=config.max_steps,
         per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate,
-        warmup_ratio=config.warmup_ratio,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a ratio of the steps (transformers 5)
         bf16=bf16,
         use_cpu=device.type == "cpu",
         batch_sampler=config.batch_sampler,

@@ -156,7 +156,9 @@ def judge_candidates(
                     failures[key] = judgment.failure
             bar.update(len(batch))
     judgments = _judgments_frame(candidates, keys, stored, failures)
-    report = _report(judgments, unique_pairs=len(set(keys)), judged_now=len(todo_items), seconds=scoring_seconds)
+    report = judgment_report(
+        judgments, unique_pairs=len(set(keys)), judged_now=len(todo_items), seconds=scoring_seconds
+    )
     return judgments, report
 
 
@@ -185,7 +187,7 @@ def _judgments_frame(
     )
 
 
-def _report(judgments: pl.DataFrame, *, unique_pairs: int, judged_now: int, seconds: float) -> dict[str, Any]:
+def judgment_report(judgments: pl.DataFrame, *, unique_pairs: int, judged_now: int, seconds: float) -> dict[str, Any]:
     """Counts, failures by reason, speed and the calibration aid (threshold fractions, log-odds quantiles)."""
     scored = judgments.filter(pl.col("failure").is_null())
     reasons = Counter(failure.split(":")[0] for failure in judgments["failure"].drop_nulls())
