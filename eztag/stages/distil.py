@@ -323,6 +323,15 @@ class Rounds:
         self.label_text = dict(zip(self.labels["label_id"].to_list(), label_texts, strict=True))
         self.judge: judge_stage.Judge | None = None
 
+    def reference(self, judgments: pl.DataFrame, doc_ids: set[str]) -> pl.DataFrame:
+        """The judged (doc_id, label_row, log_odds) rows of `doc_ids`, for `agreement`."""
+        label_rows = {label_id: row for row, label_id in enumerate(self.labels["label_id"])}
+        return (
+            judgments.filter(pl.col("doc_id").is_in(list(doc_ids)) & pl.col("failure").is_null())
+            .with_columns(label_row=pl.col("label_id").replace_strict(label_rows, return_dtype=pl.Int64))
+            .select("doc_id", "label_row", "log_odds")
+        )
+
     def training_set(self, judgments: pl.DataFrame) -> tuple[dict[str, list], dict[str, Any]]:
         """Training rows from the judgments of the non-held-out documents, and their statistics."""
         teacher = teacher_scores(judgments.filter(~pl.col("doc_id").is_in(list(self.holdout))), self.config)
@@ -365,12 +374,7 @@ def run(
     """Train round by round into rounds/round-N/, keep the best in model/, then write encode/ and index/."""
     state = Rounds(config, ingest_dir, encode_dir, judge_dir)
     judgments = pl.read_parquet(judge_dir / "judgments.parquet")
-    label_rows = {label_id: row for row, label_id in enumerate(state.labels["label_id"])}
-    reference = (
-        judgments.filter(pl.col("doc_id").is_in(list(state.holdout)) & pl.col("failure").is_null())
-        .with_columns(label_row=pl.col("label_id").replace_strict(label_rows, return_dtype=pl.Int64))
-        .select("doc_id", "label_row", "log_odds")
-    )
+    reference = state.reference(judgments, state.holdout)
     base_vectors = mine_stage.gather_rows(EmbeddingStore(encode_dir / "documents"), state.doc_rows)
     base_labels = EmbeddingStore(encode_dir / "labels").load()
     base = resolve_encoder(state.encode_config.model)
