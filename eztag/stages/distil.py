@@ -25,7 +25,6 @@ import polars as pl
 
 from eztag.artifacts import RunDir, atomic_dir, write_json, write_parquet
 from eztag.config import from_dict
-from eztag.devices import pick_device
 from eztag.embeddings import EmbeddingStore
 from eztag.errors import EztagError
 from eztag.indexes import index_class
@@ -202,6 +201,8 @@ def train(base_model: str, columns: dict[str, list], config: Config, round_dir: 
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
     from sentence_transformers import SentenceTransformerTrainingArguments as Arguments
     from transformers.trainer_utils import get_last_checkpoint
+
+    from eztag.devices import pick_device
 
     device = pick_device(config.device)
     bf16 = config.precision == "bfloat16" or (config.precision == "auto" and device.type == "cuda")
