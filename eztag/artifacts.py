@@ -64,6 +64,22 @@ def write_parquet(path: Path, frame: pl.DataFrame) -> None:
         frame.write_parquet(tmp, compression="zstd", statistics=True)
 
 
+@contextlib.contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `path`; on success it replaces `path`."""
+    tmp = path.parent / f".{path.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_npy(path: Path, array: np.ndarray) -> None:
     """Write a `.npy` array atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
@@ -104,6 +120,13 @@ class RunDir:
             return json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise EztagError("corrupt manifest; delete it to rebuild every stage", file=path) from None
+
+    def stage_config(self, stage: str) -> dict[str, Any]:
+        """The config a finished stage ran with, as recorded in the manifest."""
+        record = self.manifest()["stages"].get(stage)
+        if record is None:
+            raise EztagError(f"stage '{stage}' has not finished in this run directory", file=self.root / MANIFEST)
+        return record["config"]
 
     def is_finished(self, stage: str, stage_hash: str) -> bool:
         """True when `stage` finished with this config hash and its outputs are intact."""

@@ -17,6 +17,7 @@ STAGE_HELP = {
     "index": "build the label index",
     "mine": "mine candidate labels per document for the judge",
     "judge": "score candidate labels with an LLM relevance judge",
+    "distil": "train the encoder on the judge's scores, in rounds",
     "tag": "retrieve the top-k labels of every document",
     "evaluate": "score the tags against the ground truth",
 }

@@ -11,10 +11,10 @@ from typing import Any
 from eztag.artifacts import RunDir, config_hash
 from eztag.config import apply_overrides, from_dict, load_toml, to_dict
 from eztag.errors import EztagError, did_you_mean
-from eztag.stages import encode, evaluate, index, ingest, judge, mine, synonyms, tag
+from eztag.stages import distil, encode, evaluate, index, ingest, judge, mine, synonyms, tag
 
 STAGES: dict[str, ModuleType] = {
-    module.NAME: module for module in (ingest, encode, synonyms, index, mine, judge, tag, evaluate)
+    module.NAME: module for module in (ingest, encode, synonyms, index, mine, judge, distil, tag, evaluate)
 }
 FORMAT_VERSION = 1
 

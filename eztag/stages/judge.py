@@ -110,11 +110,23 @@ def candidate_pairs(config: Config, judge: Judge, ingest_dir: Path, candidates: 
 
 def run(config: Config, out_dir: Path, ingest_dir: Path, mine_dir: Path) -> dict[str, Any]:
     """Write judgments.parquet, report.json and log_odds.png."""
-    candidates = pl.read_parquet(mine_dir / "candidates.parquet")
     judge = build_judge(config)
+    cache_dir = Path(config.cache_dir) if config.cache_dir else out_dir / "cache"
+    candidates = pl.read_parquet(mine_dir / "candidates.parquet")
+    judgments, report = judge_candidates(config, judge, ingest_dir, candidates, cache_dir)
+    write_parquet(out_dir / "judgments.parquet", judgments)
+    report.update(model=judge.model_id, template=judge.template.key, backend=config.backend)
+    write_json(out_dir / "report.json", report)
+    plot_log_odds(judgments["log_odds"].drop_nulls().to_numpy(), out_dir / "log_odds.png")
+    return report
+
+
+def judge_candidates(
+    config: Config, judge: Judge, ingest_dir: Path, candidates: pl.DataFrame, cache_dir: Path
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """(judgments, report) of mined candidates; only pairs with no stored score in `cache_dir` are judged."""
     pairs = candidate_pairs(config, judge, ingest_dir, candidates)
     keys = [pair_key(judge.model_id, judge.template, pair) for pair in pairs]
-    cache_dir = Path(config.cache_dir) if config.cache_dir else out_dir / "cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
     stored = load_cache(cache_dir)
     todo = {key: pair for key, pair in zip(keys, pairs, strict=True) if key not in stored}
@@ -144,12 +156,10 @@ def run(config: Config, out_dir: Path, ingest_dir: Path, mine_dir: Path) -> dict
                     failures[key] = judgment.failure
             bar.update(len(batch))
     judgments = _judgments_frame(candidates, keys, stored, failures)
-    write_parquet(out_dir / "judgments.parquet", judgments)
-    report = _report(judgments, unique_pairs=len(set(keys)), judged_now=len(todo_items), seconds=scoring_seconds)
-    report.update(model=judge.model_id, template=judge.template.key, backend=config.backend)
-    write_json(out_dir / "report.json", report)
-    plot_log_odds(judgments["log_odds"].drop_nulls().to_numpy(), out_dir / "log_odds.png")
-    return report
+    report = judgment_report(
+        judgments, unique_pairs=len(set(keys)), judged_now=len(todo_items), seconds=scoring_seconds
+    )
+    return judgments, report
 
 
 def _judgments_frame(
@@ -163,11 +173,21 @@ def _judgments_frame(
             failure=pl.Series([None if key in stored else failures.get(key) for key in keys], dtype=pl.String),
         )
         .with_columns(rank_in_doc=pl.col("log_odds").rank("ordinal", descending=True).over("doc_id").cast(pl.Int32))
-        .select("doc_id", "label_id", "p_yes", "log_odds", "rank_in_doc", "source", "student_score", "failure")
+        .select(
+            "doc_id",
+            "label_id",
+            "p_yes",
+            "log_odds",
+            "rank_in_doc",
+            "source",
+            "student_score",
+            "student_rank",
+            "failure",
+        )
     )
 
 
-def _report(judgments: pl.DataFrame, *, unique_pairs: int, judged_now: int, seconds: float) -> dict[str, Any]:
+def judgment_report(judgments: pl.DataFrame, *, unique_pairs: int, judged_now: int, seconds: float) -> dict[str, Any]:
     """Counts, failures by reason, speed and the calibration aid (threshold fractions, log-odds quantiles)."""
     scored = judgments.filter(pl.col("failure").is_null())
     reasons = Counter(failure.split(":")[0] for failure in judgments["failure"].drop_nulls())

@@ -12,6 +12,7 @@ import polars as pl
 from eztag.artifacts import write_json, write_parquet
 from eztag.embeddings import EmbeddingStore
 from eztag.errors import missing_extra
+from eztag.indexes import LabelIndex
 from eztag.stages import index as index_stage
 from eztag.stages.encode import DOCUMENT_FIELDS, LABEL_FIELDS, texts
 from eztag.templates import check_template
@@ -86,11 +87,37 @@ def run(config: Config, out_dir: Path, ingest_dir: Path, encode_dir: Path, index
     """Write candidates.parquet: dense top-k (and BM25 top-k) labels of the chosen documents."""
     documents = pl.read_parquet(ingest_dir / "documents.parquet")
     labels = pl.read_parquet(ingest_dir / "labels.parquet")
-    label_ids = np.asarray(labels["label_id"].to_list(), dtype=object)
     doc_rows = pick_documents(documents.height, config)
-    doc_ids = np.asarray(documents["doc_id"].to_list(), dtype=object)[doc_rows]
     document_vectors = gather_rows(EmbeddingStore(encode_dir / "documents"), doc_rows)
-    scores, rows = index_stage.load_index(index_dir).search(document_vectors, min(config.k, len(label_ids)))
+    index = index_stage.load_index(index_dir)
+    candidates = mine(
+        config, documents, labels, doc_rows, document_vectors, index, EmbeddingStore(encode_dir / "labels")
+    )
+    write_parquet(out_dir / "candidates.parquet", candidates)
+    counts = candidates["source"].value_counts()
+    summary = {
+        "documents": len(doc_rows),
+        "candidates": candidates.height,
+        "per_document": round(candidates.height / max(1, len(doc_rows)), 2),
+        "by_source": dict(zip(counts["source"].to_list(), counts["count"].to_list(), strict=True)),
+    }
+    write_json(out_dir / "report.json", summary)
+    return summary
+
+
+def mine(
+    config: Config,
+    documents: pl.DataFrame,
+    labels: pl.DataFrame,
+    doc_rows: np.ndarray,
+    document_vectors: np.ndarray,
+    index: LabelIndex,
+    label_store: EmbeddingStore,
+) -> pl.DataFrame:
+    """Candidates (SCHEMA) of the documents at `doc_rows`, whose student vectors are `document_vectors`."""
+    label_ids = np.asarray(labels["label_id"].to_list(), dtype=object)
+    doc_ids = np.asarray(documents["doc_id"].to_list(), dtype=object)[doc_rows]
+    scores, rows = index.search(document_vectors, min(config.k, len(label_ids)))
     doc_index, rank = np.nonzero(rows >= 0)
     dense = pl.DataFrame(
         {
@@ -118,7 +145,7 @@ def run(config: Config, out_dir: Path, ingest_dir: Path, encode_dir: Path, index
             )
             .drop("lexical")
         )
-        candidates = _fill_student_scores(candidates, document_vectors, doc_ids, encode_dir)
+        candidates = _fill_student_scores(candidates, document_vectors, doc_ids, label_store)
     order = {doc_id: i for i, doc_id in enumerate(doc_ids)}
     candidates = (
         candidates.with_columns(
@@ -129,26 +156,17 @@ def run(config: Config, out_dir: Path, ingest_dir: Path, encode_dir: Path, index
         .select(list(SCHEMA))
         .cast(SCHEMA)
     )
-    write_parquet(out_dir / "candidates.parquet", candidates)
-    counts = candidates["source"].value_counts()
-    summary = {
-        "documents": len(doc_ids),
-        "candidates": candidates.height,
-        "per_document": round(candidates.height / max(1, len(doc_ids)), 2),
-        "by_source": dict(zip(counts["source"].to_list(), counts["count"].to_list(), strict=True)),
-    }
-    write_json(out_dir / "report.json", summary)
-    return summary
+    return candidates
 
 
 def _fill_student_scores(
-    candidates: pl.DataFrame, document_vectors: np.ndarray, doc_ids: np.ndarray, encode_dir: Path
+    candidates: pl.DataFrame, document_vectors: np.ndarray, doc_ids: np.ndarray, label_store: EmbeddingStore
 ) -> pl.DataFrame:
     """Inner products of the student's embeddings for the BM25-only pairs (their student_rank stays null)."""
     missing = candidates["student_score"].is_null().to_numpy()
     doc_row = {doc_id: i for i, doc_id in enumerate(doc_ids)}
     doc_index = np.asarray([doc_row[doc_id] for doc_id in candidates["doc_id"].filter(missing)], dtype=np.int64)
-    label_vectors = gather_rows(EmbeddingStore(encode_dir / "labels"), candidates["label_row"].to_numpy()[missing])
+    label_vectors = gather_rows(label_store, candidates["label_row"].to_numpy()[missing])
     filled = candidates["student_score"].to_numpy().astype(np.float32, copy=True)
     filled[missing] = np.einsum("ij,ij->i", document_vectors[doc_index], label_vectors)
     return candidates.with_columns(student_score=pl.Series(filled, dtype=pl.Float32))

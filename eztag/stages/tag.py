@@ -19,6 +19,7 @@ from eztag.stages import index as index_stage
 
 NAME = "tag"
 REQUIRES = ("ingest", "encode", "index")
+OPTIONAL = ("distil",)  # when in the pipeline: tag with the distilled encoder's embeddings and index
 PATH_FIELDS: tuple[str, ...] = ()
 
 
@@ -97,8 +98,17 @@ def shard_frame(
     )
 
 
-def run(config: Config, out_dir: Path, ingest_dir: Path, encode_dir: Path, index_dir: Path) -> dict[str, Any]:
+def run(
+    config: Config,
+    out_dir: Path,
+    ingest_dir: Path,
+    encode_dir: Path,
+    index_dir: Path,
+    distil_dir: Path | None = None,
+) -> dict[str, Any]:
     """Search every document chunk (resumable shard by shard) and write tags.parquet and tags.npz."""
+    if distil_dir is not None:
+        encode_dir, index_dir = distil_dir / "encode", distil_dir / "index"
     doc_ids = pl.read_parquet(ingest_dir / "documents.parquet", columns=["doc_id"])["doc_id"].to_list()
     label_ids = np.asarray(pl.read_parquet(index_dir / "label_ids.parquet")["label_id"].to_list(), dtype=object)
     if config.k > len(label_ids):

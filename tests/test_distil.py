@@ -1,0 +1,157 @@
+"""The distil stage: a tiny real training run lowers the loss and moves the student toward the teacher, a
+crashed run resumes from its checkpoint, and a whole pipeline tags with the distilled encoder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from conftest import run_cli, write_jsonl
+
+from eztag.stages import distil
+
+DOCUMENTS = {
+    "d1": "A media player for audio and video files",
+    "d2": "Play music and podcasts, supports mp3 and ogg",
+    "d3": "A C compiler and linker for embedded systems",
+    "d4": "Debugger for programs written in C and C++",
+    "d5": "Chess game with a graphical board",
+    "d6": "Arcade game where you shoot asteroids",
+}
+LABELS = {"audio": "Audio and music", "video": "Video", "devel": "Software development", "game": "Games"}
+CONFIG = distil.Config(
+    teacher="log_odds",
+    list_size=4,
+    batch_size=6,
+    learning_rate=3e-4,
+    warmup_ratio=0.0,
+    batch_sampler="batch_sampler",
+    device="cpu",
+    save_steps=2,
+)
+
+
+def teacher_judgments() -> pl.DataFrame:
+    """Every (document, label) pair with a teacher that ranks the labels in an order of its own."""
+    rows = []
+    for i, doc_id in enumerate(DOCUMENTS):
+        for j, label_id in enumerate(LABELS):
+            rows.append((doc_id, label_id, float((i + 2 * j) % 4), float(-j)))
+    frame = pl.DataFrame(rows, schema=["doc_id", "label_id", "log_odds", "student_score"], orient="row")
+    return frame.with_columns(failure=pl.lit(None, dtype=pl.String))
+
+
+def agreement_of(model_dir: str, judgments: pl.DataFrame) -> float:
+    """Mean Spearman correlation of the model's scores with the teacher's over each document's labels."""
+    from eztag.encoders.sentence_transformers import SentenceTransformerEncoder
+
+    encoder = SentenceTransformerEncoder(model_dir, device="cpu", precision="float32")
+    documents, labels = encoder.encode(list(DOCUMENTS.values())), encoder.encode(list(LABELS.values()))
+    reference = judgments.with_columns(
+        label_row=pl.col("label_id").replace_strict({label: i for i, label in enumerate(LABELS)}, return_dtype=pl.Int64)
+    )
+    doc_row = {doc_id: i for i, doc_id in enumerate(DOCUMENTS)}
+    return distil.agreement(reference, doc_row, documents, labels)["spearman"]
+
+
+def train(round_dir: Path, **changes: object) -> dict:
+    judgments = teacher_judgments()
+    teacher = distil.teacher_scores(judgments, dataclasses.replace(CONFIG, **changes))
+    columns, skipped = distil.training_rows(teacher, DOCUMENTS, LABELS, dataclasses.replace(CONFIG, **changes))
+    assert len(columns["anchor"]) == 6 and not skipped
+    return distil.train("default", columns, dataclasses.replace(CONFIG, **changes), round_dir)
+
+
+def test_training_rows_positives_and_skips() -> None:
+    teacher = distil.teacher_scores(teacher_judgments(), dataclasses.replace(CONFIG, teacher="combined"))
+    assert teacher.group_by("doc_id").agg(pl.col("teacher").mean().abs().max())["teacher"].max() < 1e-9
+    config = dataclasses.replace(CONFIG, positives="threshold", threshold=2.5, list_size=3)
+    teacher = distil.teacher_scores(teacher_judgments(), config)
+    columns, skipped = distil.training_rows(teacher, DOCUMENTS, LABELS, config)
+    assert len(columns["anchor"]) == 6 and skipped == {"no_positive": 3}  # odd documents: two labels score 3
+    assert all(scores[0] >= 2.5 > max(scores[1:]) for scores in columns["label"])
+    one = dataclasses.replace(config, max_positives=1)
+    assert len(distil.training_rows(teacher, DOCUMENTS, LABELS, one)[0]["anchor"]) == 3
+
+
+@pytest.mark.slow
+def test_training_lowers_loss_and_moves_toward_teacher(tmp_path: Path) -> None:
+    judgments = teacher_judgments()
+    before = agreement_of("default", judgments)
+    report = train(tmp_path / "kl", epochs=6, contrastive_weight=0.1)
+    assert report["steps"] == 6
+    assert np.mean(report["losses"][-2:]) < np.mean(report["losses"][:2])
+    after = agreement_of(str(tmp_path / "kl" / "model"), judgments)
+    assert after > before + 0.2, (before, after)
+
+
+@pytest.mark.slow
+def test_crashed_training_resumes_from_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import Trainer
+
+    reference = train(tmp_path / "reference", max_steps=4)
+    original, calls = Trainer.training_step, []
+
+    def crash_after_three(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "training_step", crash_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "crashed", max_steps=4)
+    assert (tmp_path / "crashed" / "checkpoints" / "checkpoint-2").is_dir()
+    monkeypatch.setattr(Trainer, "training_step", original)
+    resumed = train(tmp_path / "crashed", max_steps=4)
+    assert resumed["resumed_from"] == "checkpoint-2" and resumed["steps"] == 4
+    assert resumed["losses"] == pytest.approx(reference["losses"], rel=1e-3)  # steps 1-2 come from the checkpoint
+
+
+def distil_pipeline(tmp_path: Path, model_dir: Path) -> Path:
+    """24 package descriptions with ground truth, 18 tags, mine 6 per document, judge with `model_dir`."""
+    topics = ("audio player", "video editor", "chess game", "C compiler", "web browser", "mail client")
+    documents = write_jsonl(
+        tmp_path / "docs.jsonl",
+        [{"id": f"p{i}", "text": f"A {topics[i % 6]}, version {i}", "labels": [f"t{i % 6}"]} for i in range(24)],
+    )
+    labels = write_jsonl(
+        tmp_path / "labels.jsonl",
+        [{"id": f"t{i}", "text": f"{topics[i % 6]} {('tool', 'program', 'utility')[i // 6]}"} for i in range(18)],
+    )
+    path = tmp_path / "pipeline.toml"
+    path.write_text(
+        '[pipeline]\nstages = ["ingest", "encode", "index", "mine", "judge", "distil", "tag", "evaluate"]\n'
+        f'run_dir = "{tmp_path / "run"}"\n'
+        f'[ingest]\ndocuments = "{documents}"\nlabels = "{labels}"\n'
+        '[encode]\ndevice = "cpu"\n[mine]\nk = 6\n'
+        f'[judge]\nmodel = "{model_dir}"\nmax_document_tokens = 16\n[judge.options]\ndevice = "cpu"\n'
+        '[distil]\nrounds = 2\nholdout = 0.25\nlist_size = 4\nbatch_size = 6\nmax_steps = 2\ndevice = "cpu"\n'
+        "min_improvement = -1.0\n[tag]\nk = 5\n[evaluate]\nks = [1, 5]\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.mark.slow
+def test_distil_pipeline_tags_with_the_distilled_encoder(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    path = distil_pipeline(tmp_path, tiny_llama_dir)
+    run_cli("run", str(path))
+    run = tmp_path / "run"
+    report = json.loads((run / "distil" / "report.json").read_text())
+    assert report["rounds_run"] == 2 and report["holdout_documents"] == 6 and report["training_documents"] == 18
+    second = report["rounds"][2]
+    assert second["judge"]["cache_hits"] > 0 and second["judge"]["judged_now"] < second["judge"]["unique_pairs"]
+    assert set(report["label_free"]) == {"0", "1", "2"} and "llm_p@5" in report["label_free"]["2"]
+    assert (run / "distil" / "model" / "config_sentence_transformers.json").is_file()
+    assert not (run / "distil" / "rounds" / "round-1" / "checkpoints").exists()
+    first = json.loads((run / "tag" / "report.json").read_text())
+    tags = pl.read_parquet(run / "tag" / "tags.parquet")
+    assert first["documents"] == 24 and tags.height == 24 * 5
+    result = run_cli("run", str(path), "--set", "distil.rounds=1")
+    assert "[distil] running" in result.stdout and "[tag] running" in result.stdout
+    assert "[judge] up to date" in result.stdout
