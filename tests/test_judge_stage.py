@@ -54,7 +54,7 @@ def test_kill_and_resume(tmp_path: Path, tiny_llama_dir: Path) -> None:
     killed, reference = tmp_path / "killed", tmp_path / "reference"
     Pipeline.load(path).run(killed, until="mine")
     shutil.copytree(killed, reference)
-    cache = killed / "judge" / "cache"
+    cache = killed / "cache" / "judge"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "eztag.cli", "judge", str(path), "--run-dir", str(killed)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -84,3 +84,14 @@ def test_kill_and_resume(tmp_path: Path, tiny_llama_dir: Path) -> None:
     run_cli("judge", str(path), "--run-dir", str(killed), "--force", "judge")
     report = pl.read_json(killed / "judge" / "report.json").row(0, named=True)
     assert (report["cache_hits"], report["judged_now"]) == (60 * 20, 0)
+
+
+def test_config_change_keeps_the_cache(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    """A new judge config empties the stage folder, but the run's judge cache still holds every paid judgment."""
+    path = judge_pipeline(tmp_path, tiny_llama_dir, documents=6, k=3)
+    first = Pipeline.load(path).run(tmp_path / "run")["judge"]
+    assert (first["judged_now"], first["cache_hits"]) == (18, 0)
+    again = Pipeline.load(path, ["judge.shard_size=2"]).run(tmp_path / "run")["judge"]
+    assert (again["judged_now"], again["cache_hits"]) == (0, 18)
+    other_template = Pipeline.load(path, ["judge.template='graded'"]).run(tmp_path / "run")["judge"]
+    assert other_template["judged_now"] == 18, "the template is part of the cache key"

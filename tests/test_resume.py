@@ -110,7 +110,7 @@ def assert_same_run(run_dir: Path, reference: Path) -> None:
 
 def count_lost_and_duplicated(run_dir: Path) -> tuple[int, int]:
     """(candidate pairs without a stored judgment, judgments stored more than once) across the cache shards."""
-    keys = pl.concat([pl.read_parquet(path) for path in (run_dir / "judge/cache").glob("part-*.parquet")])["key"]
+    keys = pl.concat([pl.read_parquet(path) for path in (run_dir / "cache/judge").glob("part-*.parquet")])["key"]
     judged = pl.read_parquet(run_dir / "judge/judgments.parquet")
     candidates = pl.read_parquet(run_dir / "mine/candidates.parquet")
     lost = candidates.height - judged.filter(pl.col("p_yes").is_not_null()).height

@@ -305,7 +305,7 @@ class Rounds:
         self.judge_config = from_dict(judge_stage.Config, runs.stage_config("judge"), section="judge")
         if self.mine_config.k < TOP_K:
             raise EztagError(f"distil needs mine.k >= {TOP_K} for LLM-P@{TOP_K}", field="[mine]")
-        self.cache_dir = Path(self.judge_config.cache_dir) if self.judge_config.cache_dir else judge_dir / "cache"
+        self.cache_dir = judge_stage.cache_location(self.judge_config, judge_dir)
         self.documents = pl.read_parquet(ingest_dir / "documents.parquet")
         self.labels = pl.read_parquet(ingest_dir / "labels.parquet")
         self.doc_rows = mine_stage.pick_documents(self.documents.height, self.mine_config)

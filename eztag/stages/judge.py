@@ -72,6 +72,12 @@ def pair_key(model_id: str, template: PromptTemplate, pair: Pair) -> str:
     return hashlib.sha256(json.dumps(fields, ensure_ascii=False).encode()).hexdigest()
 
 
+def cache_location(config: Config, judge_dir: Path) -> Path:
+    """`cache_dir`, or RUN_DIR/cache/judge: beside the stage folder, so a config change (which empties the stage
+    folder) keeps every judgment paid for; the keys hold everything that changes a judgment."""
+    return Path(config.cache_dir) if config.cache_dir else judge_dir.parent / "cache" / "judge"
+
+
 def load_cache(cache_dir: Path) -> dict[str, tuple[float, float]]:
     """key -> (p_yes, log_odds) of every stored successful judgment."""
     shards = sorted(cache_dir.glob("part-*.parquet"))
@@ -111,7 +117,7 @@ def candidate_pairs(config: Config, judge: Judge, ingest_dir: Path, candidates: 
 def run(config: Config, out_dir: Path, ingest_dir: Path, mine_dir: Path) -> dict[str, Any]:
     """Write judgments.parquet, report.json and log_odds.png."""
     judge = build_judge(config)
-    cache_dir = Path(config.cache_dir) if config.cache_dir else out_dir / "cache"
+    cache_dir = cache_location(config, out_dir)
     candidates = pl.read_parquet(mine_dir / "candidates.parquet")
     judgments, report = judge_candidates(config, judge, ingest_dir, candidates, cache_dir)
     write_parquet(out_dir / "judgments.parquet", judgments)

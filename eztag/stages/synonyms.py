@@ -147,7 +147,8 @@ def run(config: Config, out_dir: Path, ingest_dir: Path, encode_dir: Path) -> di
     """Write synonyms.parquet (label_id, synonym, kept, reason, agreement), vectors/, owners.npy, report.json."""
     labels = pl.read_parquet(ingest_dir / "labels.parquet")
     pairs = [(text, description or "") for text, description in labels.select("text", "description").iter_rows()]
-    raw = generate(config, pairs, Path(config.cache_dir) if config.cache_dir else out_dir / "cache")
+    # default beside the stage folder (RUN_DIR/cache/synonyms), so a config change keeps paid generations
+    raw = generate(config, pairs, Path(config.cache_dir) if config.cache_dir else out_dir.parent / "cache" / "synonyms")
     rows = candidate_rows(labels, raw, config)
     candidates = rows.filter(pl.col("reason").is_null())
     owners = candidates["label_row"].to_numpy()
