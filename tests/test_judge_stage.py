@@ -86,12 +86,19 @@ def test_kill_and_resume(tmp_path: Path, tiny_llama_dir: Path) -> None:
     assert (report["cache_hits"], report["judged_now"]) == (60 * 20, 0)
 
 
-def test_config_change_keeps_the_cache(tmp_path: Path, tiny_llama_dir: Path) -> None:
-    """A new judge config empties the stage folder, but the run's judge cache still holds every paid judgment."""
+def test_config_change_keeps_the_cache(tmp_path: Path, tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new judge config empties the stage folder, but the run's judge cache still holds every paid judgment;
+    a run with nothing left to judge never loads the model."""
+    from transformers import AutoModelForCausalLM
+
+    loads = []
+    load = AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", lambda *a, **k: loads.append(a) or load(*a, **k))
     path = judge_pipeline(tmp_path, tiny_llama_dir, documents=6, k=3)
     first = Pipeline.load(path).run(tmp_path / "run")["judge"]
-    assert (first["judged_now"], first["cache_hits"]) == (18, 0)
+    assert (first["judged_now"], first["cache_hits"], len(loads)) == (18, 0, 1)
     again = Pipeline.load(path, ["judge.shard_size=2"]).run(tmp_path / "run")["judge"]
-    assert (again["judged_now"], again["cache_hits"]) == (0, 18)
+    assert (again["judged_now"], again["cache_hits"], len(loads)) == (0, 18, 1)
     other_template = Pipeline.load(path, ["judge.template='graded'"]).run(tmp_path / "run")["judge"]
     assert other_template["judged_now"] == 18, "the template is part of the cache key"
+    assert len(loads) == 2

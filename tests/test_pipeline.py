@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,18 @@ def test_changed_input_file_reruns_ingest(tmp_path: Path, small_inputs: tuple[Pa
     assert "up to date" in run_cli("ingest", str(config)).stdout
     documents.write_text(documents.read_text() + '{"id": "d7", "text": "Another game"}\n')
     assert "[ingest] done" in run_cli("ingest", str(config)).stdout
+
+
+def test_model_retrained_in_place_reruns_encode(tmp_path: Path, small_inputs: tuple[Path, Path]) -> None:
+    from eztag.models import resolve_encoder
+
+    model = tmp_path / "model"
+    shutil.copytree(resolve_encoder("default"), model)
+    config = pipeline_file(tmp_path, *small_inputs, extra=f'model = "{model}"\n', stages='"ingest", "encode"')
+    run_cli("encode", str(config))
+    assert "[encode] up to date" in run_cli("encode", str(config)).stdout
+    (model / "README.md").write_text("retrained in place\n")  # same path, new files: a distil round does this
+    assert "[encode] done" in run_cli("encode", str(config)).stdout
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import torch
 
 from eztag.devices import pick_device, pick_dtype
 from eztag.errors import EztagError
-from eztag.models import resolve_encoder
+from eztag.models import model_files, resolve_encoder
 
 CPU_BATCH_SIZE = 64
 GPU_BATCH_SIZE = 1024
@@ -24,17 +24,6 @@ def length_buckets(texts: Sequence[str], batch_size: int) -> list[np.ndarray]:
     """Row numbers in batches of similar length, longest first (each batch pads to its own longest text)."""
     order = np.argsort([-len(text) for text in texts], kind="stable")
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-
-
-def model_files(directory: Path) -> list[tuple[str, int, int]]:
-    """(relative path, size, mtime in ns) of each file of a local model folder; [] for a hub id."""
-    if not directory.is_dir():
-        return []
-    return [
-        (str(path.relative_to(directory)), path.stat().st_size, path.stat().st_mtime_ns)
-        for path in sorted(directory.rglob("*"))
-        if path.is_file()
-    ]
 
 
 class SentenceTransformerEncoder:

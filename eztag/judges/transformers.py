@@ -31,7 +31,7 @@ class TransformersJudge(Judge):
         batch_size: int = 32,
         prefix_reuse: bool = True,
     ) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         super().__init__(template)
         self.device = pick_device(device)
@@ -44,16 +44,30 @@ class TransformersJudge(Judge):
         path, gguf_file = resolve_judge(model)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
-            self.model = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, dtype=dtype)
         except OSError as error:
             raise EztagError(f"cannot load judge model '{model}': {str(error).splitlines()[0]}") from None
-        self.model.to(self.device).eval()
+        self._weights = (model, path, gguf_file, dtype)
+        self._model: torch.nn.Module | None = None
         self.model_id = model if gguf_file is None else f"{model}:{gguf_file}"
         self.batch_size = batch_size
         self.prefix_reuse = prefix_reuse
         self.class_ids = class_token_ids(self.tokenizer, template.scale)
         self.add_special_tokens = not getattr(self.tokenizer, "chat_template", None)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The causal LM, loaded on first use: a run whose pairs are all in the judge cache never loads it."""
+        if self._model is None:
+            from transformers import AutoModelForCausalLM
+
+            model, path, gguf_file, dtype = self._weights
+            try:
+                loaded = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, dtype=dtype)
+            except OSError as error:
+                raise EztagError(f"cannot load judge model '{model}': {str(error).splitlines()[0]}") from None
+            self._model = loaded.to(self.device).eval()
+        return self._model
 
     def truncate(self, documents: Sequence[str], max_tokens: int) -> list[str]:
         return truncate_tokens(self.tokenizer, documents, max_tokens)

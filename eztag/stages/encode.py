@@ -12,6 +12,7 @@ import polars as pl
 from eztag.artifacts import atomic_path, config_hash
 from eztag.embeddings import META, EmbeddingStore
 from eztag.encoders import get_encoder
+from eztag.models import model_files, resolve_encoder
 from eztag.templates import check_template, render
 
 NAME = "encode"
@@ -47,6 +48,11 @@ class Config:
 def texts(frame: pl.DataFrame, template: str) -> list[str]:
     """Render each row of a documents or labels frame through a template."""
     return [" ".join(render(template, row).split()) for row in frame.iter_rows(named=True)]
+
+
+def fingerprint(config: Config) -> list[tuple[str, int, int]]:
+    """The model folder's files (path, size, mtime), so a model retrained in place reruns the stage."""
+    return model_files(Path(resolve_encoder(config.model)))
 
 
 def load_encoder(config: Config) -> Any:

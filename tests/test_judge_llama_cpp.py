@@ -1,0 +1,112 @@
+"""The openai backend against llama.cpp's own OpenAI-compatible server (`python -m llama_cpp.server`, from
+llama-cpp-python), serving the packaged SmolLM2-135M-Instruct GGUF on loopback.
+
+Needs the `llamacpp` extra (a source build of llama.cpp, about 9 minutes on 2 cores); without it these tests are
+skipped, with that reason. llama.cpp runs the Q4_1 weights quantised (and its activations in 8 bits) while
+transformers de-quantises them to float32, so the two P(yes) agree closely (within 0.1 per pair, 0.04 on average)
+but not to 1e-4.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from scipy.stats import spearmanr
+
+from eztag.judges.openai import OpenAIJudge
+from eztag.judges.transformers import TransformersJudge
+from eztag.models import resolve_judge
+from eztag.prompts import Pair, PromptTemplate
+
+pytest.importorskip("llama_cpp.server.app", reason="needs llama.cpp's server: pip install -e '.[llamacpp]'")
+
+TEMPLATE = PromptTemplate.named("yes-no", domain="software package")
+DOCUMENTS = (
+    "vlc: multimedia player and streamer for audio and video files, DVDs and network streams",
+    "gnuchess: chess engine that plays against you on a text or graphical board",
+    "postfix: high-performance mail transport agent that delivers and routes e-mail",
+    "gcc: the GNU C compiler, turns C source code into programs for many architectures",
+)
+LABELS = (
+    ("Audio", "Works with sound and music"),
+    ("Video", "Works with video and films"),
+    ("Board games (chess, go, ...)", "Games and amusement"),
+    ("Mail transport agent", "Mail"),
+    ("C compiler", "Software development"),
+)
+PAIRS = [Pair(document, label, description) for document in DOCUMENTS for label, description in LABELS]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def llama_server(log_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """llama.cpp's server on a free loopback port, its output in `log_path`; yields (base URL, process)."""
+    directory, gguf_file = resolve_judge("default")
+    port = free_port()
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(Path(directory) / gguf_file)]
+    command += ["--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024"]
+    log = log_path.open("wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/models", timeout=2):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    tail = log_path.read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"llama_cpp.server did not start:\n{tail}") from None
+                time.sleep(0.5)
+        yield url, process
+    finally:
+        process.kill()
+        process.wait()
+        log.close()
+
+
+def client(url: str, tokenizer_dir: Path, **options: object) -> OpenAIJudge:
+    settings = {"tokenizer": str(tokenizer_dir), "top_logprobs": 100, "concurrency": 2, "timeout": 30.0}
+    settings.update(options)
+    return OpenAIJudge("smollm2", TEMPLATE, base_url=url, **settings)
+
+
+@pytest.mark.slow
+def test_llama_cpp_scores_agree_with_transformers(tmp_path: Path, smollm2_tokenizer_dir: Path) -> None:
+    with llama_server(tmp_path / "server.log") as (url, _):
+        served = client(url, smollm2_tokenizer_dir).score(PAIRS)
+    local = TransformersJudge("default", TEMPLATE, device="cpu").score(PAIRS)
+    assert [judgment.failure for judgment in served] == [None] * len(PAIRS)
+    served_log_odds = [judgment.log_odds for judgment in served]
+    local_log_odds = [judgment.log_odds for judgment in local]
+    assert len(set(served_log_odds)) > len(PAIRS) // 2  # the scores depend on the pair
+    # measured: max 0.068, mean 0.02, Spearman 0.85; the same prompt without the chat template differs by 0.40
+    differences = [abs(a.p_yes - b.p_yes) for a, b in zip(served, local, strict=True)]
+    assert max(differences) < 0.1 and sum(differences) / len(differences) < 0.04
+    assert spearmanr(served_log_odds, local_log_odds).statistic > 0.7
+
+
+@pytest.mark.slow
+def test_llama_cpp_server_killed_mid_run_gives_failures_not_scores(tmp_path: Path, smollm2_tokenizer_dir: Path) -> None:
+    with llama_server(tmp_path / "server.log") as (url, process):
+        judge = client(url, smollm2_tokenizer_dir, concurrency=1, max_attempts=2, backoff=0.01, timeout=5.0)
+        before = judge.score(PAIRS[:2])
+        process.kill()
+        process.wait()
+        after = judge.score(PAIRS[2:4])
+    assert [judgment.failure for judgment in before] == [None, None]
+    assert all(judgment.p_yes is None and judgment.failure.startswith("connection") for judgment in after)
