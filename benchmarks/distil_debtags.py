@@ -2,9 +2,9 @@
 
     python benchmarks/distil_debtags.py        # writes benchmarks/results/distil-debtags.{json,md}
 
-1. Dev, choices: each judge template (yes-no, graded) ranks the student's top-4 candidates of 16 random dev
-   packages; the template and the weight of the combined teacher with the best nDCG@5 against the dev labels are
-   kept (a small sample: the judge runs at well under one pair a second on the shared 2-core CPU).
+1. Dev, choices: each judge template (yes-no, yes-no-short, graded) ranks the student's top-8 candidates of 64
+   random dev packages; the template and the weight of the combined teacher with the best nDCG@5 against the dev
+   labels are kept (a small sample: the judge runs at about 6 pairs a second on the 2-core CPU).
 2. Dev, training: pipelines/cold-start.toml with those choices (no labels read by mine, judge or distil).
 3. Test split (5,735 packages): zero-shot encoder vs each round's model, full metrics; and on a random subset of
    test packages the judge (and the combined teacher) as a reranker of the zero-shot top-k, the upper bound for a
@@ -15,16 +15,18 @@ Every stage is cached in runs/distil-bench and the judge cache in runs/judge-cac
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eztag import metrics
-from eztag.artifacts import RunDir, write_json, write_text
+from eztag.artifacts import RunDir, file_checksum, write_json, write_text
 from eztag.config import from_dict
 from eztag.models import resolve_encoder
 from eztag.pipeline import Pipeline
@@ -34,13 +36,14 @@ from eztag.stages.evaluate import load_predictions
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "runs" / "distil-bench"
-DISTIL = REPO / "pipelines" / "distil.toml"
+DISTIL = REPO / "pipelines" / "cold-start.toml"
 TEST_PIPELINE = REPO / "pipelines" / "recall-benchmark.toml"
 TEST_DOCUMENTS = REPO / "data" / "debtags" / "test.jsonl.gz"
-TEMPLATES = ("yes-no", "graded")  # yes-no-short: not run, the judge is too slow on the shared CPU
+TEMPLATES = ("yes-no", "yes-no-short", "graded")
 TEACHER_WEIGHTS = (1.0, 0.75, 0.5, 0.25)
-SELECT = ["mine.documents_limit=16", "mine.k=4", "mine.seed=1"]
-TEST_SUBSET = 24
+SELECT_DOCUMENTS, SELECT_K = 64, 8
+SELECT = [f"mine.documents_limit={SELECT_DOCUMENTS}", f"mine.k={SELECT_K}", "mine.seed=1"]
+TEST_SUBSET = 60
 KS = (1, 5, 10)
 REPORTED = ("P@1", "P@5", "R@10", "nDCG@5")
 
@@ -65,6 +68,29 @@ def subset_metrics(ingest_dir: Path, tags: pl.DataFrame, doc_ids: set[str]) -> d
     rows = [row for row, doc_id in enumerate(all_ids) if doc_id in doc_ids]
     values = metrics.evaluate(predicted[rows], [gold[row] for row in rows], n_labels, KS)
     return {name: round(values[name], 4) for name in REPORTED}
+
+
+def per_document(ingest_dir: Path, tags: pl.DataFrame) -> dict[str, np.ndarray]:
+    """P@1 and nDCG@5 of every document (documents without ground truth excluded)."""
+    predicted, gold, _ = load_predictions(ingest_dir, tags)
+    keep = [row for row, labels in enumerate(gold) if labels]
+    hits = metrics.hit_matrix(predicted[keep, :5], [gold[row] for row in keep])
+    discounts = 1 / np.log2(np.arange(2, 7))
+    ideal = np.array([discounts[: min(len(gold[row]), 5)].sum() for row in keep])
+    return {"P@1": hits[:, 0], "nDCG@5": (hits * discounts[: hits.shape[1]]).sum(axis=1) / ideal}
+
+
+def paired_bootstrap(ingest_dir: Path, tags: pl.DataFrame, baseline: pl.DataFrame) -> dict[str, dict[str, float]]:
+    """Mean per-document difference to `baseline` with a 95% paired bootstrap interval (1,000 resamples)."""
+    ours, theirs = per_document(ingest_dir, tags), per_document(ingest_dir, baseline)
+    rng = np.random.default_rng(0)
+    result = {}
+    for name in ours:
+        difference = ours[name] - theirs[name]
+        means = [difference[rng.integers(0, len(difference), len(difference))].mean() for _ in range(1000)]
+        low, high = np.percentile(means, [2.5, 97.5])
+        result[name] = {"difference": round(difference.mean(), 4), "low": round(low, 4), "high": round(high, 4)}
+    return result
 
 
 def rerank_table(run_dir: Path, judgments: pl.DataFrame) -> dict[str, dict[str, float]]:
@@ -97,10 +123,13 @@ def judge_only(dev: Path) -> dict:
     config = from_dict(distil.Config, {**recorded, "teacher": "log_odds"}, section="distil")
     state = distil.Rounds(config, dev / "ingest", dev / "encode", dev / "judge")
     judgments = pl.read_parquet(dev / "judge" / "judgments.parquet")
+    source = file_checksum(dev / "judge" / "judgments.parquet")
     out = RUNS / "judge-only"
-    if not (out / "report.json").exists():
+    if not (out / "report.json").exists() or json.loads((out / "report.json").read_text()).get("judgments") != source:
+        shutil.rmtree(out, ignore_errors=True)
         columns, data = state.training_set(judgments)
-        write_json(out / "report.json", {"training_set": data, **distil.train("default", columns, config, out)})
+        trained = distil.train("default", columns, config, out)
+        write_json(out / "report.json", {"judgments": source, "training_set": data, **trained})
     result = json.loads((out / "report.json").read_text())
     training = set(state.doc_ids) - state.holdout
     for name, model in (("zero-shot", resolve_encoder("default")), ("judge-only round", str(out / "model"))):
@@ -145,11 +174,21 @@ def markdown(result: dict) -> str:
     """The results as Markdown tables."""
     lines = ["# Distilling SmolLM2-135M-Instruct into all-MiniLM-L6-v2 on debtags", ""]
     lines += [f"Generated by `python benchmarks/distil_debtags.py` on {result['date']}. {result['note']}", ""]
-    lines += ["## Test split (5,735 packages, 392 tags)", "", "| encoder | " + " | ".join(REPORTED) + " | ms/doc |"]
-    lines += ["|---|" + "---:|" * (len(REPORTED) + 1)]
+    lines += ["## Test split (5,735 packages, 392 tags)", ""]
+    lines += ["Differences to zero-shot: mean over documents, 95% paired bootstrap interval (1,000 resamples).", ""]
+    lines += ["| encoder | " + " | ".join(REPORTED) + " | ms/doc | P@1 vs zero-shot | nDCG@5 vs zero-shot |"]
+    lines += ["|---|" + "---:|" * (len(REPORTED) + 3)]
     for name, row in result["test"].items():
         cells = " | ".join(f"{row['metrics'][m]:.4f}" for m in REPORTED)
-        lines.append(f"| {name} | {cells} | {row['ms_per_document']} |")
+        versus = row.get("vs zero-shot")
+        differences = (
+            " | ".join(f"{v['difference']:+.4f} [{v['low']:+.4f}, {v['high']:+.4f}]" for v in versus.values())
+            if versus
+            else "- | -"
+        )
+        lines.append(f"| {name} | {cells} | {row['ms_per_document']} | {differences} |")
+    chosen = result["self_training"]
+    lines += ["", f"Self-training (teacher weight 0): label-free selection kept round {chosen['best_round']}."]
     subset = result["test_subset"]
     lines += ["", f"## Random test subset ({subset['documents']} packages): the judge as a reranker", ""]
     lines += [f"Candidates: the zero-shot top-{subset['k']}, so a reranking has only that many labels (R@10).", ""]
@@ -178,7 +217,8 @@ def markdown(result: dict) -> str:
         for part, values in only[name].items():
             lines.append(f"| {name} | {part} | {values['spearman']} | {values['top1_agreement']} |")
     lines.append("")
-    lines += ["## Choices on dev (16 packages x 4 candidates, by nDCG@5 of the reranking)", ""]
+    heading = f"## Choices on dev ({SELECT_DOCUMENTS} packages x {SELECT_K} candidates, by nDCG@5 of the reranking)"
+    lines += [heading, ""]
     lines += ["| template | ranking | " + " | ".join(REPORTED) + " |", "|---|---|" + "---:|" * len(REPORTED)]
     for template, table in result["choices"]["dev_rerank"].items():
         for name, row in table.items():
@@ -201,6 +241,11 @@ def main() -> None:
     models.update({f"round {row['round']}": row["model"] for row in training["rounds"][1:]})
     toward_judge = judge_only(dev)
     models["judge-only round"] = str(RUNS / "judge-only" / "model")
+    # the same rounds with teacher weight 0: no judge in the teacher (the judge still picks the round)
+    self_training_dir = RUNS / "self-training"
+    run_pipeline(DISTIL, self_training_dir, [settings[0], "distil.teacher_weight=0.0"])
+    self_training = json.loads((self_training_dir / "distil" / "report.json").read_text())
+    models.update({f"self-training round {row['round']}": row["model"] for row in self_training["rounds"][1:]})
     test = {name: test_run(name.replace(" ", "-"), model) for name, model in models.items()}
     zero_shot = RUNS / "test-zero-shot"
     run_pipeline(
@@ -220,6 +265,12 @@ def main() -> None:
     for name in models:
         tags = pl.read_parquet(RUNS / f"test-{name.replace(' ', '-')}" / "tag" / "tags.parquet")
         rows[f"{name} (top-100 retrieval)"] = subset_metrics(zero_shot / "ingest", tags, doc_ids)
+    baseline = pl.read_parquet(RUNS / "test-zero-shot" / "tag" / "tags.parquet")
+    test_ingest = RUNS / "test-zero-shot" / "ingest"
+    for name, row in test.items():
+        if name != "zero-shot":
+            tags = pl.read_parquet(REPO / row["run_dir"] / "tag" / "tags.parquet")
+            row["vs zero-shot"] = paired_bootstrap(test_ingest, tags, baseline)
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "note": (
@@ -228,6 +279,7 @@ def main() -> None:
         ),
         "choices": choices,
         "training": training,
+        "self_training": {"best_round": self_training["best_round"], "label_free": self_training["label_free"]},
         "teacher_set": teacher_set(dev),
         "judge_only": toward_judge,
         "test": test,

@@ -68,7 +68,7 @@ class Bench:
         for split in ("dev", "test"):
             texts, gold = read_split(split)
             self.splits[split] = (
-                self.documents(encoder_name, split, texts),
+                self.documents(encoder.fingerprint, split, texts),
                 [{self.row_of[label] for label in labels} for labels in gold],
             )
         config = synonyms_stage.Config(n=5, domain="software package", shard_size=32, options={"device": "cpu"})
@@ -87,9 +87,10 @@ class Bench:
             for m in sorted({m for m, _ in REFINE_GRID})
         }
 
-    def documents(self, encoder_name: str, split: str, texts: list[str]) -> np.ndarray:
-        """Document vectors of a split, cached under runs/semantics-debtags (encoding is the slow part on a CPU)."""
-        path = VECTOR_CACHE / config_hash([encoder_name, split, len(texts)]) / "documents.npy"
+    def documents(self, fingerprint: dict, split: str, texts: list[str]) -> np.ndarray:
+        """Document vectors of a split, cached under runs/semantics-debtags by the encoder's fingerprint (its model
+        files, so a model retrained in place is encoded again); encoding is the slow part on a CPU."""
+        path = VECTOR_CACHE / config_hash([fingerprint, split, len(texts)]) / "documents.npy"
         timing = path.with_name("encode_ms.json")
         if not path.exists():
             started = time.perf_counter()

@@ -37,8 +37,9 @@ class Pipeline:
         self.configs = configs
 
     @classmethod
-    def load(cls, path: Path, overrides: list[str] | None = None) -> Pipeline:
+    def load(cls, path: str | Path, overrides: list[str] | None = None) -> Pipeline:
         """Read and validate a pipeline file; relative input paths are taken from the file's folder."""
+        path = Path(path)
         data = load_toml(path)
         for name, value in data.items():
             if not isinstance(value, dict):

@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 import scipy.sparse as sp
 
-from tests.conftest import pipeline_file, run_cli
+from eztag.pipeline import Pipeline
+from tests.conftest import REPO, pipeline_file, run_cli
 
 
 @pytest.mark.slow
@@ -45,6 +46,14 @@ def test_pipeline_tags_evaluates_and_skips_finished_stages(tmp_path: Path, small
     assert "[encode] up to date" in changed.stdout and "[tag] running" in changed.stdout
     assert "[evaluate] running" in changed.stdout
     assert pl.read_parquet(run_dir / "tag" / "tags.parquet").height == 12
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "pipelines").glob("*.toml")), ids=lambda path: path.name)
+def test_shipped_pipelines_load_and_find_their_inputs(path: Path) -> None:
+    pipeline = Pipeline.load(path)
+    assert pipeline.stages[0] == "ingest"
+    ingest = pipeline.configs["ingest"]
+    assert Path(ingest.documents).is_file() and Path(ingest.labels).is_file()
 
 
 def test_stage_subcommand_runs_only_upstream(tmp_path: Path, small_inputs: tuple[Path, Path]) -> None:
