@@ -74,15 +74,17 @@ def per_document(ingest_dir: Path, tags: pl.DataFrame) -> dict[str, np.ndarray]:
     """P@1 and nDCG@5 of every document (documents without ground truth excluded)."""
     predicted, gold, _ = load_predictions(ingest_dir, tags)
     keep = [row for row, labels in enumerate(gold) if labels]
-    hits = metrics.hit_matrix(predicted[keep, :5], [gold[row] for row in keep])
-    discounts = 1 / np.log2(np.arange(2, 7))
-    ideal = np.array([discounts[: min(len(gold[row]), 5)].sum() for row in keep])
-    return {"P@1": hits[:, 0], "nDCG@5": (hits * discounts[: hits.shape[1]]).sum(axis=1) / ideal}
+    hits = metrics.hit_matrix(predicted[keep], [gold[row] for row in keep])
+    n_gold = np.array([len(gold[row]) for row in keep], dtype=np.float64)
+    return {
+        "P@1": metrics.per_document(hits, n_gold, 1)["P@1"],
+        "nDCG@5": metrics.per_document(hits, n_gold, 5)["nDCG@5"],
+    }
 
 
-def paired_bootstrap(ingest_dir: Path, tags: pl.DataFrame, baseline: pl.DataFrame) -> dict[str, dict[str, float]]:
-    """Mean per-document difference to `baseline` with a 95% paired bootstrap interval (1,000 resamples)."""
-    ours, theirs = per_document(ingest_dir, tags), per_document(ingest_dir, baseline)
+def paired_bootstrap(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Mean per-document difference of `per_document` values to `theirs`, with a 95% paired bootstrap interval
+    (1,000 resamples)."""
     rng = np.random.default_rng(0)
     result = {}
     for name in ours:
@@ -262,15 +264,13 @@ def main() -> None:
     judgments = pl.read_parquet(zero_shot / "judge" / "judgments.parquet")
     rows = rerank_table(zero_shot, judgments)
     doc_ids = set(judgments["doc_id"])
-    for name in models:
-        tags = pl.read_parquet(RUNS / f"test-{name.replace(' ', '-')}" / "tag" / "tags.parquet")
-        rows[f"{name} (top-100 retrieval)"] = subset_metrics(zero_shot / "ingest", tags, doc_ids)
-    baseline = pl.read_parquet(RUNS / "test-zero-shot" / "tag" / "tags.parquet")
-    test_ingest = RUNS / "test-zero-shot" / "ingest"
+    tags = {name: pl.read_parquet(REPO / row["run_dir"] / "tag" / "tags.parquet") for name, row in test.items()}
+    for name, frame in tags.items():
+        rows[f"{name} (top-100 retrieval)"] = subset_metrics(zero_shot / "ingest", frame, doc_ids)
+    baseline = per_document(zero_shot / "ingest", tags["zero-shot"])
     for name, row in test.items():
         if name != "zero-shot":
-            tags = pl.read_parquet(REPO / row["run_dir"] / "tag" / "tags.parquet")
-            row["vs zero-shot"] = paired_bootstrap(test_ingest, tags, baseline)
+            row["vs zero-shot"] = paired_bootstrap(per_document(zero_shot / "ingest", tags[name]), baseline)
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "note": (

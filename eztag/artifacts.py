@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,23 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         _fsync_dir(path.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cache_location(configured: str | None, stage_dir: Path, name: str) -> Path:
+    """`configured`, or RUN_DIR/cache/NAME: beside the stage folder, so a config change (which empties the stage
+    folder) keeps every cached result paid for; the cache keys hold everything that changes a result."""
+    return Path(configured) if configured else stage_dir.parent / "cache" / name
+
+
+def read_shards(directory: Path, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """Every `part-*.parquet` shard of a cache folder, concatenated (an empty frame of `schema` when none)."""
+    shards = sorted(directory.glob("part-*.parquet"))
+    return pl.concat([pl.read_parquet(path) for path in shards]) if shards else pl.DataFrame(schema=schema)
+
+
+def write_shard(directory: Path, frame: pl.DataFrame) -> None:
+    """Add `frame` to a cache folder as a new shard, atomically."""
+    write_parquet(directory / f"part-{uuid.uuid4().hex}.parquet", frame)
 
 
 def write_npy(path: Path, array: np.ndarray) -> None:

@@ -32,6 +32,19 @@ def hit_matrix(predicted: np.ndarray, gold: list[set[int]]) -> np.ndarray:
     return hits
 
 
+def per_document(hits: np.ndarray, n_gold: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """P@k, R@k and nDCG@k of every document, from its `hit_matrix` row and its number of gold labels."""
+    top = hits[:, :k]
+    found = top.sum(axis=1)
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal_dcg = np.array([discounts[: int(min(k, g))].sum() for g in n_gold])
+    return {
+        f"P@{k}": found / k,
+        f"R@{k}": found / n_gold,
+        f"nDCG@{k}": (top * discounts[: top.shape[1]]).sum(axis=1) / ideal_dcg,
+    }
+
+
 def evaluate(
     predicted: np.ndarray,
     gold: list[set[int]],
@@ -57,16 +70,11 @@ def evaluate(
     for d, labels in enumerate(gold):
         best = np.sort(inverse_p[list(labels)])[::-1][: max(ks)]
         ideal[d, : len(best)] = best
-    discounts = 1.0 / np.log2(np.arange(2, max(ks) + 2))
     width = predicted.shape[1]
     out: dict[str, float] = {}
     for k in ks:
         top = hits[:, : min(k, width)]
-        found = top.sum(axis=1)
-        ideal_dcg = np.array([discounts[: int(min(k, g))].sum() for g in n_gold])
-        out[f"P@{k}"] = float(np.mean(found / k))
-        out[f"R@{k}"] = float(np.mean(found / n_gold))
-        out[f"nDCG@{k}"] = float(np.mean((top * discounts[: top.shape[1]]).sum(axis=1) / ideal_dcg))
+        out.update({name: float(np.mean(values)) for name, values in per_document(hits, n_gold, k).items()})
         out[f"PSP@{k}"] = float(weighted[:, : min(k, width)].sum() / ideal[:, :k].sum())
         correct = predicted[:, : min(k, width)][top > 0]
         out[f"coverage@{k}"] = float(len(np.unique(correct)) / np.count_nonzero(counts))

@@ -31,11 +31,8 @@ def model_files(directory: Path) -> list[tuple[str, int, int]]:
     """(relative path, size, mtime in ns) of each file of a local model folder; [] for a hub id."""
     if not directory.is_dir():
         return []
-    return [
-        (str(path.relative_to(directory)), path.stat().st_size, path.stat().st_mtime_ns)
-        for path in sorted(directory.rglob("*"))
-        if path.is_file()
-    ]
+    stats = [(path, path.stat()) for path in sorted(directory.rglob("*")) if path.is_file()]
+    return [(str(path.relative_to(directory)), stat.st_size, stat.st_mtime_ns) for path, stat in stats]
 
 
 def resolve_judge(name: str) -> tuple[str, str | None]:

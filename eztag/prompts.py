@@ -128,10 +128,6 @@ class PromptTemplate:
         user = render(self.user, values)
         return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
 
-    def plain_text(self, pair: Pair) -> str:
-        """The prompt as plain text, for models without a chat template."""
-        return "\n\n".join(message["content"] for message in self.messages(pair)) + "\n" + self.answer_prefix
-
 
 SCALES: dict[str, tuple[tuple[str, ...], ...]] = {
     # yes-no: answer classes (yes, no); graded: classes 0..3. Each class lists its token spellings.
@@ -140,12 +136,17 @@ SCALES: dict[str, tuple[tuple[str, ...], ...]] = {
 }
 
 
-def chat_text(tokenizer: object | None, template: PromptTemplate, pair: Pair) -> str:
-    """The full prompt string: the tokenizer's chat template when it has one, else plain text."""
+def messages_text(tokenizer: object | None, messages: list[dict[str, str]]) -> str:
+    """Chat messages as one prompt string: the tokenizer's chat template (with the generation prompt) when it has
+    one, else the contents as plain text, one blank line apart."""
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(template.messages(pair), tokenize=False, add_generation_prompt=True)
-        return text + template.answer_prefix
-    return template.plain_text(pair)
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return "\n\n".join(message["content"] for message in messages) + "\n"
+
+
+def chat_text(tokenizer: object | None, template: PromptTemplate, pair: Pair) -> str:
+    """The full prompt string of one pair, answer prefix included."""
+    return messages_text(tokenizer, template.messages(pair)) + template.answer_prefix
 
 
 def class_token_ids(tokenizer: object, scale: str) -> list[list[int]]:

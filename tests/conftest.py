@@ -3,27 +3,54 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.bad_inputs import jsonl
+
 REPO = Path(__file__).resolve().parents[1]
 DEBTAGS = REPO / "data" / "debtags"
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    path.write_bytes(jsonl(rows))
     return path
 
 
-def run_cli(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run `python -m eztag.cli ARGS` and return the finished process."""
-    result = subprocess.run([sys.executable, "-m", "eztag.cli", *args], capture_output=True, text=True, cwd=cwd)
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment for an `eztag` subprocess: this checkout first on the path, plus `extra`."""
+    return {**os.environ, **extra, "PYTHONPATH": str(REPO)}
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m eztag.cli ARGS` (environment `cli_env(**env)`) and return the finished process."""
+    command = [sys.executable, "-m", "eztag.cli", *args]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=cli_env(**(env or {})))
     if check and result.returncode != 0:
         raise AssertionError(f"eztag {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def eztag(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`run_cli` from the repository root by default, whatever the exit status."""
+    return run_cli(*args, cwd=cwd or REPO, check=False, env=env)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    """Exit 2, a single stderr line 'eztag: error: ...' holding every fragment, and no traceback."""
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("eztag: error: "), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+    return lines[0]
 
 
 @pytest.fixture

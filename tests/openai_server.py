@@ -19,8 +19,6 @@ import torch
 
 from eztag.judges.transformers import TransformersJudge
 
-FAULTS = ("sleep", "500", "429", "503", "400", "malformed", "no_logprobs", "reset", "close")
-
 
 class CompletionsServer:
     """Start with `start()`, stop with `stop()`; `url` is the base URL ending in /v1."""

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,27 +11,8 @@ import polars as pl
 import pytest
 
 from tests.bad_inputs import CASES, DOCS, LABELS, SKIP_DOCUMENT_COUNTS, Case, jsonl, skip_documents
-from tests.conftest import REPO
+from tests.conftest import assert_one_line_error, eztag
 from tests.reliability import TALLY
-
-
-def eztag(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`python -m eztag.cli ARGS` with this checkout first on the path."""
-    env = {**os.environ, **(env or {}), "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "eztag.cli", *args], capture_output=True, text=True, cwd=cwd or REPO, env=env
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
-    """Exit 2, a single stderr line 'eztag: error: ...' holding every fragment, and no traceback."""
-    assert "Traceback" not in result.stderr + result.stdout, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1, result.stderr
-    assert lines[0].startswith("eztag: error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

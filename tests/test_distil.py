@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from conftest import run_cli, write_jsonl
 
 from eztag.stages import distil
+from tests.conftest import run_cli, write_jsonl
 
 DOCUMENTS = {
     "d1": "A media player for audio and video files",
@@ -59,11 +59,11 @@ def agreement_of(model_dir: str, judgments: pl.DataFrame) -> float:
 
 
 def train(round_dir: Path, **changes: object) -> dict:
-    judgments = teacher_judgments()
-    teacher = distil.teacher_scores(judgments, dataclasses.replace(CONFIG, **changes))
-    columns, skipped = distil.training_rows(teacher, DOCUMENTS, LABELS, dataclasses.replace(CONFIG, **changes))
+    config = dataclasses.replace(CONFIG, **changes)
+    teacher = distil.teacher_scores(teacher_judgments(), config)
+    columns, skipped = distil.training_rows(teacher, DOCUMENTS, LABELS, config)
     assert len(columns["anchor"]) == 6 and not skipped
-    return distil.train("default", columns, dataclasses.replace(CONFIG, **changes), round_dir)
+    return distil.train("default", columns, config, round_dir)
 
 
 def test_training_rows_positives_and_skips() -> None:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import pipeline_file
-from openai_server import CompletionsServer
 
 from eztag.judges.openai import OpenAIJudge
 from eztag.judges.transformers import TransformersJudge
 from eztag.pipeline import Pipeline
 from eztag.prompts import Pair, PromptTemplate
+from tests.conftest import pipeline_file
+from tests.openai_server import CompletionsServer
 from tests.reliability import TALLY
 
 TEMPLATE = PromptTemplate.named("yes-no", domain="software package")
@@ -62,9 +62,7 @@ def test_transient_faults_are_retried_and_scores_equal_transformers(
         assert judgment.log_odds == pytest.approx(reference.log_odds, abs=1e-4)
 
 
-def test_lasting_faults_are_failures_never_scores(
-    server: CompletionsServer, tiny_judge: TransformersJudge, tiny_llama_dir: Path
-) -> None:
+def test_lasting_faults_are_failures_never_scores(server: CompletionsServer, tiny_llama_dir: Path) -> None:
     server.faults_by_text = {  # the first text a prompt contains picks its fault
         "Chess game with a graphical board\n\nTag: Games": "400",
         "Tag: Audio": "503",

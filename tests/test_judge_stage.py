@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -12,9 +11,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import REPO, run_cli, write_jsonl
 
+from eztag.artifacts import read_shards
 from eztag.pipeline import Pipeline
+from eztag.stages.judge import SHARD_SCHEMA
+from tests.conftest import cli_env, run_cli, write_jsonl
 
 TOPICS = ("audio player", "video editor", "chess game", "C compiler", "web browser", "mail client", "text editor")
 
@@ -45,7 +46,7 @@ def judge_pipeline(tmp_path: Path, model_dir: Path, documents: int, k: int) -> P
 
 
 def shard_keys(cache_dir: Path) -> list[str]:
-    return [key for path in cache_dir.glob("part-*.parquet") for key in pl.read_parquet(path)["key"]]
+    return read_shards(cache_dir, SHARD_SCHEMA)["key"].to_list()
 
 
 @pytest.mark.slow
@@ -55,9 +56,8 @@ def test_kill_and_resume(tmp_path: Path, tiny_llama_dir: Path) -> None:
     Pipeline.load(path).run(killed, until="mine")
     shutil.copytree(killed, reference)
     cache = killed / "cache" / "judge"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "eztag.cli", "judge", str(path), "--run-dir", str(killed)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not list(cache.glob("part-*.parquet")) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)

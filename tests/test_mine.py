@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from conftest import pipeline_file
 
 from eztag.embeddings import EmbeddingStore
 from eztag.errors import EztagError
 from eztag.pipeline import Pipeline
 from eztag.stages import mine
+from tests.conftest import pipeline_file
 
 
 def test_mine_dense_and_bm25(tmp_path: Path, small_inputs: tuple[Path, Path]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -15,11 +14,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from eztag.artifacts import RunDir
+from eztag.artifacts import RunDir, read_shards
 from eztag.embeddings import EmbeddingStore
-from tests.conftest import DEBTAGS, REPO, pipeline_file, run_cli
+from eztag.stages.judge import SHARD_SCHEMA
+from tests.conftest import DEBTAGS, REPO, cli_env, eztag, pipeline_file, run_cli
 from tests.reliability import KILLS_BY_STAGE, TALLY
-from tests.test_bad_inputs import eztag
 
 STAGES = ("ingest", "encode", "index", "mine", "judge", "tag", "evaluate")
 # Kill points aimed at each stage, and the longest wait after the stage's "[stage] running" line before the kill
@@ -58,7 +57,7 @@ def kill_once(pipeline: Path, run_dir: Path, aim: str, rng: np.random.Generator)
     process = subprocess.Popen(
         [sys.executable, "-m", "eztag.cli", "run", str(pipeline)],
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
+        env=cli_env(PYTHONUNBUFFERED="1"),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -110,7 +109,7 @@ def assert_same_run(run_dir: Path, reference: Path) -> None:
 
 def count_lost_and_duplicated(run_dir: Path) -> tuple[int, int]:
     """(candidate pairs without a stored judgment, judgments stored more than once) across the cache shards."""
-    keys = pl.concat([pl.read_parquet(path) for path in (run_dir / "cache/judge").glob("part-*.parquet")])["key"]
+    keys = read_shards(run_dir / "cache/judge", SHARD_SCHEMA)["key"]
     judged = pl.read_parquet(run_dir / "judge/judgments.parquet")
     candidates = pl.read_parquet(run_dir / "mine/candidates.parquet")
     lost = candidates.height - judged.filter(pl.col("p_yes").is_not_null()).height

@@ -9,8 +9,7 @@ import polars as pl
 import pytest
 
 from tests.bad_inputs import DOCS, jsonl
-from tests.conftest import REPO, pipeline_file
-from tests.test_bad_inputs import eztag
+from tests.conftest import REPO, eztag, pipeline_file
 
 IGNORED = {".git", ".pytest_cache", "__pycache__", ".ruff_cache"}
 

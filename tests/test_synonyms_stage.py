@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from conftest import pipeline_file
 
 from eztag.pipeline import Pipeline
+from tests.conftest import pipeline_file
 
 
 def test_synonyms_pipeline(tmp_path: Path, small_inputs: tuple[Path, Path], tiny_llama_dir: Path) -> None:

@@ -49,16 +49,14 @@ def judgment_from_classes(class_logprobs: Sequence[Sequence[float]]) -> Judgment
     masses = [_logsumexp(list(values)) if values else -math.inf for values in class_logprobs]
     if all(mass == -math.inf for mass in masses):
         return Judgment.failed("no_answer_token: no answer token among the returned log-probabilities")
-    if len(masses) == 2:
-        positive, negative = masses
-    else:
-        half = len(masses) // 2
-        positive, negative = _logsumexp(masses[half:]), _logsumexp(masses[:half])
     top = max(masses)
     weights = [math.exp(mass - top) for mass in masses]
     if len(masses) == 2:
+        positive, negative = masses
         score = weights[0] / sum(weights)
     else:
+        half = len(masses) // 2
+        positive, negative = _logsumexp(masses[half:]), _logsumexp(masses[:half])
         score = sum(grade * weight for grade, weight in enumerate(weights)) / sum(weights) / (len(masses) - 1)
     log_odds = positive - negative
     if not math.isfinite(log_odds):
@@ -87,9 +85,16 @@ class Judge(ABC):
         return [truncate_words(text, max_tokens) for text in documents]
 
 
-def get_judge(backend: str, model: str, template: PromptTemplate, **options: object) -> Judge:
-    """Instantiate the judge backend `backend` for `model`."""
+def get_judge(
+    backend: str, model: str, template: PromptTemplate, *, section: str = "judge", **options: object
+) -> Judge:
+    """Instantiate the judge backend `backend` for `model` with the keyword `options` of `[SECTION.options]`."""
     if backend not in JUDGES:
-        raise EztagError(f"unknown judge backend '{backend}'{did_you_mean(backend, JUDGES)}", field="judge.backend")
+        suggestion = did_you_mean(backend, JUDGES)
+        raise EztagError(f"unknown judge backend '{backend}'{suggestion}", field=f"{section}.backend")
     module_name, class_name = JUDGES[backend].split(":")
-    return getattr(importlib.import_module(module_name), class_name)(model, template, **options)
+    judge_class = getattr(importlib.import_module(module_name), class_name)
+    try:
+        return judge_class(model, template, **options)
+    except TypeError as error:
+        raise EztagError(f"bad option for backend '{backend}': {error}", field=f"{section}.options") from None

@@ -7,6 +7,7 @@ batch on a copy of that cache expanded to the batch.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -15,7 +16,7 @@ from eztag.devices import DTYPES, pick_device
 from eztag.errors import EztagError, did_you_mean
 from eztag.judges import Judge, Judgment, judgment_from_classes
 from eztag.models import resolve_judge
-from eztag.prompts import Pair, PromptTemplate, chat_text, class_token_ids, truncate_tokens
+from eztag.prompts import Pair, PromptTemplate, chat_text, class_token_ids, messages_text, truncate_tokens
 
 
 class TransformersJudge(Judge):
@@ -41,33 +42,30 @@ class TransformersJudge(Judge):
             dtype = DTYPES[precision]
         else:
             raise EztagError(f"unknown precision '{precision}'{did_you_mean(precision, DTYPES)}", field="precision")
-        path, gguf_file = resolve_judge(model)
+        self.name = model
+        self.path, self.gguf_file = resolve_judge(model)
+        self.dtype = dtype
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path, gguf_file=self.gguf_file)
         except OSError as error:
-            raise EztagError(f"cannot load judge model '{model}': {str(error).splitlines()[0]}") from None
-        self._weights = (model, path, gguf_file, dtype)
-        self._model: torch.nn.Module | None = None
-        self.model_id = model if gguf_file is None else f"{model}:{gguf_file}"
+            raise _load_error(model, error) from None
+        self.model_id = model if self.gguf_file is None else f"{model}:{self.gguf_file}"
         self.batch_size = batch_size
         self.prefix_reuse = prefix_reuse
         self.class_ids = class_token_ids(self.tokenizer, template.scale)
         self.add_special_tokens = not getattr(self.tokenizer, "chat_template", None)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
-    @property
+    @functools.cached_property
     def model(self) -> torch.nn.Module:
         """The causal LM, loaded on first use: a run whose pairs are all in the judge cache never loads it."""
-        if self._model is None:
-            from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM
 
-            model, path, gguf_file, dtype = self._weights
-            try:
-                loaded = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, dtype=dtype)
-            except OSError as error:
-                raise EztagError(f"cannot load judge model '{model}': {str(error).splitlines()[0]}") from None
-            self._model = loaded.to(self.device).eval()
-        return self._model
+        try:
+            loaded = AutoModelForCausalLM.from_pretrained(self.path, gguf_file=self.gguf_file, dtype=self.dtype)
+        except OSError as error:
+            raise _load_error(self.name, error) from None
+        return loaded.to(self.device).eval()
 
     def truncate(self, documents: Sequence[str], max_tokens: int) -> list[str]:
         return truncate_tokens(self.tokenizer, documents, max_tokens)
@@ -85,12 +83,7 @@ class TransformersJudge(Judge):
 
     def generate(self, messages: Sequence[list[dict[str, str]]], max_new_tokens: int) -> list[str]:
         """Greedy completions (repetition penalty 1.2), left-padded batches of similar length."""
-        if getattr(self.tokenizer, "chat_template", None):
-            texts = [
-                self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages
-            ]
-        else:
-            texts = ["\n\n".join(message["content"] for message in m) + "\n" for m in messages]
+        texts = [messages_text(self.tokenizer, m) for m in messages]
         ids = self.tokenizer(texts, add_special_tokens=self.add_special_tokens)["input_ids"]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out = [""] * len(ids)
@@ -168,6 +161,10 @@ class TransformersJudge(Judge):
                 for i, row in zip(batch, rows, strict=True):
                     out[i] = row
         return out
+
+
+def _load_error(model: str, error: OSError) -> EztagError:
+    return EztagError(f"cannot load judge model '{model}': {str(error).splitlines()[0]}")
 
 
 def _common_prefix_length(sequences: list[list[int]]) -> int:

@@ -305,7 +305,7 @@ class Rounds:
         self.judge_config = from_dict(judge_stage.Config, runs.stage_config("judge"), section="judge")
         if self.mine_config.k < TOP_K:
             raise EztagError(f"distil needs mine.k >= {TOP_K} for LLM-P@{TOP_K}", field="[mine]")
-        self.cache_dir = judge_stage.cache_location(self.judge_config, judge_dir)
+        self.cache_dir = judge_stage.judge_cache(self.judge_config, judge_dir)
         self.documents = pl.read_parquet(ingest_dir / "documents.parquet")
         self.labels = pl.read_parquet(ingest_dir / "labels.parquet")
         self.doc_rows = mine_stage.pick_documents(self.documents.height, self.mine_config)
@@ -345,13 +345,9 @@ class Rounds:
     def mine(self, model_dir: Path, round_dir: Path) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
         """(candidates, document vectors, label vectors) of the student in `model_dir`."""
         encoder = encode_stage.load_encoder(dataclasses.replace(self.encode_config, model=str(model_dir)))
+        label_texts = list(self.label_text.values())
+        encode_stage.write_store(round_dir / "labels", label_texts, encoder, self.encode_config, "encode labels")
         label_store = EmbeddingStore(round_dir / "labels")
-        label_store.write(
-            list(self.label_text.values()),
-            encoder.encode,
-            chunk_size=self.encode_config.chunk_size,
-            description="encode labels",
-        )
         index = index_class(self.index_config.backend)(**index_stage.options(self.index_config))
         index.build(label_store)
         doc_vectors = encoder.encode(list(self.document_text.values()))
@@ -394,18 +390,18 @@ def run(
         report_path = round_dir / "report.json"
         if report_path.exists():
             report = json.loads(report_path.read_text())
+            judgments = pl.read_parquet(round_dir / "judgments.parquet")
         else:
             columns, data = state.training_set(judgments)
             report = {"round": number, "model": str(round_dir / "model"), "training_set": data}
             report["training"] = train(history[-1]["model"], columns, config, round_dir)
             candidates, doc_vectors, label_vectors = state.mine(round_dir / "model", round_dir)
-            round_judgments, report["judge"] = state.judge_pairs(candidates)
-            write_parquet(round_dir / "judgments.parquet", round_judgments)
-            report["label_free"] = label_free_scores(round_judgments, state.holdout, config.verdict_threshold)
+            judgments, report["judge"] = state.judge_pairs(candidates)
+            write_parquet(round_dir / "judgments.parquet", judgments)
+            report["label_free"] = label_free_scores(judgments, state.holdout, config.verdict_threshold)
             report["agreement"] = agreement(reference, state.doc_row, doc_vectors, label_vectors)
             write_json(report_path, report)
             shutil.rmtree(round_dir / "checkpoints", ignore_errors=True)
-        judgments = pl.read_parquet(round_dir / "judgments.parquet")
         history.append(report)
         improvement = selection_score(report["label_free"]) - selection_score(history[best]["label_free"])
         print(f"[distil] round {number}: {report['label_free']}, agreement {report['agreement']}")

@@ -101,19 +101,23 @@ def run(
     config: Config, out_dir: Path, ingest_dir: Path, encode_dir: Path, synonyms_dir: Path | None = None
 ) -> dict[str, Any]:
     """Build the index over encode/labels (or synonyms/vectors) and save it with label_ids.parquet and report.json."""
-    labels = EmbeddingStore(synonyms_dir / "vectors" if synonyms_dir else encode_dir / "labels")
-    inner = index_class(config.backend)(**options(config))
-    multi = {field: getattr(config, field) for field in MULTI_VECTOR_FIELDS} if synonyms_dir else None
-    index = MultiVectorIndex(inner, np.load(synonyms_dir / "owners.npy"), **multi) if synonyms_dir else inner
+    index = index_class(config.backend)(**options(config))
+    labels = EmbeddingStore(encode_dir / "labels")
+    multi = None
+    if synonyms_dir is not None:
+        labels = EmbeddingStore(synonyms_dir / "vectors")
+        multi = {field: getattr(config, field) for field in MULTI_VECTOR_FIELDS}
+        index = MultiVectorIndex(index, np.load(synonyms_dir / "owners.npy"), **multi)
     started = time.perf_counter()
     index.build(labels)
     build_seconds = time.perf_counter() - started
     index.save(out_dir)
     write_json(out_dir / "index.json", {"backend": config.backend, "options": options(config), "multi_vector": multi})
-    write_parquet(out_dir / "label_ids.parquet", pl.read_parquet(ingest_dir / "labels.parquet", columns=["label_id"]))
+    label_ids = pl.read_parquet(ingest_dir / "labels.parquet", columns=["label_id"])
+    write_parquet(out_dir / "label_ids.parquet", label_ids)
     report: dict[str, Any] = {
         "backend": config.backend,
-        "labels": pl.read_parquet(ingest_dir / "labels.parquet", columns=["label_id"]).height,
+        "labels": label_ids.height,
         "vectors": labels.count,
         "dim": labels.dim,
         "build_seconds": round(build_seconds, 3),

@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import json
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from eztag.artifacts import atomic_path, write_json, write_parquet
+from eztag.artifacts import atomic_path, cache_location, read_shards, write_json, write_parquet, write_shard
 from eztag.errors import EztagError
 from eztag.judges import JUDGES, Judge, get_judge
 from eztag.prompts import Pair, PromptTemplate
@@ -72,28 +71,21 @@ def pair_key(model_id: str, template: PromptTemplate, pair: Pair) -> str:
     return hashlib.sha256(json.dumps(fields, ensure_ascii=False).encode()).hexdigest()
 
 
-def cache_location(config: Config, judge_dir: Path) -> Path:
-    """`cache_dir`, or RUN_DIR/cache/judge: beside the stage folder, so a config change (which empties the stage
-    folder) keeps every judgment paid for; the keys hold everything that changes a judgment."""
-    return Path(config.cache_dir) if config.cache_dir else judge_dir.parent / "cache" / "judge"
+def judge_cache(config: Config, judge_dir: Path) -> Path:
+    """The judge cache folder: `cache_dir`, or RUN_DIR/cache/judge."""
+    return cache_location(config.cache_dir, judge_dir, "judge")
 
 
 def load_cache(cache_dir: Path) -> dict[str, tuple[float, float]]:
     """key -> (p_yes, log_odds) of every stored successful judgment."""
-    shards = sorted(cache_dir.glob("part-*.parquet"))
-    if not shards:
-        return {}
-    stored = pl.concat([pl.read_parquet(path) for path in shards]).filter(pl.col("failure").is_null())
+    stored = read_shards(cache_dir, SHARD_SCHEMA).filter(pl.col("failure").is_null())
     return {key: (p_yes, log_odds) for key, p_yes, log_odds in stored.select("key", "p_yes", "log_odds").iter_rows()}
 
 
 def build_judge(config: Config) -> Judge:
     """The configured judge backend."""
     template = PromptTemplate.named(config.template, config.domain)
-    try:
-        return get_judge(config.backend, config.model, template, **config.options)
-    except TypeError as error:
-        raise EztagError(f"bad option for backend '{config.backend}': {error}", field="judge.options") from None
+    return get_judge(config.backend, config.model, template, **config.options)
 
 
 def candidate_pairs(config: Config, judge: Judge, ingest_dir: Path, candidates: pl.DataFrame) -> list[Pair]:
@@ -117,7 +109,7 @@ def candidate_pairs(config: Config, judge: Judge, ingest_dir: Path, candidates: 
 def run(config: Config, out_dir: Path, ingest_dir: Path, mine_dir: Path) -> dict[str, Any]:
     """Write judgments.parquet, report.json and log_odds.png."""
     judge = build_judge(config)
-    cache_dir = cache_location(config, out_dir)
+    cache_dir = judge_cache(config, out_dir)
     candidates = pl.read_parquet(mine_dir / "candidates.parquet")
     judgments, report = judge_candidates(config, judge, ingest_dir, candidates, cache_dir)
     write_parquet(out_dir / "judgments.parquet", judgments)
@@ -154,7 +146,7 @@ def judge_candidates(
                 },
                 schema=SHARD_SCHEMA,
             )
-            write_parquet(cache_dir / f"part-{uuid.uuid4().hex}.parquet", shard)
+            write_shard(cache_dir, shard)
             for (key, _), judgment in zip(batch, judgments, strict=True):
                 if judgment.failure is None:
                     stored[key] = (judgment.p_yes, judgment.log_odds)

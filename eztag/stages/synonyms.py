@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,18 @@ import polars as pl
 from tqdm import tqdm
 
 from eztag import semantics
-from eztag.artifacts import MANIFEST, write_json, write_npy, write_parquet
+from eztag.artifacts import (
+    MANIFEST,
+    RunDir,
+    cache_location,
+    read_shards,
+    write_json,
+    write_npy,
+    write_parquet,
+    write_shard,
+)
 from eztag.config import from_dict
 from eztag.embeddings import EmbeddingStore
-from eztag.errors import EztagError
 from eztag.indexes import index_class
 from eztag.judges import JUDGES, get_judge
 from eztag.prompts import SYNONYM_PROMPT, PromptTemplate, synonym_messages
@@ -76,23 +83,19 @@ def cache_key(config: Config, label: str, description: str) -> str:
 def generate(config: Config, labels: list[tuple[str, str]], cache_dir: Path) -> list[str]:
     """The raw generation for each (label, description), from the cache or the LLM (loaded only when needed)."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    shards = sorted(cache_dir.glob("part-*.parquet"))
-    stored = dict(pl.concat([pl.read_parquet(path) for path in shards]).iter_rows()) if shards else {}
+    stored = dict(read_shards(cache_dir, CACHE_SCHEMA).iter_rows())
     keys = [cache_key(config, label, description) for label, description in labels]
     todo = list({key: pair for key, pair in zip(keys, labels, strict=True) if key not in stored}.items())
     if todo:
         template = PromptTemplate.named("yes-no", config.domain)
-        try:
-            llm = get_judge(config.backend, config.model, template, **config.options)
-        except TypeError as error:
-            raise EztagError(f"bad option for backend '{config.backend}': {error}", field="synonyms.options") from None
+        llm = get_judge(config.backend, config.model, template, section=NAME, **config.options)
         with tqdm(total=len(todo), desc="synonyms", unit="label", disable=None) as bar:
             for start in range(0, len(todo), config.shard_size):
                 batch = todo[start : start + config.shard_size]
                 prompts = [synonym_messages(label, text, config.n, config.domain) for _, (label, text) in batch]
                 raw = llm.generate(prompts, config.max_new_tokens)
                 shard = pl.DataFrame({"key": [key for key, _ in batch], "raw": raw}, schema=CACHE_SCHEMA)
-                write_parquet(cache_dir / f"part-{uuid.uuid4().hex}.parquet", shard)
+                write_shard(cache_dir, shard)
                 stored.update(zip(shard["key"], shard["raw"], strict=True))
                 bar.update(len(batch))
     return [stored[key] for key in keys]
@@ -100,11 +103,8 @@ def generate(config: Config, labels: list[tuple[str, str]], cache_dir: Path) -> 
 
 def encode_config(encode_dir: Path) -> encode.Config:
     """The config the encode stage of this run finished with (from the run's manifest)."""
-    path = encode_dir.parent / MANIFEST
-    record = json.loads(path.read_text()).get("stages", {}).get(encode.NAME) if path.exists() else None
-    if record is None:
-        raise EztagError("the encode stage has not finished in this run", file=path)
-    return from_dict(encode.Config, record["config"], section=encode.NAME, file=path)
+    runs = RunDir(encode_dir.parent)
+    return from_dict(encode.Config, runs.stage_config(encode.NAME), section=encode.NAME, file=runs.root / MANIFEST)
 
 
 def candidate_rows(labels: pl.DataFrame, raw: list[str], config: Config) -> pl.DataFrame:
@@ -147,8 +147,7 @@ def run(config: Config, out_dir: Path, ingest_dir: Path, encode_dir: Path) -> di
     """Write synonyms.parquet (label_id, synonym, kept, reason, agreement), vectors/, owners.npy, report.json."""
     labels = pl.read_parquet(ingest_dir / "labels.parquet")
     pairs = [(text, description or "") for text, description in labels.select("text", "description").iter_rows()]
-    # default beside the stage folder (RUN_DIR/cache/synonyms), so a config change keeps paid generations
-    raw = generate(config, pairs, Path(config.cache_dir) if config.cache_dir else out_dir.parent / "cache" / "synonyms")
+    raw = generate(config, pairs, cache_location(config.cache_dir, out_dir, NAME))
     rows = candidate_rows(labels, raw, config)
     candidates = rows.filter(pl.col("reason").is_null())
     owners = candidates["label_row"].to_numpy()
