@@ -75,3 +75,14 @@ class EmbeddingStore:
     def load(self) -> np.ndarray:
         """All vectors in one array (float32)."""
         return np.concatenate([np.asarray(chunk, dtype=np.float32) for chunk in self.iter_chunks()])
+
+
+def gather_rows(store: EmbeddingStore, rows: np.ndarray) -> np.ndarray:
+    """The vectors of `rows` (any order) without loading the whole store."""
+    out = np.zeros((len(rows), store.dim), dtype=np.float32)
+    offset = 0
+    for chunk in store.iter_chunks():
+        inside = (rows >= offset) & (rows < offset + len(chunk))
+        out[inside] = chunk[rows[inside] - offset]
+        offset += len(chunk)
+    return out

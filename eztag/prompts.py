@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from eztag.errors import EztagError, did_you_mean
 from eztag.templates import check_template, render, template_fields
 
-DOCUMENT_FIELDS = {"document", "domain"}
-LABEL_FIELDS = {"label", "description"}
-FIELDS = DOCUMENT_FIELDS | LABEL_FIELDS
+DOCUMENT_PLACEHOLDERS = {"document", "domain"}  # prompt placeholders filled from the document side
+LABEL_PLACEHOLDERS = {"label", "description"}  # prompt placeholders filled from the label side
+PLACEHOLDERS = DOCUMENT_PLACEHOLDERS | LABEL_PLACEHOLDERS
 
 TEMPLATES: dict[str, dict[str, str]] = {
     "yes-no": {
@@ -110,11 +110,11 @@ class PromptTemplate:
     def check(self) -> None:
         """Reject unknown fields and a user template whose label fields come before a document field."""
         where = f"template '{self.name}'"
-        check_template(self.system, DOCUMENT_FIELDS, where=f"{where} system")
-        check_template(self.user, FIELDS, where=f"{where} user")
+        check_template(self.system, DOCUMENT_PLACEHOLDERS, where=f"{where} system")
+        check_template(self.user, PLACEHOLDERS, where=f"{where} user")
         check_template(self.answer_prefix, set(), where=f"{where} answer_prefix")
         fields = template_fields(self.user)
-        first_label = next((i for i, name in enumerate(fields) if name in LABEL_FIELDS), len(fields))
+        first_label = next((i for i, name in enumerate(fields) if name in LABEL_PLACEHOLDERS), len(fields))
         if "document" in fields[first_label:]:
             raise EztagError("{document} must come before {label} and {description}", field=f"{where} user")
         if self.scale not in SCALES:

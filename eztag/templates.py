@@ -5,10 +5,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+import polars as pl
+
 from eztag.errors import EztagError
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+DOCUMENT_COLUMNS = {"doc_id", "title", "text"}  # columns of ingest's documents.parquet a template may name
+LABEL_COLUMNS = {"label_id", "text", "description"}  # columns of ingest's labels.parquet a template may name
 
 
 def template_fields(template: str, *, where: str = "template") -> list[str]:
@@ -40,3 +44,8 @@ def render(template: str, values: Mapping[str, object]) -> str:
         return "" if value is None else str(value)
 
     return _PLACEHOLDER.sub(fill, template)
+
+
+def render_rows(frame: pl.DataFrame, template: str) -> list[str]:
+    """Render each row of a documents or labels frame through a template, whitespace collapsed."""
+    return [" ".join(render(template, row).split()) for row in frame.iter_rows(named=True)]

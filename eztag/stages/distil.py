@@ -25,7 +25,7 @@ import polars as pl
 
 from eztag.artifacts import RunDir, atomic_dir, write_json, write_parquet
 from eztag.config import from_dict
-from eztag.embeddings import EmbeddingStore
+from eztag.embeddings import EmbeddingStore, gather_rows
 from eztag.errors import EztagError
 from eztag.indexes import index_class
 from eztag.models import resolve_encoder
@@ -33,6 +33,7 @@ from eztag.stages import encode as encode_stage
 from eztag.stages import index as index_stage
 from eztag.stages import judge as judge_stage
 from eztag.stages import mine as mine_stage
+from eztag.templates import render_rows
 
 NAME = "distil"
 REQUIRES = ("ingest", "encode", "index", "mine", "judge")
@@ -318,9 +319,9 @@ class Rounds:
         self.holdout = set(random.Random(config.seed).sample(self.doc_ids, count))
         mined = self.documents[self.doc_rows.tolist()]
         self.document_text = dict(
-            zip(self.doc_ids, encode_stage.texts(mined, self.encode_config.document_template), strict=True)
+            zip(self.doc_ids, render_rows(mined, self.encode_config.document_template), strict=True)
         )
-        label_texts = encode_stage.texts(self.labels, self.encode_config.label_template)
+        label_texts = render_rows(self.labels, self.encode_config.label_template)
         self.label_text = dict(zip(self.labels["label_id"].to_list(), label_texts, strict=True))
         self.judge: judge_stage.Judge | None = None
 
@@ -372,7 +373,7 @@ def run(
     state = Rounds(config, ingest_dir, encode_dir, judge_dir)
     judgments = pl.read_parquet(judge_dir / "judgments.parquet")
     reference = state.reference(judgments, state.holdout)
-    base_vectors = mine_stage.gather_rows(EmbeddingStore(encode_dir / "documents"), state.doc_rows)
+    base_vectors = gather_rows(EmbeddingStore(encode_dir / "documents"), state.doc_rows)
     base_labels = EmbeddingStore(encode_dir / "labels").load()
     base = resolve_encoder(state.encode_config.model)
     history = [

@@ -13,13 +13,11 @@ from eztag.artifacts import atomic_path, config_hash
 from eztag.embeddings import META, EmbeddingStore
 from eztag.encoders import get_encoder
 from eztag.models import model_files, resolve_encoder
-from eztag.templates import check_template, render
+from eztag.templates import DOCUMENT_COLUMNS, LABEL_COLUMNS, check_template, render_rows
 
 NAME = "encode"
 REQUIRES = ("ingest",)
 PATH_FIELDS = ("model", "label_cache")
-DOCUMENT_FIELDS = {"doc_id", "title", "text"}
-LABEL_FIELDS = {"label_id", "text", "description"}
 
 
 @dataclasses.dataclass
@@ -39,15 +37,10 @@ class Config:
     label_cache: str | None = None
 
     def __post_init__(self) -> None:
-        check_template(self.document_template, DOCUMENT_FIELDS, where="encode.document_template")
-        check_template(self.label_template, LABEL_FIELDS, where="encode.label_template")
+        check_template(self.document_template, DOCUMENT_COLUMNS, where="encode.document_template")
+        check_template(self.label_template, LABEL_COLUMNS, where="encode.label_template")
         if (self.batch_size is not None and self.batch_size < 1) or self.chunk_size < 1:
             raise ValueError("batch_size and chunk_size must be positive")
-
-
-def texts(frame: pl.DataFrame, template: str) -> list[str]:
-    """Render each row of a documents or labels frame through a template."""
-    return [" ".join(render(template, row).split()) for row in frame.iter_rows(named=True)]
 
 
 def fingerprint(config: Config) -> list[tuple[str, int, int]]:
@@ -72,7 +65,7 @@ def run(config: Config, out_dir: Path, ingest_dir: Path) -> dict[str, Any]:
     encoder = load_encoder(config)
     labels = pl.read_parquet(ingest_dir / "labels.parquet")
     documents = pl.read_parquet(ingest_dir / "documents.parquet")
-    label_texts = texts(labels, config.label_template)
+    label_texts = render_rows(labels, config.label_template)
     reused = False
     if config.label_cache is None:
         write_store(out_dir / "labels", label_texts, encoder, config, "encode labels")
@@ -83,7 +76,9 @@ def run(config: Config, out_dir: Path, ingest_dir: Path) -> dict[str, Any]:
         if not reused:
             write_store(cached, label_texts, encoder, config, "encode labels (into the label cache)")
         copy_store(cached, out_dir / "labels")
-    write_store(out_dir / "documents", texts(documents, config.document_template), encoder, config, "encode documents")
+    write_store(
+        out_dir / "documents", render_rows(documents, config.document_template), encoder, config, "encode documents"
+    )
     return {"labels": labels.height, "documents": documents.height, "dim": encoder.dim, "labels_from_cache": reused}
 
 

@@ -24,8 +24,7 @@ from eztag.artifacts import atomic_path, cache_location, read_shards, write_json
 from eztag.errors import EztagError
 from eztag.judges import JUDGES, Judge, get_judge
 from eztag.prompts import Pair, PromptTemplate
-from eztag.stages.encode import DOCUMENT_FIELDS, texts
-from eztag.templates import check_template
+from eztag.templates import DOCUMENT_COLUMNS, check_template, render_rows
 
 NAME = "judge"
 REQUIRES = ("ingest", "mine")
@@ -58,7 +57,7 @@ class Config:
             raise ValueError(f"unknown backend '{self.backend}' (expected one of: {', '.join(JUDGES)})")
         if self.max_document_tokens < 1 or self.shard_size < 1:
             raise ValueError("max_document_tokens and shard_size must be positive")
-        check_template(self.document_template, DOCUMENT_FIELDS, where="judge.document_template")
+        check_template(self.document_template, DOCUMENT_COLUMNS, where="judge.document_template")
         try:
             PromptTemplate.named(self.template, self.domain)
         except EztagError as error:
@@ -93,7 +92,7 @@ def candidate_pairs(config: Config, judge: Judge, ingest_dir: Path, candidates: 
     documents = pl.read_parquet(ingest_dir / "documents.parquet").filter(
         pl.col("doc_id").is_in(candidates["doc_id"].unique().to_list())
     )
-    truncated = judge.truncate(texts(documents, config.document_template), config.max_document_tokens)
+    truncated = judge.truncate(render_rows(documents, config.document_template), config.max_document_tokens)
     document_text = dict(zip(documents["doc_id"].to_list(), truncated, strict=True))
     labels = pl.read_parquet(ingest_dir / "labels.parquet")
     label_text = {

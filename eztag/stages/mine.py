@@ -10,12 +10,11 @@ import numpy as np
 import polars as pl
 
 from eztag.artifacts import write_json, write_parquet
-from eztag.embeddings import EmbeddingStore
+from eztag.embeddings import EmbeddingStore, gather_rows
 from eztag.errors import missing_extra
 from eztag.indexes import LabelIndex
 from eztag.stages import index as index_stage
-from eztag.stages.encode import DOCUMENT_FIELDS, LABEL_FIELDS, texts
-from eztag.templates import check_template
+from eztag.templates import DOCUMENT_COLUMNS, LABEL_COLUMNS, check_template, render_rows
 
 NAME = "mine"
 REQUIRES = ("ingest", "encode", "index")
@@ -46,8 +45,8 @@ class Config:
             raise ValueError("need k >= 1 and bm25_k >= 0")
         if self.documents_limit is not None and self.documents_limit < 1:
             raise ValueError("documents_limit must be at least 1")
-        check_template(self.document_template, DOCUMENT_FIELDS, where="mine.document_template")
-        check_template(self.label_template, LABEL_FIELDS, where="mine.label_template")
+        check_template(self.document_template, DOCUMENT_COLUMNS, where="mine.document_template")
+        check_template(self.label_template, LABEL_COLUMNS, where="mine.label_template")
 
 
 def pick_documents(count: int, config: Config) -> np.ndarray:
@@ -57,17 +56,6 @@ def pick_documents(count: int, config: Config) -> np.ndarray:
     if config.sample == "first":
         return np.arange(config.documents_limit)
     return np.sort(np.random.default_rng(config.seed).choice(count, config.documents_limit, replace=False))
-
-
-def gather_rows(store: EmbeddingStore, rows: np.ndarray) -> np.ndarray:
-    """The vectors of `rows` (any order) without loading the whole store."""
-    out = np.zeros((len(rows), store.dim), dtype=np.float32)
-    offset = 0
-    for chunk in store.iter_chunks():
-        inside = (rows >= offset) & (rows < offset + len(chunk))
-        out[inside] = chunk[rows[inside] - offset]
-        offset += len(chunk)
-    return out
 
 
 def bm25_candidates(documents: list[str], labels: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -129,8 +117,8 @@ def mine(
     )
     candidates = dense.with_columns(source=pl.lit("dense"))
     if config.bm25_k:
-        document_texts = texts(documents[doc_rows.tolist()], config.document_template)
-        bm25_rows, _ = bm25_candidates(document_texts, texts(labels, config.label_template), config.bm25_k)
+        document_texts = render_rows(documents[doc_rows.tolist()], config.document_template)
+        bm25_rows, _ = bm25_candidates(document_texts, render_rows(labels, config.label_template), config.bm25_k)
         doc_index, rank = np.nonzero(bm25_rows >= 0)
         lexical = pl.DataFrame({"doc_id": doc_ids[doc_index].tolist(), "label_row": bm25_rows[doc_index, rank]})
         lexical = lexical.with_columns(lexical=pl.lit(True))

@@ -36,6 +36,7 @@ from eztag.indexes import index_class
 from eztag.judges import JUDGES, get_judge
 from eztag.prompts import SYNONYM_PROMPT, PromptTemplate, synonym_messages
 from eztag.stages import encode
+from eztag.templates import render_rows
 
 NAME = "synonyms"
 REQUIRES = ("ingest", "encode")
@@ -159,7 +160,7 @@ def run(config: Config, out_dir: Path, ingest_dir: Path, encode_dir: Path) -> di
     )
     vectors = (
         semantics.unit(
-            encode.load_encoder(encoder_config).encode(encode.texts(synonym_frame, encoder_config.label_template))
+            encode.load_encoder(encoder_config).encode(render_rows(synonym_frame, encoder_config.label_template))
         )
         if candidates.height
         else np.zeros((0, 1), dtype=np.float32)
