@@ -30,7 +30,7 @@ from eztag.artifacts import RunDir, file_checksum, write_json, write_text
 from eztag.config import from_dict
 from eztag.models import resolve_encoder
 from eztag.pipeline import Pipeline
-from eztag.stages import distil
+from eztag.stages import STAGES, StageInputs, distil
 from eztag.stages import judge as judge_stage
 from eztag.stages.evaluate import load_predictions
 
@@ -123,7 +123,9 @@ def judge_only(dev: Path) -> dict:
     toward the judge, on its training documents and on the held-out ones?"""
     recorded = RunDir(dev).stage_config("distil")
     config = from_dict(distil.Config, {**recorded, "teacher": "log_odds"}, section="distil")
-    state = distil.Rounds(config, dev / "ingest", dev / "encode", dev / "judge")
+    runs = RunDir(dev)
+    configs = {name: from_dict(STAGES[name].Config, runs.stage_config(name), section=name) for name in distil.REQUIRES}
+    state = distil.Rounds(config, StageInputs({name: runs.stage_dir(name) for name in distil.REQUIRES}, configs))
     judgments = pl.read_parquet(dev / "judge" / "judgments.parquet")
     source = file_checksum(dev / "judge" / "judgments.parquet")
     out = RUNS / "judge-only"

@@ -9,24 +9,19 @@ from pathlib import Path
 
 from eztag import __version__
 from eztag.errors import EztagError
-
-STAGE_HELP = {
-    "ingest": "validate documents, labels and ground truth into Parquet",
-    "encode": "embed labels and documents",
-    "synonyms": "write, prune and refine label synonyms with an LLM",
-    "index": "build the label index",
-    "mine": "mine candidate labels per document for the judge",
-    "judge": "score candidate labels with an LLM relevance judge",
-    "distil": "train the encoder on the judge's scores, in rounds",
-    "tag": "retrieve the top-k labels of every document",
-    "evaluate": "score the tags against the ground truth",
-}
+from eztag.stages import STAGES
 
 
 def _pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pipeline", type=Path, help="pipeline TOML file")
     parser.add_argument("--run-dir", type=Path, help="run directory (default: [pipeline] run_dir or runs/NAME)")
-    parser.add_argument("--force", action="append", default=[], metavar="STAGE", help="rerun STAGE even if up to date")
+    parser.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="rerun STAGE and the stages that depend on it, even if up to date",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -49,9 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run every stage of a pipeline; finished stages are skipped.",
     )
     _pipeline_arguments(run)
-    for stage, text in STAGE_HELP.items():
+    for stage in STAGES.values():
+        text = stage.HELP
         sub = commands.add_parser(
-            stage, help=text, description=f"{text[0].upper()}{text[1:]} (runs unfinished upstream stages first)."
+            stage.NAME, help=text, description=f"{text[0].upper()}{text[1:]} (runs unfinished upstream stages first)."
         )
         _pipeline_arguments(sub)
     compare = commands.add_parser(

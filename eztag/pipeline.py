@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from eztag.artifacts import RunDir, config_hash
 from eztag.config import apply_overrides, from_dict, load_toml, to_dict
 from eztag.errors import EztagError, did_you_mean
-from eztag.stages import distil, encode, evaluate, index, ingest, judge, mine, synonyms, tag
+from eztag.stages import STAGES, StageInputs
 
-STAGES: dict[str, ModuleType] = {
-    module.NAME: module for module in (ingest, encode, synonyms, index, mine, judge, distil, tag, evaluate)
-}
 FORMAT_VERSION = 1
 
 
@@ -59,10 +56,17 @@ class Pipeline:
             if name not in section.stages:
                 raise EztagError(f"table [{name}] is set but '{name}' is not in pipeline.stages", file=path)
         configs = {}
-        for name in sorted(section.stages, key=list(STAGES).index):
+        for name in execution_order(section.stages):
             for required in STAGES[name].REQUIRES:
                 if required not in section.stages:
                     raise EztagError(f"stage '{name}' needs stage '{required}'", file=path, field="pipeline.stages")
+            for other, reason in STAGES[name].CONFLICTS.items():
+                if other in section.stages:
+                    raise EztagError(
+                        f"stages '{name}' and '{other}' cannot share a pipeline: {reason}",
+                        file=path,
+                        field="pipeline.stages",
+                    )
             table = _resolve_paths(data.get(name, {}), STAGES[name].PATH_FIELDS, path.parent)
             configs[name] = from_dict(STAGES[name].Config, table, section=name, file=path)
         return cls(path, section, configs)
@@ -79,32 +83,34 @@ class Pipeline:
     def stage_hash(self, stage: str) -> str:
         """Hash of the stage's config, input fingerprint and upstream hashes: equal hash, equal outputs."""
         module, config = STAGES[stage], self.configs[stage]
-        fingerprint = module.fingerprint(config) if hasattr(module, "fingerprint") else None
+        fingerprint = module.fingerprint(config)
         upstream = {name: self.stage_hash(name) for name in self.inputs(stage)}
         return config_hash([FORMAT_VERSION, stage, to_dict(config), fingerprint, upstream])
 
     def run(self, run_dir: Path, *, until: str | None = None, force: list[str] | None = None) -> dict[str, Any]:
-        """Run stages (up to `until` and its upstream), skipping those already finished with the same hash."""
+        """Run stages (up to `until` and its upstream), skipping those already finished with the same hash; a
+        forced stage reruns with every stage downstream of it."""
         force = force or []
         for name in force + ([until] if until else []):
             if name not in self.configs:
                 raise EztagError(f"stage '{name}' is not in this pipeline{did_you_mean(name, self.configs)}")
-        wanted = self._upstream(until) if until else self.stages
+        wanted = self._upstream(until) if until else set(self.stages)
+        forced = set().union(*(self._downstream(name) for name in force))
         runs = RunDir(run_dir)
         summaries = {}
         for stage in self.stages:
             if stage not in wanted:
                 continue
             stage_hash = self.stage_hash(stage)
-            if stage not in force and runs.is_finished(stage, stage_hash):
+            if stage not in forced and runs.is_finished(stage, stage_hash):
                 print(f"[{stage}] up to date, skipped")
                 continue
             module = STAGES[stage]
             out_dir = runs.begin(stage, stage_hash)
             print(f"[{stage}] running")
             started = time.perf_counter()
-            upstream = {f"{name}_dir": runs.stage_dir(name) for name in self.inputs(stage)}
-            summaries[stage] = module.run(self.configs[stage], out_dir, **upstream)
+            inputs = StageInputs({name: runs.stage_dir(name) for name in self.inputs(stage)}, self.configs)
+            summaries[stage] = module.run(self.configs[stage], out_dir, inputs)
             seconds = time.perf_counter() - started
             runs.finish(stage, stage_hash, to_dict(self.configs[stage]), seconds)
             print(f"[{stage}] done in {seconds:.1f} s: {_short(summaries[stage])}")
@@ -112,14 +118,43 @@ class Pipeline:
 
     def inputs(self, stage: str) -> list[str]:
         """The stages `stage` reads: those it requires and its optional ones (OPTIONAL) in this pipeline."""
-        optional = [name for name in getattr(STAGES[stage], "OPTIONAL", ()) if name in self.configs]
-        return [*STAGES[stage].REQUIRES, *optional]
+        return inputs_of(stage, self.configs)
 
     def _upstream(self, stage: str) -> set[str]:
         needed = {stage}
         for name in self.inputs(stage):
             needed |= self._upstream(name)
         return needed
+
+    def _downstream(self, stage: str) -> set[str]:
+        """`stage` and every stage of this pipeline that reads it, directly or through others."""
+        found = {stage}
+        for name in self.stages:  # execution order: a stage comes after everything it reads
+            if found.intersection(self.inputs(name)):
+                found.add(name)
+        return found
+
+
+def inputs_of(stage: str, present: Iterable[str]) -> list[str]:
+    """The stages `stage` reads in a pipeline of the stages `present`: its REQUIRES and its OPTIONAL ones there."""
+    present = set(present)
+    return [*STAGES[stage].REQUIRES, *(name for name in STAGES[stage].OPTIONAL if name in present)]
+
+
+def execution_order(stages: list[str]) -> list[str]:
+    """The stages in an order where each comes after the stages it reads; otherwise in the order given."""
+    done: list[str] = []
+    waiting = list(stages)
+    while waiting:
+        ready = next(
+            (name for name in waiting if all(dep in done or dep not in stages for dep in inputs_of(name, stages))),
+            None,
+        )
+        if ready is None:
+            raise EztagError(f"stages {', '.join(waiting)} depend on each other in a cycle", field="pipeline.stages")
+        done.append(ready)
+        waiting.remove(ready)
+    return done
 
 
 def _resolve_paths(table: dict[str, Any], fields: tuple[str, ...], base: Path) -> dict[str, Any]:

@@ -41,6 +41,7 @@ def test_pipeline_tags_evaluates_and_skips_finished_stages(tmp_path: Path, small
     assert second.stdout.count("up to date, skipped") == 5
     forced = run_cli("run", str(config), "--force", "tag")
     assert "[tag] running" in forced.stdout and "[encode] up to date" in forced.stdout
+    assert "[evaluate] running" in forced.stdout  # downstream of the forced stage reruns too
 
     changed = run_cli("run", str(config), "--set", "tag.k=2")
     assert "[encode] up to date" in changed.stdout and "[tag] running" in changed.stdout
@@ -54,6 +55,25 @@ def test_shipped_pipelines_load_and_find_their_inputs(path: Path) -> None:
     assert pipeline.stages[0] == "ingest"
     ingest = pipeline.configs["ingest"]
     assert Path(ingest.documents).is_file() and Path(ingest.labels).is_file()
+
+
+def test_force_reruns_the_stage_and_everything_downstream(
+    tmp_path: Path, small_inputs: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = pipeline_file(tmp_path, *small_inputs, stages='"ingest", "encode", "index", "tag"')
+    pipeline = Pipeline.load(config)
+    pipeline.run(tmp_path / "run")
+    tags = tmp_path / "run" / "tag" / "tags.parquet"
+    before = tags.stat().st_mtime_ns
+    capsys.readouterr()
+    pipeline.run(tmp_path / "run", force=["index"])
+    out = capsys.readouterr().out
+    assert "[ingest] up to date" in out and "[encode] up to date" in out
+    assert "[index] running" in out and "[tag] running" in out and "skipped" not in out.split("[index]", 1)[1]
+    assert tags.stat().st_mtime_ns != before
+    pipeline.run(tmp_path / "run", until="index", force=["encode"])  # with a target: only what leads to it
+    out = capsys.readouterr().out
+    assert "[encode] running" in out and "[index] running" in out and "[tag]" not in out
 
 
 def test_stage_subcommand_runs_only_upstream(tmp_path: Path, small_inputs: tuple[Path, Path]) -> None:

@@ -23,8 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-from eztag.artifacts import RunDir, atomic_dir, write_json, write_parquet
-from eztag.config import from_dict
+from eztag.artifacts import atomic_dir, write_json, write_parquet
 from eztag.embeddings import EmbeddingStore, gather_rows
 from eztag.errors import EztagError
 from eztag.indexes import index_class
@@ -33,12 +32,18 @@ from eztag.stages import encode as encode_stage
 from eztag.stages import index as index_stage
 from eztag.stages import judge as judge_stage
 from eztag.stages import mine as mine_stage
+from eztag.stages.contract import StageInputs, no_fingerprint
 from eztag.templates import render_rows
 
 NAME = "distil"
+HELP = "train the encoder on the judge's scores, in rounds"
 REQUIRES = ("ingest", "encode", "index", "mine", "judge")
+OPTIONAL: tuple[str, ...] = ()
+CONFLICTS = {"synonyms": "distil re-encodes and re-indexes the labels without their synonym vectors"}
 PATH_FIELDS: tuple[str, ...] = ()
+fingerprint = no_fingerprint
 TOP_K = 5  # LLM-P@k is measured at 1 and at this k
+ENCODE_DIR, INDEX_DIR = "encode", "index"  # the kept student's encode and index outputs, inside distil's folder
 
 
 @dataclasses.dataclass
@@ -296,14 +301,14 @@ def selection_score(scores: dict[str, float]) -> float:
 class Rounds:
     """The state shared by every round: the documents, the recorded upstream configs, the judge and its cache."""
 
-    def __init__(self, config: Config, ingest_dir: Path, encode_dir: Path, judge_dir: Path) -> None:
-        runs = RunDir(judge_dir.parent)
+    def __init__(self, config: Config, inputs: StageInputs) -> None:
+        ingest_dir, judge_dir = inputs["ingest"], inputs["judge"]
         self.config = config
         self.ingest_dir = ingest_dir
-        self.encode_config = from_dict(encode_stage.Config, runs.stage_config("encode"), section="encode")
-        self.index_config = from_dict(index_stage.Config, runs.stage_config("index"), section="index")
-        self.mine_config = from_dict(mine_stage.Config, runs.stage_config("mine"), section="mine")
-        self.judge_config = from_dict(judge_stage.Config, runs.stage_config("judge"), section="judge")
+        self.encode_config: encode_stage.Config = inputs.config("encode")
+        self.index_config: index_stage.Config = inputs.config("index")
+        self.mine_config: mine_stage.Config = inputs.config("mine")
+        self.judge_config: judge_stage.Config = inputs.config("judge")
         if self.mine_config.k < TOP_K:
             raise EztagError(f"distil needs mine.k >= {TOP_K} for LLM-P@{TOP_K}", field="[mine]")
         self.cache_dir = judge_stage.judge_cache(self.judge_config, judge_dir)
@@ -366,11 +371,10 @@ class Rounds:
         return judge_stage.judge_candidates(self.judge_config, self.judge, self.ingest_dir, candidates, self.cache_dir)
 
 
-def run(
-    config: Config, out_dir: Path, ingest_dir: Path, encode_dir: Path, index_dir: Path, mine_dir: Path, judge_dir: Path
-) -> dict[str, Any]:
+def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     """Train round by round into rounds/round-N/, keep the best in model/, then write encode/ and index/."""
-    state = Rounds(config, ingest_dir, encode_dir, judge_dir)
+    encode_dir, judge_dir = inputs["encode"], inputs["judge"]
+    state = Rounds(config, inputs)
     judgments = pl.read_parquet(judge_dir / "judgments.parquet")
     reference = state.reference(judgments, state.holdout)
     base_vectors = gather_rows(EmbeddingStore(encode_dir / "documents"), state.doc_rows)
@@ -409,10 +413,10 @@ def run(
         if improvement <= config.min_improvement:
             break
         best = number
-    return _finish(state, history, best, out_dir, ingest_dir)
+    return _finish(state, history, best, out_dir, inputs)
 
 
-def _finish(state: Rounds, history: list[dict], best: int, out_dir: Path, ingest_dir: Path) -> dict[str, Any]:
+def _finish(state: Rounds, history: list[dict], best: int, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     """Save the kept model, encode and index with it, and write report.json."""
     from sentence_transformers import SentenceTransformer
 
@@ -420,8 +424,10 @@ def _finish(state: Rounds, history: list[dict], best: int, out_dir: Path, ingest
         with atomic_dir(out_dir / "model") as tmp:
             SentenceTransformer(history[best]["model"], device="cpu").save(str(tmp))
     encode_config = dataclasses.replace(state.encode_config, model=str(out_dir / "model"))
-    encode_stage.run(encode_config, out_dir / "encode", ingest_dir)
-    index_stage.run(state.index_config, out_dir / "index", ingest_dir, out_dir / "encode")
+    dirs = {"ingest": inputs["ingest"], "encode": out_dir / ENCODE_DIR}
+    configs = {"ingest": inputs.config("ingest"), "encode": encode_config}
+    encode_stage.run(encode_config, dirs["encode"], StageInputs({"ingest": dirs["ingest"]}, configs))
+    index_stage.run(state.index_config, out_dir / INDEX_DIR, StageInputs(dirs, configs))
     rounds = history[1:]
     summary = {
         "best_round": best,

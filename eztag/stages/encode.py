@@ -13,10 +13,14 @@ from eztag.artifacts import atomic_path, config_hash
 from eztag.embeddings import META, EmbeddingStore
 from eztag.encoders import get_encoder
 from eztag.models import model_files, resolve_encoder
+from eztag.stages.contract import StageInputs
 from eztag.templates import DOCUMENT_COLUMNS, LABEL_COLUMNS, check_template, render_rows
 
 NAME = "encode"
+HELP = "embed labels and documents"
 REQUIRES = ("ingest",)
+OPTIONAL: tuple[str, ...] = ()
+CONFLICTS: dict[str, str] = {}
 PATH_FIELDS = ("model", "label_cache")
 
 
@@ -60,8 +64,9 @@ def load_encoder(config: Config) -> Any:
     )
 
 
-def run(config: Config, out_dir: Path, ingest_dir: Path) -> dict[str, Any]:
+def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     """Write `labels/` and `documents/` embedding stores; label vectors come from `label_cache` when it has them."""
+    ingest_dir = inputs["ingest"]
     encoder = load_encoder(config)
     labels = pl.read_parquet(ingest_dir / "labels.parquet")
     documents = pl.read_parquet(ingest_dir / "documents.parquet")

@@ -13,10 +13,15 @@ import polars as pl
 from eztag import metrics
 from eztag.artifacts import atomic_path, write_json, write_text
 from eztag.errors import EztagError
+from eztag.stages.contract import StageInputs, no_fingerprint
 
 NAME = "evaluate"
+HELP = "score the tags against the ground truth"
 REQUIRES = ("ingest", "tag")
+OPTIONAL: tuple[str, ...] = ()
+CONFLICTS: dict[str, str] = {}
 PATH_FIELDS: tuple[str, ...] = ()
+fingerprint = no_fingerprint
 TABLE_METRICS = ("P", "R", "nDCG", "PSP", "coverage")
 
 
@@ -86,8 +91,10 @@ def plot_recall(curves: dict[str, list[float]], path: Path) -> None:
     plt.close(figure)
 
 
-def run(config: Config, out_dir: Path, ingest_dir: Path, tag_dir: Path) -> dict[str, Any]:
+def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     """Write metrics.json, metrics.md and recall_at_k.png."""
+    ingest_dir = inputs["ingest"]
+    tag_dir = inputs["tag"]
     predicted, gold, n_labels = load_predictions(ingest_dir, pl.read_parquet(tag_dir / "tags.parquet"))
     values = metrics.evaluate(predicted, gold, n_labels, tuple(config.ks), config.psp_a, config.psp_b)
     curve = metrics.recall_curve(predicted, gold)

@@ -16,12 +16,16 @@ from eztag.artifacts import write_json, write_parquet
 from eztag.embeddings import EmbeddingStore
 from eztag.indexes import INDEXES, LabelIndex, index_class
 from eztag.indexes.multi import MultiVectorIndex
+from eztag.stages.contract import StageInputs, no_fingerprint
 
 NAME = "index"
+HELP = "build the label index"
 REQUIRES = ("ingest", "encode")
 OPTIONAL = ("synonyms",)
+CONFLICTS: dict[str, str] = {}
 MULTI_VECTOR_FIELDS = ("aggregation", "local_k", "overfetch")
 PATH_FIELDS: tuple[str, ...] = ()
+fingerprint = no_fingerprint
 
 
 @dataclasses.dataclass
@@ -97,10 +101,11 @@ def recall_against_exact(
     return recall_against(exact.search, index, queries, ks)
 
 
-def run(
-    config: Config, out_dir: Path, ingest_dir: Path, encode_dir: Path, synonyms_dir: Path | None = None
-) -> dict[str, Any]:
+def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     """Build the index over encode/labels (or synonyms/vectors) and save it with label_ids.parquet and report.json."""
+    ingest_dir = inputs["ingest"]
+    encode_dir = inputs["encode"]
+    synonyms_dir = inputs.get("synonyms")
     index = index_class(config.backend)(**options(config))
     labels = EmbeddingStore(encode_dir / "labels")
     multi = None

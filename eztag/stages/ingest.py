@@ -12,9 +12,13 @@ import polars as pl
 from eztag.artifacts import file_checksum, write_json, write_parquet
 from eztag.errors import EztagError, did_you_mean
 from eztag.readers import Record, RowError, columns_of, read_records
+from eztag.stages.contract import StageInputs
 
 NAME = "ingest"
+HELP = "validate documents, labels and ground truth into Parquet"
 REQUIRES: tuple[str, ...] = ()
+OPTIONAL: tuple[str, ...] = ()
+CONFLICTS: dict[str, str] = {}
 PATH_FIELDS = ("documents", "labels", "ground_truth")
 XC_DOCUMENT_FIELDS = {"doc_id": "uid", "doc_text": "content", "doc_title": "title", "doc_labels": "target_ind"}
 DOC_LABELS = "labels"
@@ -302,7 +306,7 @@ def _read_ground_truth(
     return pairs
 
 
-def run(config: Config, out_dir: Path) -> dict[str, Any]:
+def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     """Validate the inputs and write documents.parquet, labels.parquet, ground_truth.parquet, report.json."""
     problems = Problems(skip=config.on_error == "skip")
     labels = _read_labels(config, problems)

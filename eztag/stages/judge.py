@@ -24,11 +24,16 @@ from eztag.artifacts import atomic_path, cache_location, read_shards, write_json
 from eztag.errors import EztagError
 from eztag.judges import JUDGES, Judge, get_judge
 from eztag.prompts import Pair, PromptTemplate
+from eztag.stages.contract import StageInputs, no_fingerprint
 from eztag.templates import DOCUMENT_COLUMNS, check_template, render_rows
 
 NAME = "judge"
+HELP = "score candidate labels with an LLM relevance judge"
 REQUIRES = ("ingest", "mine")
+OPTIONAL: tuple[str, ...] = ()
+CONFLICTS: dict[str, str] = {}
 PATH_FIELDS = ("model", "cache_dir")
+fingerprint = no_fingerprint
 SHARD_SCHEMA = {"key": pl.String, "p_yes": pl.Float64, "log_odds": pl.Float64, "failure": pl.String}
 P_YES_THRESHOLDS = (0.1, 0.25, 0.5, 0.75, 0.9)
 LOG_ODDS_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -105,8 +110,10 @@ def candidate_pairs(config: Config, judge: Judge, ingest_dir: Path, candidates: 
     ]
 
 
-def run(config: Config, out_dir: Path, ingest_dir: Path, mine_dir: Path) -> dict[str, Any]:
+def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     """Write judgments.parquet, report.json and log_odds.png."""
+    ingest_dir = inputs["ingest"]
+    mine_dir = inputs["mine"]
     judge = build_judge(config)
     cache_dir = judge_cache(config, out_dir)
     candidates = pl.read_parquet(mine_dir / "candidates.parquet")

@@ -14,11 +14,16 @@ from eztag.embeddings import EmbeddingStore, gather_rows
 from eztag.errors import missing_extra
 from eztag.indexes import LabelIndex
 from eztag.stages import index as index_stage
+from eztag.stages.contract import StageInputs, no_fingerprint
 from eztag.templates import DOCUMENT_COLUMNS, LABEL_COLUMNS, check_template, render_rows
 
 NAME = "mine"
+HELP = "mine candidate labels per document for the judge"
 REQUIRES = ("ingest", "encode", "index")
+OPTIONAL: tuple[str, ...] = ()
+CONFLICTS: dict[str, str] = {}
 PATH_FIELDS: tuple[str, ...] = ()
+fingerprint = no_fingerprint
 SCHEMA = {
     "doc_id": pl.String,
     "label_id": pl.String,
@@ -71,8 +76,11 @@ def bm25_candidates(documents: list[str], labels: list[str], k: int) -> tuple[np
     return np.where(scores > 0, rows, -1), scores
 
 
-def run(config: Config, out_dir: Path, ingest_dir: Path, encode_dir: Path, index_dir: Path) -> dict[str, Any]:
+def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     """Write candidates.parquet: dense top-k (and BM25 top-k) labels of the chosen documents."""
+    ingest_dir = inputs["ingest"]
+    encode_dir = inputs["encode"]
+    index_dir = inputs["index"]
     documents = pl.read_parquet(ingest_dir / "documents.parquet")
     labels = pl.read_parquet(ingest_dir / "labels.parquet")
     doc_rows = pick_documents(documents.height, config)

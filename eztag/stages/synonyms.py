@@ -21,8 +21,6 @@ from tqdm import tqdm
 
 from eztag import semantics
 from eztag.artifacts import (
-    MANIFEST,
-    RunDir,
     cache_location,
     read_shards,
     write_json,
@@ -30,17 +28,21 @@ from eztag.artifacts import (
     write_parquet,
     write_shard,
 )
-from eztag.config import from_dict
 from eztag.embeddings import EmbeddingStore
 from eztag.indexes import index_class
 from eztag.judges import JUDGES, get_judge
 from eztag.prompts import SYNONYM_PROMPT, PromptTemplate, synonym_messages
 from eztag.stages import encode
+from eztag.stages.contract import StageInputs, no_fingerprint
 from eztag.templates import render_rows
 
 NAME = "synonyms"
+HELP = "write, prune and refine label synonyms with an LLM"
 REQUIRES = ("ingest", "encode")
+OPTIONAL: tuple[str, ...] = ()
+CONFLICTS: dict[str, str] = {}
 PATH_FIELDS = ("model", "cache_dir")
+fingerprint = no_fingerprint
 CACHE_SCHEMA = {"key": pl.String, "raw": pl.String}
 
 
@@ -102,12 +104,6 @@ def generate(config: Config, labels: list[tuple[str, str]], cache_dir: Path) -> 
     return [stored[key] for key in keys]
 
 
-def encode_config(encode_dir: Path) -> encode.Config:
-    """The config the encode stage of this run finished with (from the run's manifest)."""
-    runs = RunDir(encode_dir.parent)
-    return from_dict(encode.Config, runs.stage_config(encode.NAME), section=encode.NAME, file=runs.root / MANIFEST)
-
-
 def candidate_rows(labels: pl.DataFrame, raw: list[str], config: Config) -> pl.DataFrame:
     """One row per generated line: label_row, label_id, synonym, reason (null = a candidate)."""
     rows = [
@@ -144,8 +140,10 @@ def _undropped(reasons: np.ndarray) -> np.ndarray:
     return np.array([reason is None for reason in reasons], dtype=bool)
 
 
-def run(config: Config, out_dir: Path, ingest_dir: Path, encode_dir: Path) -> dict[str, Any]:
+def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     """Write synonyms.parquet (label_id, synonym, kept, reason, agreement), vectors/, owners.npy, report.json."""
+    ingest_dir = inputs["ingest"]
+    encode_dir = inputs["encode"]
     labels = pl.read_parquet(ingest_dir / "labels.parquet")
     pairs = [(text, description or "") for text, description in labels.select("text", "description").iter_rows()]
     raw = generate(config, pairs, cache_location(config.cache_dir, out_dir, NAME))
@@ -153,7 +151,7 @@ def run(config: Config, out_dir: Path, ingest_dir: Path, encode_dir: Path) -> di
     candidates = rows.filter(pl.col("reason").is_null())
     owners = candidates["label_row"].to_numpy()
     descriptions = [pairs[row][1] for row in owners]
-    encoder_config = encode_config(encode_dir)
+    encoder_config: encode.Config = inputs.config(encode.NAME)
     synonym_frame = pl.DataFrame(
         {"text": candidates["synonym"], "description": descriptions},
         schema=pl.Schema({"text": pl.String, "description": pl.String}),

@@ -15,12 +15,17 @@ from eztag.artifacts import atomic_path, write_json, write_parquet
 from eztag.embeddings import EmbeddingStore
 from eztag.indexes import LabelIndex
 from eztag.semantics import conse_queries
+from eztag.stages import distil as distil_stage
 from eztag.stages import index as index_stage
+from eztag.stages.contract import StageInputs, no_fingerprint
 
 NAME = "tag"
+HELP = "retrieve the top-k labels of every document"
 REQUIRES = ("ingest", "encode", "index")
 OPTIONAL = ("distil",)  # when in the pipeline: tag with the distilled encoder's embeddings and index
+CONFLICTS: dict[str, str] = {}
 PATH_FIELDS: tuple[str, ...] = ()
+fingerprint = no_fingerprint
 
 
 @dataclasses.dataclass
@@ -98,17 +103,14 @@ def shard_frame(
     )
 
 
-def run(
-    config: Config,
-    out_dir: Path,
-    ingest_dir: Path,
-    encode_dir: Path,
-    index_dir: Path,
-    distil_dir: Path | None = None,
-) -> dict[str, Any]:
+def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     """Search every document chunk (resumable shard by shard) and write tags.parquet and tags.npz."""
+    ingest_dir = inputs["ingest"]
+    encode_dir = inputs["encode"]
+    index_dir = inputs["index"]
+    distil_dir = inputs.get("distil")
     if distil_dir is not None:
-        encode_dir, index_dir = distil_dir / "encode", distil_dir / "index"
+        encode_dir, index_dir = distil_dir / distil_stage.ENCODE_DIR, distil_dir / distil_stage.INDEX_DIR
     doc_ids = pl.read_parquet(ingest_dir / "documents.parquet", columns=["doc_id"])["doc_id"].to_list()
     label_ids = np.asarray(pl.read_parquet(index_dir / "label_ids.parquet")["label_id"].to_list(), dtype=object)
     if config.k > len(label_ids):

@@ -1,0 +1,62 @@
+"""The stage contract: what every stage module defines, and what the pipeline hands its `run`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class StageInputs(Mapping[str, Path]):
+    """The finished upstream stages a stage reads (its REQUIRES and the OPTIONAL ones in the pipeline).
+
+    `inputs["encode"]` is the encode stage's folder, `"synonyms" in inputs` tells whether an optional stage is
+    there, `inputs.get("distil")` is its folder or None, and `inputs.config("encode")` the config it ran with.
+    """
+
+    def __init__(self, dirs: Mapping[str, Path], configs: Mapping[str, Any]) -> None:
+        self._dirs = dict(dirs)
+        self._configs = {name: configs[name] for name in self._dirs}
+
+    def __getitem__(self, stage: str) -> Path:
+        return self._dirs[stage]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dirs)
+
+    def __len__(self) -> int:
+        return len(self._dirs)
+
+    def config(self, stage: str) -> Any:
+        """The config object the upstream stage `stage` ran with."""
+        return self._configs[stage]
+
+
+def no_fingerprint(config: Any) -> None:
+    """The `fingerprint` of a stage whose outputs depend on its config and upstream stages only."""
+    return None
+
+
+class Stage(Protocol):
+    """A stage module (eztag/stages/NAME.py), listed once in `eztag.stages.STAGES`.
+
+    NAME: the stage's name (its TOML table, CLI subcommand and run-directory folder). HELP: one line for the CLI.
+    REQUIRES: stages that must be in the pipeline and run first. OPTIONAL: stages read when they are in the
+    pipeline (then they run first too). CONFLICTS: stages that cannot share a pipeline with this one, with the
+    reason. PATH_FIELDS: Config fields holding paths, resolved against the pipeline file's folder. Config: the
+    dataclass of the stage's table. `run` writes the stage's artifacts into `out_dir` and returns a JSON-able
+    summary; `fingerprint` returns what, beyond the config, changes the outputs (input checksums, model files),
+    or None.
+    """
+
+    NAME: str
+    HELP: str
+    REQUIRES: tuple[str, ...]
+    OPTIONAL: tuple[str, ...]
+    CONFLICTS: Mapping[str, str]
+    PATH_FIELDS: tuple[str, ...]
+    Config: type
+
+    def run(self, config: Any, out_dir: Path, inputs: StageInputs) -> dict[str, Any]: ...
+
+    def fingerprint(self, config: Any) -> Any: ...
