@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from eztag import runstate
 from eztag.artifacts import write_json, write_npy
 
 META = "meta.json"
@@ -60,6 +61,7 @@ class EmbeddingStore:
                     dim = vectors.shape[1]
                     write_npy(path, vectors)
                 bar.update(stop - start)
+                runstate.progress(i + 1, n_chunks, f"chunks ({description})")
         if done:
             print(f"{description}: resumed, {done} of {n_chunks} chunks were already on disk")
         write_json(
