@@ -9,7 +9,6 @@ from pathlib import Path
 
 from eztag import __version__, runstate
 from eztag.errors import EztagError
-from eztag.safe_writes import WriteFailed, write_errno
 
 STAGE_HELP = {
     "ingest": "validate documents, labels and ground truth into Parquet",
@@ -122,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             _dispatch(args)
         except Exception as error:
+            from eztag.safe_writes import WriteFailed, write_errno
+
             code = write_errno(error)
             if code is None or isinstance(error, EztagError):
                 raise

@@ -50,6 +50,7 @@ class EmbeddingStore:
         n_chunks = max(1, -(-len(texts) // chunk_size))
         done = sum(self.chunk_path(i).exists() for i in range(n_chunks))
         dim = None
+        runstate.progress(0, n_chunks, f"chunks ({description})")
         with tqdm(total=len(texts), desc=description, unit="text", disable=None) as bar:
             for i in range(n_chunks):
                 start, stop = i * chunk_size, min((i + 1) * chunk_size, len(texts))

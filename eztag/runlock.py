@@ -16,18 +16,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from eztag.errors import EztagError
+from eztag.safe_writes import check_write_error
 
 LOCK_FILE = ".eztag.lock"
 POLL_SECONDS = 0.2
 
 
 def _holder(fd: int) -> str:
-    """'pid N on HOST since TIME' from the lock file, or a note that the holder has not written it yet."""
-    try:
-        data = json.loads(os.pread(fd, 4096, 0).decode())
-        return f"pid {data['pid']} on {data['host']} since {data['started']}"
-    except (ValueError, KeyError, UnicodeDecodeError):
-        return "a process that has not recorded itself yet"
+    """'pid N on HOST since TIME' from the lock file (given a second to appear: a holder writes it right after
+    taking the lock), or a note that the holder has not written it."""
+    for _ in range(20):
+        try:
+            data = json.loads(os.pread(fd, 4096, 0).decode())
+            return f"pid {data['pid']} on {data['host']} since {data['started']}"
+        except (ValueError, KeyError, UnicodeDecodeError):
+            time.sleep(0.05)
+    return "a process that has not recorded itself"
 
 
 def _try_lock(fd: int) -> bool:
@@ -64,8 +68,12 @@ def run_lock(run_dir: Path, wait: float | None = None) -> Iterator[None]:
                     )
                 time.sleep(POLL_SECONDS)
         record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        except OSError as error:
+            check_write_error(error, run_dir / LOCK_FILE)
+            raise
         yield
         os.ftruncate(fd, 0)
     finally:
