@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from eztag.errors import EztagError
+from eztag.safe_writes import check_write_error, write_npy_rows
 
 MANIFEST = "manifest.json"
 STAGE_HASH_FILE = ".config_hash"
@@ -36,6 +37,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except Exception as error:
+        check_write_error(error, path)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -77,6 +81,9 @@ def atomic_dir(path: Path) -> Iterator[Path]:
             shutil.rmtree(path)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except Exception as error:
+        check_write_error(error, path)
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -99,9 +106,9 @@ def write_shard(directory: Path, frame: pl.DataFrame) -> None:
 
 
 def write_npy(path: Path, array: np.ndarray) -> None:
-    """Write a `.npy` array atomically."""
+    """Write a `.npy` array atomically, its space reserved first."""
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.save(handle, array, allow_pickle=False)
+        write_npy_rows(handle, [array], array.shape, array.dtype)
 
 
 def file_checksum(path: Path) -> str:

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from eztag import __version__
+from eztag import __version__, runstate
 from eztag.errors import EztagError
 from eztag.stages import STAGES
 
@@ -29,6 +29,14 @@ def _pipeline_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECTION.KEY=VALUE",
         dest="overrides",
         help="override a config value (TOML syntax), e.g. --set tag.k=10",
+    )
+    parser.add_argument(
+        "--wait",
+        nargs="?",
+        type=float,
+        const=-1.0,
+        metavar="SECONDS",
+        help="if another run holds the run directory, wait for it (at most SECONDS) instead of failing",
     )
 
 
@@ -72,13 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_pipeline(args: argparse.Namespace) -> None:
     from eztag.pipeline import Pipeline
+    from eztag.runlock import run_lock
     from eztag.stages.evaluate import NAME as EVALUATE
     from eztag.stages.evaluate import markdown_table
 
     pipeline = Pipeline.load(args.pipeline, args.overrides)
     run_dir = args.run_dir or pipeline.default_run_dir()
     until = None if args.command == "run" else args.command
-    summaries = pipeline.run(run_dir, until=until, force=args.force)
+    with run_lock(run_dir, args.wait):
+        summaries = pipeline.run(run_dir, until=until, force=args.force)
     if EVALUATE in summaries:
         print(markdown_table({run_dir.name: summaries[EVALUATE]["metrics"]}, pipeline.configs[EVALUATE].ks), end="")
     print(f"run directory: {run_dir}")
@@ -99,18 +109,29 @@ def _dispatch(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: user errors print one line and exit 2."""
+    """Entry point: user errors and failed writes print one line and exit 2; SIGINT and SIGTERM print where the
+    run stopped and exit 130 and 143."""
     args = build_parser().parse_args(argv)
+    runstate.handle_stop_signals()
     try:
-        _dispatch(args)
+        try:
+            _dispatch(args)
+        except Exception as error:
+            from eztag.safe_writes import WriteFailed, write_errno
+
+            code = write_errno(error)
+            if code is None or isinstance(error, EztagError):
+                raise
+            raise WriteFailed(getattr(error, "filename", None), code) from error
     except EztagError as error:
         if args.debug or os.environ.get("EZTAG_DEBUG"):
             raise
         print(f"eztag: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("eztag: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        message, status = runstate.interrupted(interrupt)
+        print(message, file=sys.stderr)
+        return status
     return 0
 
 

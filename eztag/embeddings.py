@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from eztag import runstate
 from eztag.artifacts import write_json, write_npy
 
 META = "meta.json"
@@ -49,6 +50,7 @@ class EmbeddingStore:
         n_chunks = max(1, -(-len(texts) // chunk_size))
         done = sum(self.chunk_path(i).exists() for i in range(n_chunks))
         dim = None
+        runstate.progress(0, n_chunks, f"chunks ({description})")
         with tqdm(total=len(texts), desc=description, unit="text", disable=None) as bar:
             for i in range(n_chunks):
                 start, stop = i * chunk_size, min((i + 1) * chunk_size, len(texts))
@@ -60,6 +62,7 @@ class EmbeddingStore:
                     dim = vectors.shape[1]
                     write_npy(path, vectors)
                 bar.update(stop - start)
+                runstate.progress(i + 1, n_chunks, f"chunks ({description})")
         if done:
             print(f"{description}: resumed, {done} of {n_chunks} chunks were already on disk")
         write_json(

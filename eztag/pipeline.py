@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from eztag import runstate
 from eztag.artifacts import RunDir, config_hash
 from eztag.config import apply_overrides, from_dict, load_toml, to_dict
 from eztag.errors import EztagError, did_you_mean
@@ -106,6 +107,7 @@ class Pipeline:
                 print(f"[{stage}] up to date, skipped")
                 continue
             module = STAGES[stage]
+            runstate.enter(stage)
             out_dir = runs.begin(stage, stage_hash)
             print(f"[{stage}] running")
             started = time.perf_counter()

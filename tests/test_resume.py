@@ -28,18 +28,23 @@ WAIT = {"ingest": 0.02, "encode": 4.0, "index": 0.03, "mine": 0.02, "judge": 3.0
 TRIES = 3  # an aim that lands elsewhere (a fast stage already done) is counted there and tried again
 
 
-def demo_like(folder: Path, run_dir: Path, judge_model: Path) -> Path:
-    """60 debtags documents, the real 392 labels, 8-text encode chunks, 5 candidates judged in shards of 8 pairs."""
+def demo_like(folder: Path, run_dir: Path, judge_model: Path | None = None) -> Path:
+    """60 debtags documents, the real 392 labels, 8-text encode chunks; with `judge_model`, also 5 mined candidates
+    judged in shards of 8 pairs."""
     folder.mkdir(parents=True, exist_ok=True)
     lines = (DEBTAGS / "sample.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
     (folder / "docs.jsonl").write_text("".join(lines[:60]), encoding="utf-8")
+    stages = [stage for stage in STAGES if judge_model or stage not in ("mine", "judge")]
+    judging = (
+        f'[mine]\nk = 5\n[judge]\nmodel = "{judge_model}"\nshard_size = 8\n[judge.options]\ndevice = "cpu"\n'
+        if judge_model
+        else ""
+    )
     path = folder / "pipeline.toml"
     path.write_text(
-        f'[pipeline]\nstages = {json.dumps(list(STAGES))}\nrun_dir = "{run_dir}"\n'
+        f'[pipeline]\nstages = {json.dumps(stages)}\nrun_dir = "{run_dir}"\n'
         f'[ingest]\ndocuments = "docs.jsonl"\nlabels = "{DEBTAGS / "labels.jsonl"}"\n'
-        "[encode]\nchunk_size = 8\n[mine]\nk = 5\n"
-        f'[judge]\nmodel = "{judge_model}"\nshard_size = 8\n[judge.options]\ndevice = "cpu"\n'
-        "[tag]\nk = 20\n[evaluate]\nks = [1, 5, 20]\n",
+        f"[encode]\nchunk_size = 8\n{judging}[tag]\nk = 20\n[evaluate]\nks = [1, 5, 20]\n",
         encoding="utf-8",
     )
     return path

@@ -13,6 +13,7 @@ from eztag.artifacts import atomic_path
 from eztag.devices import pick_device, pick_dtype
 from eztag.embeddings import EmbeddingStore
 from eztag.indexes import LabelIndex
+from eztag.safe_writes import write_npy_rows
 
 FILE = "labels.npy"
 
@@ -100,18 +101,12 @@ class ExactIndex(LabelIndex):
         return out_scores, out_rows
 
     def save(self, directory: Path) -> None:
-        """Write all parts into one float32 `labels.npy`, part by part (never the whole matrix in memory)."""
+        """Write all parts into one float32 `labels.npy`, part by part (never the whole matrix in memory), through
+        ordinary writes with the space reserved first: a full disk is an error, not a SIGBUS."""
         assert self.parts, "build the index first"
-        with atomic_path(directory / FILE) as tmp:
-            matrix = np.lib.format.open_memmap(
-                tmp, mode="w+", dtype=np.float32, shape=(self.count, self.parts[0].shape[1])
-            )
-            offset = 0
-            for part in self.parts:
-                matrix[offset : offset + len(part)] = part
-                offset += len(part)
-            matrix.flush()
-            del matrix
+        shape = (self.count, self.parts[0].shape[1])
+        with atomic_path(directory / FILE) as tmp, open(tmp, "wb") as handle:
+            write_npy_rows(handle, self.parts, shape, np.dtype(np.float32))
 
     @classmethod
     def load(cls, directory: Path, **options: Any) -> ExactIndex:

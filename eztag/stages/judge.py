@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
+from eztag import runstate
 from eztag.artifacts import atomic_path, cache_location, read_shards, write_json, write_parquet, write_shard
 from eztag.errors import EztagError
 from eztag.judges import JUDGES, Judge, get_judge
@@ -159,6 +160,7 @@ def judge_candidates(
                 else:
                     failures[key] = judgment.failure
             bar.update(len(batch))
+            runstate.progress(start + len(batch), len(todo_items), "pairs to judge")
     judgments = _judgments_frame(candidates, keys, stored, failures)
     report = judgment_report(
         judgments, unique_pairs=len(set(keys)), judged_now=len(todo_items), seconds=scoring_seconds

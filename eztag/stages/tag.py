@@ -11,6 +11,7 @@ import polars as pl
 import scipy.sparse as sp
 from tqdm import tqdm
 
+from eztag import runstate
 from eztag.artifacts import atomic_path, write_json, write_parquet
 from eztag.embeddings import EmbeddingStore
 from eztag.indexes import LabelIndex
@@ -134,6 +135,7 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
                 write_parquet(shard, frame.with_columns(pl.col("doc_row") + offset))
             offset += len(chunk)
             bar.update(len(chunk))
+            runstate.progress(offset, store.count, "documents")
     tags = pl.concat([pl.read_parquet(path) for path in sorted(shards.glob("part-*.parquet"))])
     matrix = sp.csr_matrix(
         (tags["score"].to_numpy(), (tags["doc_row"].to_numpy(), tags["label_row"].to_numpy())),

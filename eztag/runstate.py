@@ -1,0 +1,65 @@
+"""What a running pipeline is doing (stage and progress), and a clean stop on SIGINT and SIGTERM.
+
+Stages report progress with `progress`; a stop signal raises `Interrupted` in the main thread, so the write in
+flight is abandoned by its `atomic_path` (nothing half-written stays) and the CLI prints where the run stopped."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+_state: dict[str, str | None] = {"stage": None, "progress": None}
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal (SIGINT or SIGTERM) received while running."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def enter(stage: str) -> None:
+    """Record that `stage` is running (its progress is unknown until it reports some)."""
+    _state.update(stage=stage, progress=None)
+
+
+def progress(done: int, total: int, unit: str) -> None:
+    """Record that `done` of `total` units (e.g. "chunks of encode documents") of the running stage are stored."""
+    _state["progress"] = f"{done} of {total} {unit}"
+
+
+def stage() -> str | None:
+    """The running stage, or None outside a pipeline run."""
+    return _state["stage"]
+
+
+def where() -> str:
+    """' in STAGE after N of M UNIT', ' in STAGE', or '' when no stage has started."""
+    if _state["stage"] is None:
+        return ""
+    done = f" after {_state['progress']}" if _state["progress"] else ""
+    return f" in {_state['stage']}{done}"
+
+
+def _stop(signum: int, _frame: FrameType | None) -> None:
+    """First stop signal: raise Interrupted where the main thread is; a second one ends the process at once."""
+    for number in EXIT_CODES:
+        signal.signal(number, signal.SIG_DFL)
+    raise Interrupted(signum)
+
+
+def handle_stop_signals() -> None:
+    """Turn SIGINT and SIGTERM into `Interrupted` (main thread only; elsewhere Python cannot install handlers)."""
+    if threading.current_thread() is threading.main_thread():
+        for number in EXIT_CODES:
+            signal.signal(number, _stop)
+
+
+def interrupted(error: KeyboardInterrupt) -> tuple[str, int]:
+    """(the one-line message, the conventional exit code: 130 for SIGINT, 143 for SIGTERM)."""
+    signum = error.signum if isinstance(error, Interrupted) else signal.SIGINT
+    message = f"eztag: interrupted{where()} by {signal.Signals(signum).name}; rerun the same command to resume"
+    return message, EXIT_CODES[signum]
