@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -61,10 +62,20 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser(
         "compare",
         help="compare the metrics of several runs",
-        description="Markdown table and recall@k plot for several evaluated runs.",
+        description="Markdown table, recall@k plot and an HTML page with several evaluated runs side by side.",
     )
     compare.add_argument("run_dirs", type=Path, nargs="+", help="run directories with a finished evaluate stage")
-    compare.add_argument("--out", type=Path, required=True, help="folder for comparison.md and recall_at_k.png")
+    compare.add_argument(
+        "--out", type=Path, required=True, help="folder for comparison.md, recall_at_k.png and comparison.html"
+    )
+    report = commands.add_parser(
+        "report",
+        help="write a run's self-contained HTML report",
+        description="One HTML page (no network needed to view it) with a run's stages, metrics, labels, judge, "
+        "distillation rounds and sample documents. Reads the run directory only.",
+    )
+    report.add_argument("run_dir", type=Path, help="run directory")
+    report.add_argument("--out", type=Path, help="HTML file to write (default: RUN_DIR-report.html beside RUN_DIR)")
     data = commands.add_parser("data", help="build benchmark data sets", description="Build a benchmark data set.")
     datasets = data.add_subparsers(dest="dataset", required=True, metavar="DATASET")
     debtags = datasets.add_parser(
@@ -79,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_pipeline(args: argparse.Namespace) -> None:
+    from eztag.artifacts import RunDir
     from eztag.pipeline import Pipeline
     from eztag.runlock import run_lock
     from eztag.stages.evaluate import NAME as EVALUATE
@@ -89,16 +101,29 @@ def _run_pipeline(args: argparse.Namespace) -> None:
     until = None if args.command == "run" else args.command
     with run_lock(run_dir, args.wait):
         summaries = pipeline.run(run_dir, until=until, force=args.force)
-    if EVALUATE in summaries:
-        print(markdown_table({run_dir.name: summaries[EVALUATE]["metrics"]}, pipeline.configs[EVALUATE].ks), end="")
+        wanted = args.command in ("run", EVALUATE) and EVALUATE in pipeline.configs
+        if wanted and RunDir(run_dir).is_finished(EVALUATE, pipeline.stage_hash(EVALUATE)):
+            metrics = json.loads((run_dir / EVALUATE / "metrics.json").read_text(encoding="utf-8"))
+            print(markdown_table({run_dir.name: metrics["metrics"]}, metrics["ks"]), end="")
+            page = run_dir / "report.html"
+            if EVALUATE in summaries or not page.exists():
+                from eztag.report import write_report
+
+                print(f"report: {write_report(run_dir, page)}")
     print(f"run directory: {run_dir}")
 
 
 def _dispatch(args: argparse.Namespace) -> None:
     if args.command == "compare":
-        from eztag.stages.evaluate import compare
+        from eztag.report import write_comparison
 
-        print(compare(args.run_dirs, args.out), end="")
+        print(write_comparison(args.run_dirs, args.out), end="")
+        print(f"comparison: {args.out / 'comparison.html'}")
+    elif args.command == "report":
+        from eztag.report import write_report
+
+        out = args.out or args.run_dir.resolve().with_name(f"{args.run_dir.resolve().name}-report.html")
+        print(f"report: {write_report(args.run_dir, out)}")
     elif args.command == "data":
         from eztag.datasets import debtags
 

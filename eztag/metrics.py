@@ -5,8 +5,10 @@ Definitions (averaged over the documents that have at least one ground-truth lab
 - nDCG@k = Σ_{r≤k} hit_r / log2(r+1)  /  Σ_{r≤min(k,|gold|)} 1 / log2(r+1).
 - PSP@k (Jain et al., KDD 2016) weights a hit on label l by 1 / p_l, with propensity
   p_l = 1 / (1 + C (N_l + B)^-A), C = (ln N - 1)(B + 1)^A, N documents, N_l of them with label l.
-  It is normalised as in pyxclib: Σ_docs Σ_{top-k} hit / p  divided by the same sum for the best possible
-  ranking (gold labels ordered by 1 / p), so 1.0 is perfect. A = 0.55, B = 1.5 by default.
+  N and N_l come from the evaluated documents unless a label-frequency source is given (`propensity_counts`:
+  training ground truth, as published PSP figures use). It is normalised as in pyxclib: Σ_docs Σ_{top-k} hit / p
+  divided by the same sum for the best possible ranking (gold labels ordered by 1 / p),
+  so 1.0 is perfect. A = 0.55, B = 1.5 by default.
 - coverage@k: distinct gold labels found in some document's top-k / distinct gold labels.
 """
 
@@ -52,8 +54,13 @@ def evaluate(
     ks: tuple[int, ...] = DEFAULT_KS,
     a: float = 0.55,
     b: float = 1.5,
+    propensity_counts: tuple[np.ndarray, int] | None = None,
 ) -> dict[str, float]:
-    """All metrics at every k; `predicted` is [documents, max k] label rows, best first, -1 padded."""
+    """All metrics at every k; `predicted` is [documents, max k] label rows, best first, -1 padded.
+
+    `propensity_counts`: (documents per label row, number of documents) for PSP's propensities; by default the
+    evaluated documents' own ground truth.
+    """
     has_gold = np.array([len(labels) > 0 for labels in gold])
     predicted, gold = predicted[has_gold], [labels for labels in gold if labels]
     if not gold:
@@ -63,7 +70,8 @@ def evaluate(
     counts = np.zeros(n_labels)
     for labels in gold:
         counts[list(labels)] += 1
-    inverse_p = 1.0 / propensities(counts, len(gold), a, b)
+    label_counts, n_documents = propensity_counts or (counts, len(gold))
+    inverse_p = 1.0 / propensities(label_counts, n_documents, a, b)
     safe_rows = np.where(predicted >= 0, predicted, 0)
     weighted = hits * inverse_p[safe_rows]
     ideal = np.zeros((len(gold), max(ks)))

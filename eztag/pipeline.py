@@ -78,8 +78,10 @@ class Pipeline:
         return list(self.configs)
 
     def default_run_dir(self) -> Path:
-        """`[pipeline] run_dir` (relative to the working directory) or runs/<name>."""
-        return Path(self.section.run_dir or f"runs/{self.section.name}")
+        """`[pipeline] run_dir` (relative to the pipeline file's folder, like every path in it) or runs/<name>."""
+        if self.section.run_dir:
+            return (self.path.parent / self.section.run_dir).resolve()
+        return Path(f"runs/{self.section.name}")
 
     def stage_hash(self, stage: str) -> str:
         """Hash of the stage's config, input fingerprint and upstream hashes: equal hash, equal outputs."""

@@ -11,31 +11,87 @@ import numpy as np
 import polars as pl
 
 from eztag import metrics
-from eztag.artifacts import atomic_path, write_json, write_text
+from eztag.artifacts import atomic_path, file_checksum, write_json, write_text
 from eztag.errors import EztagError
-from eztag.stages.contract import StageInputs, no_fingerprint
+from eztag.readers import RowError, read_records
+from eztag.stages.contract import StageInputs
 
 NAME = "evaluate"
 HELP = "score the tags against the ground truth"
 REQUIRES = ("ingest", "tag")
 OPTIONAL: tuple[str, ...] = ()
 CONFLICTS: dict[str, str] = {}
-PATH_FIELDS: tuple[str, ...] = ()
-fingerprint = no_fingerprint
+PATH_FIELDS = ("label_frequencies",)
 TABLE_METRICS = ("P", "R", "nDCG", "PSP", "coverage")
 
 
 @dataclasses.dataclass
 class Config:
-    """Which cut-offs and propensity parameters to use."""
+    """Which cut-offs and propensity parameters to use, and where PSP's label frequencies come from."""
 
     ks: list[int] = dataclasses.field(default_factory=lambda: list(metrics.DEFAULT_KS))
     psp_a: float = 0.55
     psp_b: float = 1.5
+    label_frequencies: str | None = None
+    label_frequency_documents: int | None = None
 
     def __post_init__(self) -> None:
         if not self.ks or min(self.ks) < 1:
             raise ValueError("ks must be a non-empty list of positive integers")
+        if self.label_frequency_documents is not None and self.label_frequency_documents < 1:
+            raise ValueError("label_frequency_documents must be a positive integer")
+
+
+def fingerprint(config: Config) -> dict[str, Any]:
+    """The label-frequency file's checksum, so a changed file re-evaluates."""
+    path = Path(config.label_frequencies or "")
+    return {str(path): file_checksum(path)} if config.label_frequencies and path.is_file() else {}
+
+
+def _count(record: dict[str, Any], field: str, path: Path, row: int) -> int:
+    value = record.get(field)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise EztagError(f"expected a non-negative integer, got {value!r}", file=path, row=row, field=field)
+    return value
+
+
+def label_frequencies(config: Config, label_ids: list[str]) -> tuple[np.ndarray, int, dict[str, Any]]:
+    """(documents per label row, number of documents, provenance) from `config.label_frequencies`.
+
+    The file (JSONL, CSV, TSV or Parquet) holds either training ground truth, one (doc_id, label_id) pair per
+    row, or label counts, (label_id, count) rows, with the number of training documents in
+    `label_frequency_documents`. Labels that are not in the label set are counted and otherwise ignored.
+    """
+    path = Path(config.label_frequencies or "")
+    row_of = {label_id: row for row, label_id in enumerate(label_ids)}
+    counts = np.zeros(len(label_ids))
+    documents: set[str] = set()
+    unknown: set[str] = set()
+    mode = None
+    for row, record in read_records(path):
+        if isinstance(record, RowError):
+            raise EztagError(record.message, file=path, row=row, field=record.field)
+        mode = mode or ("pairs" if "doc_id" in record else "counts" if "count" in record else None)
+        if mode is None or "label_id" not in record:
+            raise EztagError("expected columns (doc_id, label_id) or (label_id, count)", file=path, row=row)
+        label_id = str(record["label_id"])
+        if mode == "pairs":
+            documents.add(str(record["doc_id"]))
+        if label_id not in row_of:
+            unknown.add(label_id)
+            continue
+        counts[row_of[label_id]] += 1 if mode == "pairs" else _count(record, "count", path, row)
+    if mode is None:
+        raise EztagError("no rows", file=path)
+    if mode == "counts" and config.label_frequency_documents is None:
+        raise EztagError(
+            "a label-count file needs the number of training documents", field="evaluate.label_frequency_documents"
+        )
+    n_documents = len(documents) if mode == "pairs" else int(config.label_frequency_documents or 0)
+    if counts.max() > n_documents:
+        raise EztagError(f"a label count exceeds the {n_documents} documents", file=path)
+    source = {"source": str(path), "kind": mode, "documents": n_documents, "unknown_labels": len(unknown)}
+    return counts, n_documents, source
 
 
 def load_predictions(ingest_dir: Path, tags: pl.DataFrame) -> tuple[np.ndarray, list[set[int]], int]:
@@ -96,15 +152,23 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     ingest_dir = inputs["ingest"]
     tag_dir = inputs["tag"]
     predicted, gold, n_labels = load_predictions(ingest_dir, pl.read_parquet(tag_dir / "tags.parquet"))
-    values = metrics.evaluate(predicted, gold, n_labels, tuple(config.ks), config.psp_a, config.psp_b)
-    curve = metrics.recall_curve(predicted, gold)
     evaluated = sum(1 for labels in gold if labels)
+    propensity_counts, propensity = None, {"source": "evaluated", "documents": evaluated}
+    if config.label_frequencies:
+        label_ids = pl.read_parquet(ingest_dir / "labels.parquet", columns=["label_id"])["label_id"].to_list()
+        counts, n_documents, propensity = label_frequencies(config, label_ids)
+        propensity_counts = (counts, n_documents)
+    values = metrics.evaluate(
+        predicted, gold, n_labels, tuple(config.ks), config.psp_a, config.psp_b, propensity_counts
+    )
+    curve = metrics.recall_curve(predicted, gold)
     result = {
         "metrics": values,
         "recall_curve": curve,
         "documents_evaluated": evaluated,
         "documents_without_ground_truth": len(gold) - evaluated,
         "ks": config.ks,
+        "propensity": propensity,
     }
     write_json(out_dir / "metrics.json", result)
     write_text(out_dir / "metrics.md", markdown_table({out_dir.parent.name: values}, config.ks))
@@ -112,15 +176,31 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     return result
 
 
+def run_names(run_dirs: list[Path]) -> list[str]:
+    """A unique name per run folder: the shortest path suffix no other run shares (`a/demo`, `b/demo`)."""
+    paths = [run_dir.resolve() for run_dir in run_dirs]
+    if len(set(paths)) < len(paths):
+        twice = next(path for path in paths if paths.count(path) > 1)
+        raise EztagError("run directory given twice", file=twice)
+    names = []
+    for path in paths:
+        others = [other for other in paths if other != path]
+        depth = next(
+            (n for n in range(1, len(path.parts)) if all(other.parts[-n:] != path.parts[-n:] for other in others)),
+            None,
+        )
+        names.append("/".join(path.parts[-depth:]) if depth else str(path))
+    return names
+
+
 def compare(run_dirs: list[Path], out_dir: Path) -> str:
     """Side-by-side Markdown table and recall@k plot for several finished runs."""
     results, curves, ks = {}, {}, None
-    for run_dir in run_dirs:
+    for run_dir, name in zip(run_dirs, run_names(run_dirs), strict=True):
         path = run_dir / NAME / "metrics.json"
         if not path.exists():
             raise EztagError("no metrics.json: run the evaluate stage first", file=path)
         data = json.loads(path.read_text())
-        name = run_dir.resolve().name
         results[name], curves[name] = data["metrics"], data["recall_curve"]
         ks = [k for k in data["ks"] if ks is None or k in ks]
     table = markdown_table(results, ks or [])
