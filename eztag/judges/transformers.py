@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
-from eztag.devices import DTYPES, pick_device
-from eztag.errors import EztagError, did_you_mean
+from eztag.devices import pick_device, pick_dtype
+from eztag.errors import EztagError
 from eztag.judges import Judge, Judgment, judgment_from_classes
 from eztag.models import resolve_judge
 from eztag.prompts import Pair, PromptTemplate, chat_text, class_token_ids, messages_text, truncate_tokens
@@ -36,12 +36,7 @@ class TransformersJudge(Judge):
 
         super().__init__(template)
         self.device = pick_device(device)
-        if precision == "auto":
-            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        elif precision in DTYPES:
-            dtype = DTYPES[precision]
-        else:
-            raise EztagError(f"unknown precision '{precision}'{did_you_mean(precision, DTYPES)}", field="precision")
+        dtype = pick_dtype(precision, self.device, gpu_auto="bfloat16")  # an LLM's activations need bf16's range
         self.name = model
         self.path, self.gguf_file = resolve_judge(model)
         self.dtype = dtype

@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 
 from eztag.artifacts import atomic_dir, write_json, write_parquet
+from eztag.devices import check_device
 from eztag.embeddings import EmbeddingStore, gather_rows
 from eztag.errors import EztagError
 from eztag.indexes import index_class
@@ -99,6 +100,7 @@ class Config:
             raise ValueError("loss weights must be >= 0 and not both 0")
         if min(self.temperature, self.teacher_temperature, self.learning_rate, self.batch_size) <= 0:
             raise ValueError("temperatures, learning_rate and batch_size must be positive")
+        check_device(self.device, field="distil.device")
 
 
 def teacher_scores(judgments: pl.DataFrame, config: Config) -> pl.DataFrame:
@@ -208,10 +210,10 @@ def train(base_model: str, columns: dict[str, list], config: Config, round_dir: 
     from sentence_transformers import SentenceTransformerTrainingArguments as Arguments
     from transformers.trainer_utils import get_last_checkpoint
 
-    from eztag.devices import pick_device
+    from eztag.devices import pick_device, pick_dtype
 
-    device = pick_device(config.device)
-    bf16 = config.precision == "bfloat16" or (config.precision == "auto" and device.type == "cuda")
+    device = pick_device(config.device, field="distil.device")
+    bf16 = pick_dtype(config.precision, device, gpu_auto="bfloat16") == torch.bfloat16  # mixed precision: bf16 or off
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     model = SentenceTransformer(resolve_encoder(base_model), device=str(device))

@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from eztag.artifacts import write_json, write_parquet
+from eztag.devices import check_device
 from eztag.embeddings import EmbeddingStore
 from eztag.indexes import INDEXES, LabelIndex, index_class
 from eztag.indexes.multi import MultiVectorIndex
@@ -41,7 +42,7 @@ class Config:
     ef_search: int | None = None
     train_size: int = 100_000
     device: str = "auto"
-    precision: str = "auto"
+    precision: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     recall_sample: int = 1000
     recall_k: list[int] = dataclasses.field(default_factory=lambda: [10, 100])
     aggregation: Literal["max", "centroid", "local_centre"] = "local_centre"
@@ -53,6 +54,7 @@ class Config:
             raise ValueError(f"unknown backend '{self.backend}' (expected one of: {', '.join(INDEXES)})")
         if self.local_k < 1 or self.overfetch < 1:
             raise ValueError("local_k and overfetch must be at least 1")
+        check_device(self.device, field="index.device")
 
 
 def options(config: Config) -> dict[str, Any]:
