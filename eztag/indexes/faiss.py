@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -56,8 +56,8 @@ class FaissIndex(LabelIndex):
         ef_search: int | None = None,
         train_size: int = 100_000,
         device: str = "auto",
+        precision: Literal["auto"] = "auto",  # FAISS searches float32 vectors or the codes `factory` names (SQfp16)
         seed: int = 0,
-        **_: Any,
     ) -> None:
         self.faiss = import_faiss()
         self.factory = factory

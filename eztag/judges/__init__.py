@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
-from eztag.errors import EztagError, did_you_mean
+from eztag.errors import EztagError
 from eztag.prompts import Pair, PromptTemplate, truncate_words
-
-JUDGES = {
-    "transformers": "eztag.judges.transformers:TransformersJudge",
-    "openai": "eztag.judges.openai:OpenAIJudge",
-    "vllm": "eztag.judges.vllm:VLLMJudge",
-    "cross-encoder": "eztag.judges.cross_encoder:CrossEncoderJudge",
-}
+from eztag.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,16 +78,19 @@ class Judge(ABC):
         return [truncate_words(text, max_tokens) for text in documents]
 
 
+JUDGES: Registry[Judge] = Registry(
+    "judge",
+    {
+        "transformers": "eztag.judges.transformers:TransformersJudge",
+        "openai": "eztag.judges.openai:OpenAIJudge",
+        "vllm": "eztag.judges.vllm:VLLMJudge",
+        "cross-encoder": "eztag.judges.cross_encoder:CrossEncoderJudge",
+    },
+)
+
+
 def get_judge(
     backend: str, model: str, template: PromptTemplate, *, section: str = "judge", **options: object
 ) -> Judge:
     """Instantiate the judge backend `backend` for `model` with the keyword `options` of `[SECTION.options]`."""
-    if backend not in JUDGES:
-        suggestion = did_you_mean(backend, JUDGES)
-        raise EztagError(f"unknown judge backend '{backend}'{suggestion}", field=f"{section}.backend")
-    module_name, class_name = JUDGES[backend].split(":")
-    judge_class = getattr(importlib.import_module(module_name), class_name)
-    try:
-        return judge_class(model, template, **options)
-    except TypeError as error:
-        raise EztagError(f"bad option for backend '{backend}': {error}", field=f"{section}.options") from None
+    return JUDGES.create(backend, model, template, options=options, field=f"{section}.options")

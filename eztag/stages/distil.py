@@ -27,7 +27,6 @@ from eztag.artifacts import atomic_dir, write_json, write_parquet
 from eztag.devices import check_device
 from eztag.embeddings import EmbeddingStore, gather_rows
 from eztag.errors import EztagError
-from eztag.indexes import index_class
 from eztag.models import resolve_encoder
 from eztag.stages import encode as encode_stage
 from eztag.stages import index as index_stage
@@ -356,7 +355,7 @@ class Rounds:
         label_texts = list(self.label_text.values())
         encode_stage.write_store(round_dir / "labels", label_texts, encoder, self.encode_config, "encode labels")
         label_store = EmbeddingStore(round_dir / "labels")
-        index = index_class(self.index_config.backend)(**index_stage.options(self.index_config))
+        index = index_stage.build_index(self.index_config)
         index.build(label_store)
         doc_vectors = encoder.encode(list(self.document_text.values()))
         candidates = mine_stage.mine(

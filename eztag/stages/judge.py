@@ -58,8 +58,7 @@ class Config:
     options: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.backend not in JUDGES:
-            raise ValueError(f"unknown backend '{self.backend}' (expected one of: {', '.join(JUDGES)})")
+        JUDGES.check_options(self.backend, self.options, field="judge.options")
         if self.max_document_tokens < 1 or self.shard_size < 1:
             raise ValueError("max_document_tokens and shard_size must be positive")
         check_template(self.document_template, DOCUMENT_COLUMNS, where="judge.document_template")

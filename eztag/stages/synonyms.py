@@ -70,8 +70,7 @@ class Config:
     refine_top_m: int = 5
 
     def __post_init__(self) -> None:
-        if self.backend not in JUDGES:
-            raise ValueError(f"unknown backend '{self.backend}' (expected one of: {', '.join(JUDGES)})")
+        JUDGES.check_options(self.backend, self.options, field="synonyms.options")
         if min(self.n, self.max_new_tokens, self.max_chars, self.shard_size, self.refine_top_m) < 1:
             raise ValueError("n, max_new_tokens, max_chars, shard_size and refine_top_m must be positive")
 
