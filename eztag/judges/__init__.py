@@ -14,9 +14,13 @@ from eztag.registry import Registry
 
 @dataclasses.dataclass(frozen=True)
 class Judgment:
-    """A score in [0, 1] (P(yes), or expected grade / 3) with its log-odds, or a failure reason and no score."""
+    """A score in [0, 1] with its log-odds, or a failure reason and no score.
 
-    p_yes: float | None = None
+    `score` is P(yes) on the yes/no scale but the expected grade / 3 on the graded scale, so it is no probability
+    there; `log_odds` (log P(yes) - log P(no), or log P(grade >= 2) - log P(grade < 2)) is a verdict on both.
+    """
+
+    score: float | None = None
     log_odds: float | None = None
     failure: str | None = None
 
@@ -54,7 +58,7 @@ def judgment_from_classes(class_logprobs: Sequence[Sequence[float]]) -> Judgment
     log_odds = positive - negative
     if not math.isfinite(log_odds):
         log_odds = math.copysign(1e4, log_odds)
-    return Judgment(p_yes=score, log_odds=log_odds)
+    return Judgment(score=score, log_odds=log_odds)
 
 
 class Judge(ABC):

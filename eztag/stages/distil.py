@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import shutil
 import time
@@ -50,12 +51,12 @@ ENCODE_DIR, INDEX_DIR = "encode", "index"  # the kept student's encode and index
 class Config:
     """Teacher signal, training rows, losses, training schedule and rounds.
 
-    teacher: "log_odds", "p_yes", or "combined" = teacher_weight * z(log-odds) + (1 - teacher_weight) *
-    z(student retrieval score), z-normalised over each document's candidates. Positives: the `top_m` best by
-    the teacher ("top") or those with teacher >= `threshold` ("threshold"), at most `max_positives`; each
-    positive makes one row with the document's `list_size - 1` non-positive candidates the student ranks
-    highest (hard negatives). `temperature` divides the student's cosine similarities (MNRL scale, KL);
-    `teacher_temperature` divides the teacher scores in the KL.
+    teacher: "log_odds", "score" (the judge's score: P(yes), or expected grade / 3), or "combined" =
+    teacher_weight * z(log-odds) + (1 - teacher_weight) * z(student retrieval score), z-normalised over each
+    document's candidates. Positives: the `top_m` best by the teacher ("top") or those with teacher >= `threshold`
+    ("threshold"), at most `max_positives`; each positive makes one row with the document's `list_size - 1`
+    non-positive candidates the student ranks highest (hard negatives). `temperature` divides the student's cosine
+    similarities (MNRL scale, KL); `teacher_temperature` divides the teacher scores in the KL.
     """
 
     rounds: int = 2
@@ -63,7 +64,7 @@ class Config:
     seed: int = 0
     min_improvement: float = 0.0
     verdict_threshold: float = 0.5
-    teacher: Literal["log_odds", "p_yes", "combined"] = "combined"
+    teacher: Literal["log_odds", "score", "combined"] = "combined"
     teacher_weight: float = 0.5
     positives: Literal["top", "threshold"] = "top"
     top_m: int = 1
@@ -91,8 +92,8 @@ class Config:
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.top_m < 1 or self.max_positives < 1 or self.list_size < 3:
             raise ValueError("need rounds >= 1, top_m >= 1, max_positives >= 1 and list_size >= 3")
-        if not 0 < self.holdout < 1 or not 0 <= self.teacher_weight <= 1:
-            raise ValueError("need 0 < holdout < 1 and 0 <= teacher_weight <= 1")
+        if not 0 < self.holdout < 1 or not 0 <= self.teacher_weight <= 1 or not 0 < self.verdict_threshold < 1:
+            raise ValueError("need 0 < holdout < 1, 0 <= teacher_weight <= 1 and 0 < verdict_threshold < 1")
         if min(self.contrastive_weight, self.distillation_weight) < 0 or not (
             self.contrastive_weight or self.distillation_weight
         ):
@@ -256,10 +257,15 @@ def train(base_model: str, columns: dict[str, list], config: Config, round_dir: 
 
 
 def label_free_scores(judgments: pl.DataFrame, holdout: set[str], verdict_threshold: float) -> dict[str, float]:
-    """LLM-P@1 and LLM-P@5 on held-out documents: the share of the student's top-k the judge says yes to."""
+    """LLM-P@1 and LLM-P@5 on held-out documents: the share of the student's top-k the judge says yes to.
+
+    "Yes" is P(positive) >= verdict_threshold, read from the log-odds (the same test as score >= threshold on the
+    yes/no scale, and P(grade >= 2) >= threshold on the graded one, whose score is no probability).
+    """
+    verdict_log_odds = math.log(verdict_threshold / (1 - verdict_threshold))
     top = judgments.filter(
         pl.col("doc_id").is_in(list(holdout)) & pl.col("student_rank").is_not_null() & (pl.col("student_rank") <= TOP_K)
-    ).with_columns(yes=(pl.col("p_yes") >= verdict_threshold).fill_null(False).cast(pl.Float64))
+    ).with_columns(yes=(pl.col("log_odds") >= verdict_log_odds).fill_null(False).cast(pl.Float64))
     per_doc = top.group_by("doc_id").agg(
         at_1=pl.col("yes").filter(pl.col("student_rank") == 1).sum(),
         at_k=pl.col("yes").sum() / TOP_K,

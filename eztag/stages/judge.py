@@ -34,6 +34,7 @@ OPTIONAL: tuple[str, ...] = ()
 CONFLICTS: dict[str, str] = {}
 PATH_FIELDS = ("model", "cache_dir")
 fingerprint = no_fingerprint
+# cache shards: "p_yes" holds Judgment.score (the on-disk name is kept so existing caches stay readable)
 SHARD_SCHEMA = {"key": pl.String, "p_yes": pl.Float64, "log_odds": pl.Float64, "failure": pl.String}
 P_YES_THRESHOLDS = (0.1, 0.25, 0.5, 0.75, 0.9)
 LOG_ODDS_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -80,9 +81,9 @@ def judge_cache(config: Config, judge_dir: Path) -> Path:
 
 
 def load_cache(cache_dir: Path) -> dict[str, tuple[float, float]]:
-    """key -> (p_yes, log_odds) of every stored successful judgment."""
+    """key -> (score, log_odds) of every stored successful judgment."""
     stored = read_shards(cache_dir, SHARD_SCHEMA).filter(pl.col("failure").is_null())
-    return {key: (p_yes, log_odds) for key, p_yes, log_odds in stored.select("key", "p_yes", "log_odds").iter_rows()}
+    return {key: (score, log_odds) for key, score, log_odds in stored.select("key", "p_yes", "log_odds").iter_rows()}
 
 
 def build_judge(config: Config) -> Judge:
@@ -145,7 +146,7 @@ def judge_candidates(
             shard = pl.DataFrame(
                 {
                     "key": [key for key, _ in batch],
-                    "p_yes": [judgment.p_yes for judgment in judgments],
+                    "p_yes": [judgment.score for judgment in judgments],
                     "log_odds": [judgment.log_odds for judgment in judgments],
                     "failure": [judgment.failure for judgment in judgments],
                 },
@@ -154,7 +155,7 @@ def judge_candidates(
             write_shard(cache_dir, shard)
             for (key, _), judgment in zip(batch, judgments, strict=True):
                 if judgment.failure is None:
-                    stored[key] = (judgment.p_yes, judgment.log_odds)
+                    stored[key] = (judgment.score, judgment.log_odds)
                 else:
                     failures[key] = judgment.failure
             bar.update(len(batch))
@@ -171,7 +172,7 @@ def _judgments_frame(
     scored = [stored.get(key, (None, None)) for key in keys]
     return (
         candidates.with_columns(
-            p_yes=pl.Series([p_yes for p_yes, _ in scored], dtype=pl.Float64),
+            score=pl.Series([score for score, _ in scored], dtype=pl.Float64),
             log_odds=pl.Series([log_odds for _, log_odds in scored], dtype=pl.Float64),
             failure=pl.Series([None if key in stored else failures.get(key) for key in keys], dtype=pl.String),
         )
@@ -179,7 +180,7 @@ def _judgments_frame(
         .select(
             "doc_id",
             "label_id",
-            "p_yes",
+            "score",
             "log_odds",
             "rank_in_doc",
             "source",
@@ -194,8 +195,8 @@ def judgment_report(judgments: pl.DataFrame, *, unique_pairs: int, judged_now: i
     """Counts, failures by reason, speed and the calibration aid (threshold fractions, log-odds quantiles)."""
     scored = judgments.filter(pl.col("failure").is_null())
     reasons = Counter(failure.split(":")[0] for failure in judgments["failure"].drop_nulls())
-    p_yes, log_odds = scored["p_yes"].to_numpy(), scored["log_odds"].to_numpy()
-    positives_per_doc = scored.group_by("doc_id").agg(pl.col("p_yes").ge(0.5).sum())["p_yes"].mean()
+    p_yes, log_odds = scored["score"].to_numpy(), scored["log_odds"].to_numpy()
+    positives_per_doc = scored.group_by("doc_id").agg(pl.col("score").ge(0.5).sum())["score"].mean()
     return {
         "pairs": judgments.height,
         "unique_pairs": unique_pairs,
