@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eztag.artifacts import atomic_dir
-from eztag.distillation.loss import build_loss
+from eztag.distillation.loss import DistilLoss
 from eztag.models import resolve_encoder
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def train(base_model: str, columns: dict[str, list], config: Config, round_dir: 
         disable_tqdm=True,
     )
     trainer = SentenceTransformerTrainer(
-        model=model, args=arguments, train_dataset=Dataset.from_dict(columns), loss=build_loss(model, config)
+        model=model, args=arguments, train_dataset=Dataset.from_dict(columns), loss=DistilLoss(model, config)
     )
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     started = time.perf_counter()
