@@ -53,7 +53,7 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def from_dict(cls: type, data: dict[str, Any], *, section: str, file: str | Path | None = None) -> Any:
+def from_dict(cls: Any, data: dict[str, Any], *, section: str, file: str | Path | None = None) -> Any:
     """Build dataclass `cls` from a TOML table, rejecting unknown keys and wrong types."""
     hints = typing.get_type_hints(cls)
     fields = {field.name: field for field in dataclasses.fields(cls)}

@@ -50,7 +50,7 @@ class Registry(Generic[T]):
             for key, parameter in inspect.signature(backend).parameters.items()
             if parameter.kind is inspect.Parameter.KEYWORD_ONLY
         }
-        hints = typing.get_type_hints(backend.__init__)  # type: ignore[misc]
+        hints = typing.get_type_hints(backend.__init__)
         checked = {}
         for key, value in options.items():
             where = f"{field}.{key}"

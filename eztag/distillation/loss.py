@@ -23,7 +23,8 @@ class DistilLoss(torch.nn.Module):
 
         super().__init__()
         self.model, self.config = model, config
-        directions = ("query_to_doc", "doc_to_query") if config.symmetric else ("query_to_doc",)
+        self.contrastive: Any
+        directions: tuple[Any, ...] = ("query_to_doc", "doc_to_query") if config.symmetric else ("query_to_doc",)
         if config.contrastive == "mnrl":
             self.contrastive = losses.MultipleNegativesRankingLoss(
                 model, scale=1 / config.temperature, directions=directions

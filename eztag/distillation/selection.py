@@ -10,6 +10,12 @@ import polars as pl
 TOP_K = 5  # LLM-P@k is measured at 1 and at this k
 
 
+def _mean(values: pl.Series) -> float:
+    """The mean to 4 decimals, 0 for no values."""
+    mean = values.mean()
+    return round(float(mean), 4) if isinstance(mean, (int, float)) else 0.0
+
+
 def label_free_scores(judgments: pl.DataFrame, holdout: set[str], verdict_threshold: float) -> dict[str, float]:
     """LLM-P@1 and LLM-P@5 on held-out documents: the share of the student's top-k the judge says yes to.
 
@@ -26,9 +32,9 @@ def label_free_scores(judgments: pl.DataFrame, holdout: set[str], verdict_thresh
         log_odds_at_1=pl.col("log_odds").filter(pl.col("student_rank") == 1).mean(),
     )
     return {
-        "llm_p@1": round(float(per_doc["at_1"].mean() or 0), 4),
-        f"llm_p@{TOP_K}": round(float(per_doc["at_k"].mean() or 0), 4),
-        "mean_log_odds@1": round(float(per_doc["log_odds_at_1"].mean() or 0), 4),
+        "llm_p@1": _mean(per_doc["at_1"]),
+        f"llm_p@{TOP_K}": _mean(per_doc["at_k"]),
+        "mean_log_odds@1": _mean(per_doc["log_odds_at_1"]),
         "documents": per_doc.height,
     }
 

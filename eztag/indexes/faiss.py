@@ -36,7 +36,7 @@ def estimate_bytes(factory: str, n: int, dim: int) -> int:
         code = dim * int(sq.group(1)) // 8
     else:
         code = dim * 4
-    per_vector = code + (8 if "IVF" in spec else 0)
+    per_vector: float = code + (8 if "IVF" in spec else 0)
     hnsw = re.search(r"HNSW(\d+)", spec)
     if hnsw:
         per_vector += 2 * int(hnsw.group(1)) * 4 * 1.1

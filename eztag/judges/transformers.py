@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 
@@ -52,12 +53,12 @@ class TransformersJudge(Judge):
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
     @functools.cached_property
-    def model(self) -> torch.nn.Module:
+    def model(self) -> Any:
         """The causal LM, loaded on first use: a run whose pairs are all in the judge cache never loads it."""
         from transformers import AutoModelForCausalLM
 
         try:
-            loaded = AutoModelForCausalLM.from_pretrained(self.path, gguf_file=self.gguf_file, dtype=self.dtype)
+            loaded: Any = AutoModelForCausalLM.from_pretrained(self.path, gguf_file=self.gguf_file, dtype=self.dtype)
         except OSError as error:
             raise _load_error(self.name, error) from None
         return loaded.to(self.device).eval()
@@ -95,7 +96,7 @@ class TransformersJudge(Judge):
                     pad_token_id=self.pad_id,
                 )
             for i, row in zip(batch, generated[:, tokens.shape[1] :], strict=True):
-                out[i] = self.tokenizer.decode(row, skip_special_tokens=True)
+                out[i] = str(self.tokenizer.decode(row, skip_special_tokens=True))
         return out
 
     def _judgment(self, row: torch.Tensor) -> Judgment:
@@ -121,7 +122,7 @@ class TransformersJudge(Judge):
             )
             for i, row in zip(batch, rows, strict=True):
                 out[i] = row
-        return out
+        return cast(list[torch.Tensor], out)  # every slot is filled
 
     def _score_prefix_reuse(self, pairs: Sequence[Pair], ids: list[list[int]]) -> list[torch.Tensor]:
         """Per document: run the shared token prefix once, then its suffixes in batches on the expanded cache."""
@@ -155,7 +156,7 @@ class TransformersJudge(Judge):
                 )
                 for i, row in zip(batch, rows, strict=True):
                     out[i] = row
-        return out
+        return cast(list[torch.Tensor], out)  # every slot is filled
 
 
 def _load_error(model: str, error: OSError) -> EztagError:

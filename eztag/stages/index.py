@@ -97,7 +97,7 @@ def recall_against_exact(
     index: LabelIndex, labels: EmbeddingStore, queries: np.ndarray, ks: list[int]
 ) -> dict[str, float]:
     """Mean recall@k of `index` against exact search, for each k."""
-    exact = index_class("exact")(device="cpu")
+    exact = INDEXES.create("exact", options={"device": "cpu"}, field="index.options")
     exact.build(labels)
     return recall_against(exact.search, index, queries, ks)
 

@@ -35,7 +35,7 @@ CONFLICTS: dict[str, str] = {}
 PATH_FIELDS = ("model", "cache_dir")
 fingerprint = no_fingerprint
 # cache shards: "p_yes" holds Judgment.score (the on-disk name is kept so existing caches stay readable)
-SHARD_SCHEMA = {"key": pl.String, "p_yes": pl.Float64, "log_odds": pl.Float64, "failure": pl.String}
+SHARD_SCHEMA: dict[str, Any] = {"key": pl.String, "p_yes": pl.Float64, "log_odds": pl.Float64, "failure": pl.String}
 P_YES_THRESHOLDS = (0.1, 0.25, 0.5, 0.75, 0.9)
 LOG_ODDS_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -80,7 +80,7 @@ def judge_cache(config: Config, judge_dir: Path) -> Path:
     return cache_location(config.cache_dir, judge_dir, "judge")
 
 
-def load_cache(cache_dir: Path) -> dict[str, tuple[float, float]]:
+def load_cache(cache_dir: Path) -> dict[str, tuple[float | None, float | None]]:
     """key -> (score, log_odds) of every stored successful judgment."""
     stored = read_shards(cache_dir, SHARD_SCHEMA).filter(pl.col("failure").is_null())
     return {key: (score, log_odds) for key, score, log_odds in stored.select("key", "p_yes", "log_odds").iter_rows()}
@@ -141,19 +141,19 @@ def judge_candidates(
         for start in range(0, len(todo_items), config.shard_size):
             batch = todo_items[start : start + config.shard_size]
             started = time.perf_counter()
-            judgments = judge.score([pair for _, pair in batch])
+            scored = judge.score([pair for _, pair in batch])
             scoring_seconds += time.perf_counter() - started
             shard = pl.DataFrame(
                 {
                     "key": [key for key, _ in batch],
-                    "p_yes": [judgment.score for judgment in judgments],
-                    "log_odds": [judgment.log_odds for judgment in judgments],
-                    "failure": [judgment.failure for judgment in judgments],
+                    "p_yes": [judgment.score for judgment in scored],
+                    "log_odds": [judgment.log_odds for judgment in scored],
+                    "failure": [judgment.failure for judgment in scored],
                 },
                 schema=SHARD_SCHEMA,
             )
             write_shard(cache_dir, shard)
-            for (key, _), judgment in zip(batch, judgments, strict=True):
+            for (key, _), judgment in zip(batch, scored, strict=True):
                 if judgment.failure is None:
                     stored[key] = (judgment.score, judgment.log_odds)
                 else:
@@ -167,7 +167,10 @@ def judge_candidates(
 
 
 def _judgments_frame(
-    candidates: pl.DataFrame, keys: list[str], stored: dict[str, tuple[float, float]], failures: dict[str, str]
+    candidates: pl.DataFrame,
+    keys: list[str],
+    stored: dict[str, tuple[float | None, float | None]],
+    failures: dict[str, str],
 ) -> pl.DataFrame:
     scored = [stored.get(key, (None, None)) for key in keys]
     return (
@@ -212,7 +215,7 @@ def judgment_report(judgments: pl.DataFrame, *, unique_pairs: int, judged_now: i
         "log_odds_quantiles": {str(q): round(float(np.quantile(log_odds, q)), 4) for q in LOG_ODDS_QUANTILES}
         if len(log_odds)
         else {},
-        "mean_labels_per_doc_p_yes_0.5": round(float(positives_per_doc or 0), 3),
+        "mean_labels_per_doc_p_yes_0.5": round(float(positives_per_doc or 0), 3),  # type: ignore[arg-type]
     }
 
 
