@@ -79,6 +79,21 @@ def test_training_rows_positives_and_skips() -> None:
     assert len(data.training_rows(teacher, DOCUMENTS, LABELS, one)[0]["anchor"]) == 3
 
 
+def test_label_free_verdict_reads_log_odds_not_a_graded_score() -> None:
+    """A graded judge's score is the expected grade / 3: 0.6 with P(grade >= 2) = 0.4 is not a "yes"."""
+    rows = [  # doc_id, label_id, score, log_odds, student_rank
+        ("h1", "a", 0.6, -0.4, 1),  # graded: high expected grade, yet most mass on grades 0-1
+        ("h1", "b", 0.2, -2.0, 2),
+        ("h2", "a", 0.7, 0.8, 1),  # yes on both readings
+        ("h2", "b", 0.55, 0.2, 2),
+    ]
+    judgments = pl.DataFrame(rows, schema=["doc_id", "label_id", "score", "log_odds", "student_rank"], orient="row")
+    scores = selection.label_free_scores(judgments, {"h1", "h2"}, 0.5)
+    assert scores["llm_p@1"] == 0.5 and scores["llm_p@5"] == pytest.approx(0.2)  # 1 of 2 tops, 2 of 10 slots
+    strict = selection.label_free_scores(judgments, {"h1", "h2"}, 0.6)  # log-odds >= log(1.5) = 0.405
+    assert strict["llm_p@1"] == 0.5 and strict["llm_p@5"] == pytest.approx(0.1)
+
+
 @pytest.mark.slow
 def test_training_lowers_loss_and_moves_toward_teacher(tmp_path: Path) -> None:
     judgments = teacher_judgments()
