@@ -25,9 +25,9 @@ from eztag.pipeline import Pipeline  # noqa: E402
 
 BACKENDS = {
     "exact": ["index.backend='exact'"],
-    "faiss Flat": ["index.backend='faiss'", "index.factory='Flat'"],
-    "faiss HNSW32 ef=64": ["index.backend='faiss'", "index.factory='HNSW32'", "index.ef_search=64"],
-    "faiss IVF16,Flat nprobe=4": ["index.backend='faiss'", "index.factory='IVF16,Flat'", "index.nprobe=4"],
+    "faiss Flat": ["index.backend='faiss'", "index.options={factory='Flat'}"],
+    "faiss HNSW32 ef=64": ["index.backend='faiss'", "index.options={factory='HNSW32', ef_search=64}"],
+    "faiss IVF16,Flat nprobe=4": ["index.backend='faiss'", "index.options={factory='IVF16,Flat', nprobe=4}"],
 }
 TIE = 1e-5
 

@@ -28,6 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eztag import metrics
 from eztag.artifacts import RunDir, file_checksum, write_json, write_text
 from eztag.config import from_dict
+from eztag.distillation import data as distil_data
+from eztag.distillation import selection as distil_selection
+from eztag.distillation import training as distil_training
 from eztag.models import resolve_encoder
 from eztag.pipeline import Pipeline
 from eztag.stages import STAGES, StageInputs, distil
@@ -104,7 +107,7 @@ def rerank_table(run_dir: Path, judgments: pl.DataFrame) -> dict[str, dict[str, 
     }
     for weight in TEACHER_WEIGHTS[1:]:
         config = distil.Config(teacher="combined", teacher_weight=weight)
-        teacher = distil.teacher_scores(judgments, config)
+        teacher = distil_data.teacher_scores(judgments, config)
         rows[f"combined w={weight}"] = subset_metrics(ingest_dir, reranked(teacher, "teacher"), doc_ids)
     return rows
 
@@ -132,14 +135,16 @@ def judge_only(dev: Path) -> dict:
     if not (out / "report.json").exists() or json.loads((out / "report.json").read_text()).get("judgments") != source:
         shutil.rmtree(out, ignore_errors=True)
         columns, data = state.training_set(judgments)
-        trained = distil.train("default", columns, config, out)
+        trained = distil_training.train("default", columns, config, out)
         write_json(out / "report.json", {"judgments": source, "training_set": data, **trained})
     result = json.loads((out / "report.json").read_text())
     training = set(state.doc_ids) - state.holdout
     for name, model in (("zero-shot", resolve_encoder("default")), ("judge-only round", str(out / "model"))):
         _, doc_vectors, label_vectors = state.mine(Path(model), out / name.replace(" ", "-"))
         result[name] = {
-            part: distil.agreement(state.reference(judgments, docs), state.doc_row, doc_vectors, label_vectors)
+            part: distil_selection.agreement(
+                state.reference(judgments, docs), state.doc_row, doc_vectors, label_vectors
+            )
             for part, docs in (("training documents", training), ("held-out documents", state.holdout))
         }
     return result

@@ -16,7 +16,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp)).replace("typing.", "")
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
+def coerce(value: Any, tp: Any, where: str) -> Any:
     """Check `value` against the annotation `tp` (int, float, str, bool, list[...], Optional, Literal)."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -28,7 +28,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             if option is type(None):
                 continue
             try:
-                return _coerce(value, option, where)
+                return coerce(value, option, where)
             except EztagError as error:
                 errors.append(error)
         raise errors[0]
@@ -41,7 +41,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         (item_type,) = typing.get_args(tp)
         if not isinstance(value, list):
             raise EztagError(f"expected a list, got {type(value).__name__} {value!r}", field=where)
-        return [_coerce(item, item_type, f"{where}[{i}]") for i, item in enumerate(value)]
+        return [coerce(item, item_type, f"{where}[{i}]") for i, item in enumerate(value)]
     if dataclasses.is_dataclass(tp) and isinstance(value, dict):
         return from_dict(tp, value, section=where)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
@@ -53,7 +53,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def from_dict(cls: type, data: dict[str, Any], *, section: str, file: str | Path | None = None) -> Any:
+def from_dict(cls: Any, data: dict[str, Any], *, section: str, file: str | Path | None = None) -> Any:
     """Build dataclass `cls` from a TOML table, rejecting unknown keys and wrong types."""
     hints = typing.get_type_hints(cls)
     fields = {field.name: field for field in dataclasses.fields(cls)}
@@ -62,7 +62,7 @@ def from_dict(cls: type, data: dict[str, Any], *, section: str, file: str | Path
         if key not in fields:
             raise EztagError(f"unknown key '{key}'{did_you_mean(key, fields)}", file=file, field=f"[{section}]")
         try:
-            values[key] = _coerce(value, hints[key], f"{section}.{key}")
+            values[key] = coerce(value, hints[key], f"{section}.{key}")
         except EztagError as error:
             raise EztagError(error.message, file=file, field=error.field) from None
     missing = [

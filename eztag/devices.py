@@ -1,21 +1,62 @@
-"""Device and precision choices shared by the encoder, index and judge backends."""
+"""Device and precision: the validated choices shared by the encoder, index, judge and distil settings.
+
+`device`: "auto" (the first CUDA GPU when there is one, else the CPU), "cpu", "cuda" or "cuda:N".
+`precision`: "float32", "float16", "bfloat16" or "auto". "auto" means float32 on the CPU and float16 on a GPU,
+except where a backend declares bfloat16 as its GPU default (LLM judges and training, whose activations and
+gradients need float32's range): `pick_dtype(..., gpu_auto="bfloat16")`.
+"""
 
 from __future__ import annotations
 
-import torch
+import re
+from typing import TYPE_CHECKING
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+from eztag.errors import EztagError, did_you_mean
+
+if TYPE_CHECKING:  # torch is imported when a device is picked, not when a config is checked
+    import torch
+
+PRECISIONS = ("auto", "float32", "float16", "bfloat16")
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
-def pick_device(device: str) -> torch.device:
-    """'auto' means the first CUDA GPU when there is one, else the CPU."""
+def check_device(device: str, *, field: str = "device") -> str:
+    """`device` when it is auto, cpu, cuda or cuda:N; otherwise a one-line error naming `field`."""
+    if not isinstance(device, str) or not _DEVICE.fullmatch(device):
+        hint = did_you_mean(str(device), ("auto", "cpu", "cuda"))
+        raise EztagError(f"unknown device '{device}'{hint}; expected auto, cpu, cuda or cuda:N", field=field)
+    return device
+
+
+def check_precision(precision: str, *, field: str = "precision", allowed: tuple[str, ...] = PRECISIONS) -> str:
+    """`precision` when it is one of `allowed`; otherwise a one-line error naming `field`."""
+    if precision not in allowed:
+        raise EztagError(f"unknown precision '{precision}'{did_you_mean(str(precision), allowed)}", field=field)
+    return precision
+
+
+def pick_device(device: str, *, field: str = "device") -> torch.device:
+    """The torch device for a validated `device`; asking for CUDA without a visible GPU is a one-line error."""
+    import torch
+
+    check_device(device, field=field)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise EztagError(
+            f"device '{device}' asks for a CUDA GPU, but none is visible; use 'auto' or 'cpu'", field=field
+        )
     return torch.device(device)
 
 
-def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """'auto' means float16 on a GPU and float32 on the CPU."""
+def pick_dtype(
+    precision: str, device: torch.device, *, gpu_auto: str = "float16", field: str = "precision"
+) -> torch.dtype:
+    """The torch dtype for a validated `precision`: 'auto' is float32 on the CPU and `gpu_auto` on a GPU."""
+    import torch
+
+    check_precision(precision, field=field)
     if precision == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    return DTYPES[precision]
+        precision = gpu_auto if device.type == "cuda" else "float32"
+    dtype: torch.dtype = getattr(torch, precision)
+    return dtype

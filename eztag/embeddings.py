@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -38,8 +39,8 @@ class EmbeddingStore:
 
     def write(
         self,
-        texts: Sequence[str],
-        encode: Callable[[Sequence[str]], np.ndarray],
+        texts: Sequence[Any],
+        encode: Callable[[Sequence[Any]], np.ndarray],
         *,
         chunk_size: int,
         dtype: str = "float32",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from eztag.errors import EztagError, did_you_mean
 from eztag.templates import check_template, render, template_fields
@@ -136,7 +137,7 @@ SCALES: dict[str, tuple[tuple[str, ...], ...]] = {
 }
 
 
-def messages_text(tokenizer: object | None, messages: list[dict[str, str]]) -> str:
+def messages_text(tokenizer: Any, messages: list[dict[str, str]]) -> str:
     """Chat messages as one prompt string: the tokenizer's chat template (with the generation prompt) when it has
     one, else the contents as plain text, one blank line apart."""
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
@@ -149,7 +150,7 @@ def chat_text(tokenizer: object | None, template: PromptTemplate, pair: Pair) ->
     return messages_text(tokenizer, template.messages(pair)) + template.answer_prefix
 
 
-def class_token_ids(tokenizer: object, scale: str) -> list[list[int]]:
+def class_token_ids(tokenizer: Any, scale: str) -> list[list[int]]:
     """For each answer class, the ids of its spellings that are a single token in this tokenizer."""
     classes = []
     for spellings in SCALES[scale]:
@@ -170,7 +171,7 @@ def truncate_words(text: str, max_words: int) -> str:
     return "".join(words[: 2 * max_words - 1]) if len(words) > 2 * max_words - 1 else text
 
 
-def truncate_tokens(tokenizer: object, texts: Sequence[str], max_tokens: int) -> list[str]:
+def truncate_tokens(tokenizer: Any, texts: Sequence[str], max_tokens: int) -> list[str]:
     """Cut each text to its first `max_tokens` tokens (texts that fit are returned unchanged)."""
     out = []
     for text in texts:

@@ -67,7 +67,7 @@ def prune_component(vectors: np.ndarray, eps: float, root: int = 0) -> np.ndarra
     while queue:
         for neighbour in np.flatnonzero(adjacent[queue.popleft()] & ~keep):
             keep[neighbour] = True
-            queue.append(neighbour)
+            queue.append(int(neighbour))
     return keep
 
 

@@ -1,4 +1,9 @@
-"""Text templates with named fields only: `{field}` placeholders, no attribute access, no code."""
+"""Text templates with named fields only: `{field}` placeholders, no attribute access, no code.
+
+`[...]` is an optional group: it is rendered only when every field inside it has a non-empty value, so
+`{text}[ ({description})]` gives "Audio (Sound)" or, with no description, "Audio". `[[` and `]]` are literal
+brackets.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,19 @@ from eztag.errors import EztagError
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_GROUP = re.compile(r"\[([^\[\]]*)\]")
+_OPEN, _CLOSE = "\x00", "\x01"  # stand-ins for the literal brackets `[[` and `]]` while groups are parsed
 DOCUMENT_COLUMNS = {"doc_id", "title", "text"}  # columns of ingest's documents.parquet a template may name
 LABEL_COLUMNS = {"label_id", "text", "description"}  # columns of ingest's labels.parquet a template may name
 
 
 def template_fields(template: str, *, where: str = "template") -> list[str]:
-    """The field names a template uses; rejects anything that is not a plain `{name}`."""
+    """The field names a template uses; rejects anything that is not a plain `{name}` and unbalanced groups."""
+    groups = _GROUP.findall(_escape(template))
+    if "[" in _GROUP.sub("", _escape(template)) or "]" in _GROUP.sub("", _escape(template)):
+        raise EztagError("unbalanced '[' or ']' (an optional group is [...], a literal bracket [[ or ]])", field=where)
+    if any(not _PLACEHOLDER.search(group) for group in groups):
+        raise EztagError("an optional group [...] must hold a {field}", field=where)
     names = []
     for match in _PLACEHOLDER.finditer(template):
         name = match.group(1)
@@ -36,14 +48,29 @@ def check_template(template: str, allowed: set[str], *, where: str = "template")
             )
 
 
-def render(template: str, values: Mapping[str, object]) -> str:
-    """Fill `{name}` placeholders from `values`; missing or None values render as empty text."""
+def _escape(template: str) -> str:
+    return template.replace("[[", _OPEN).replace("]]", _CLOSE)
 
-    def fill(match: re.Match[str]) -> str:
-        value = values.get(match.group(1))
+
+def render(template: str, values: Mapping[str, object]) -> str:
+    """Fill `{name}` placeholders from `values`; missing or None values render as empty text, and an optional
+    group `[...]` with an empty field renders as nothing."""
+
+    def text(name: str) -> str:
+        value = values.get(name)
         return "" if value is None else str(value)
 
-    return _PLACEHOLDER.sub(fill, template)
+    def fill(match: re.Match[str]) -> str:
+        return text(match.group(1))
+
+    def group(match: re.Match[str]) -> str:
+        body = match.group(1)
+        if any(not text(name).strip() for name in _PLACEHOLDER.findall(body)):
+            return ""
+        return _PLACEHOLDER.sub(fill, body)
+
+    filled = _PLACEHOLDER.sub(fill, _GROUP.sub(group, _escape(template)))
+    return filled.replace(_OPEN, "[").replace(_CLOSE, "]")
 
 
 def render_rows(frame: pl.DataFrame, template: str) -> list[str]:

@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from eztag.distillation import data, selection, training
 from eztag.stages import distil
 from tests.conftest import run_cli, write_jsonl
 
@@ -55,27 +56,42 @@ def agreement_of(model_dir: str, judgments: pl.DataFrame) -> float:
         label_row=pl.col("label_id").replace_strict({label: i for i, label in enumerate(LABELS)}, return_dtype=pl.Int64)
     )
     doc_row = {doc_id: i for i, doc_id in enumerate(DOCUMENTS)}
-    return distil.agreement(reference, doc_row, documents, labels)["spearman"]
+    return selection.agreement(reference, doc_row, documents, labels)["spearman"]
 
 
 def train(round_dir: Path, **changes: object) -> dict:
     config = dataclasses.replace(CONFIG, **changes)
-    teacher = distil.teacher_scores(teacher_judgments(), config)
-    columns, skipped = distil.training_rows(teacher, DOCUMENTS, LABELS, config)
+    teacher = data.teacher_scores(teacher_judgments(), config)
+    columns, skipped = data.training_rows(teacher, DOCUMENTS, LABELS, config)
     assert len(columns["anchor"]) == 6 and not skipped
-    return distil.train("default", columns, config, round_dir)
+    return training.train("default", columns, config, round_dir)
 
 
 def test_training_rows_positives_and_skips() -> None:
-    teacher = distil.teacher_scores(teacher_judgments(), dataclasses.replace(CONFIG, teacher="combined"))
+    teacher = data.teacher_scores(teacher_judgments(), dataclasses.replace(CONFIG, teacher="combined"))
     assert teacher.group_by("doc_id").agg(pl.col("teacher").mean().abs().max())["teacher"].max() < 1e-9
     config = dataclasses.replace(CONFIG, positives="threshold", threshold=2.5, list_size=3)
-    teacher = distil.teacher_scores(teacher_judgments(), config)
-    columns, skipped = distil.training_rows(teacher, DOCUMENTS, LABELS, config)
+    teacher = data.teacher_scores(teacher_judgments(), config)
+    columns, skipped = data.training_rows(teacher, DOCUMENTS, LABELS, config)
     assert len(columns["anchor"]) == 6 and skipped == {"no_positive": 3}  # odd documents: two labels score 3
     assert all(scores[0] >= 2.5 > max(scores[1:]) for scores in columns["label"])
     one = dataclasses.replace(config, max_positives=1)
-    assert len(distil.training_rows(teacher, DOCUMENTS, LABELS, one)[0]["anchor"]) == 3
+    assert len(data.training_rows(teacher, DOCUMENTS, LABELS, one)[0]["anchor"]) == 3
+
+
+def test_label_free_verdict_reads_log_odds_not_a_graded_score() -> None:
+    """A graded judge's score is the expected grade / 3: 0.6 with P(grade >= 2) = 0.4 is not a "yes"."""
+    rows = [  # doc_id, label_id, score, log_odds, student_rank
+        ("h1", "a", 0.6, -0.4, 1),  # graded: high expected grade, yet most mass on grades 0-1
+        ("h1", "b", 0.2, -2.0, 2),
+        ("h2", "a", 0.7, 0.8, 1),  # yes on both readings
+        ("h2", "b", 0.55, 0.2, 2),
+    ]
+    judgments = pl.DataFrame(rows, schema=["doc_id", "label_id", "score", "log_odds", "student_rank"], orient="row")
+    scores = selection.label_free_scores(judgments, {"h1", "h2"}, 0.5)
+    assert scores["llm_p@1"] == 0.5 and scores["llm_p@5"] == pytest.approx(0.2)  # 1 of 2 tops, 2 of 10 slots
+    strict = selection.label_free_scores(judgments, {"h1", "h2"}, 0.6)  # log-odds >= log(1.5) = 0.405
+    assert strict["llm_p@1"] == 0.5 and strict["llm_p@5"] == pytest.approx(0.1)
 
 
 @pytest.mark.slow

@@ -53,6 +53,6 @@ def test_cross_encoder_plumbing() -> None:
     pairs = [Pair("A chess game", "Games", "Use"), Pair("A C compiler", "Software development")]
     judgments = judge.score(pairs)
     for judgment in judgments:
-        assert judgment.failure is None and 0 < judgment.p_yes < 1
-        assert judgment.p_yes == pytest.approx(1 / (1 + math.exp(-judgment.log_odds)))
+        assert judgment.failure is None and 0 < judgment.score < 1
+        assert judgment.score == pytest.approx(1 / (1 + math.exp(-judgment.log_odds)))
     assert judge.truncate(["one two three four five six"], 3) == ["one two three"]

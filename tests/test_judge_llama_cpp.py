@@ -95,7 +95,7 @@ def test_llama_cpp_scores_agree_with_transformers(tmp_path: Path, smollm2_tokeni
     local_log_odds = [judgment.log_odds for judgment in local]
     assert len(set(served_log_odds)) > len(PAIRS) // 2  # the scores depend on the pair
     # measured: max 0.068, mean 0.02, Spearman 0.85; the same prompt without the chat template differs by 0.40
-    differences = [abs(a.p_yes - b.p_yes) for a, b in zip(served, local, strict=True)]
+    differences = [abs(a.score - b.score) for a, b in zip(served, local, strict=True)]
     assert max(differences) < 0.1 and sum(differences) / len(differences) < 0.04
     assert spearmanr(served_log_odds, local_log_odds).statistic > 0.7
 
@@ -109,4 +109,4 @@ def test_llama_cpp_server_killed_mid_run_gives_failures_not_scores(tmp_path: Pat
         process.wait()
         after = judge.score(PAIRS[2:4])
     assert [judgment.failure for judgment in before] == [None, None]
-    assert all(judgment.p_yes is None and judgment.failure.startswith("connection") for judgment in after)
+    assert all(judgment.score is None and judgment.failure.startswith("connection") for judgment in after)

@@ -58,7 +58,7 @@ def test_transient_faults_are_retried_and_scores_equal_transformers(
     assert server.requests == len(PAIRS) + len(faults)
     assert [judgment.failure for judgment in judgments] == [None] * len(PAIRS)
     for judgment, reference in zip(judgments, expected, strict=True):
-        assert judgment.p_yes == pytest.approx(reference.p_yes, abs=1e-5)
+        assert judgment.score == pytest.approx(reference.score, abs=1e-5)
         assert judgment.log_odds == pytest.approx(reference.log_odds, abs=1e-4)
 
 
@@ -71,7 +71,7 @@ def test_lasting_faults_are_failures_never_scores(server: CompletionsServer, tin
     }
     judgments = client(server, tiny_llama_dir).score(PAIRS)
     reasons = [judgment.failure for judgment in judgments]
-    assert all(judgment.p_yes is None and judgment.log_odds is None for judgment in judgments)
+    assert all(judgment.score is None and judgment.log_odds is None for judgment in judgments)
     assert reasons[0].startswith("http_503") and reasons[0].endswith("(after 3 attempts)")
     assert reasons[1].startswith("malformed_json")
     assert reasons[2].startswith("timeout")
@@ -85,9 +85,9 @@ def test_server_dying_mid_run(server: CompletionsServer, tiny_judge: Transformer
     expected = tiny_judge.score(PAIRS)
     for judgment, reference in zip(judgments[:3], expected[:3], strict=True):
         assert judgment.failure is None
-        assert judgment.p_yes == pytest.approx(reference.p_yes, abs=1e-5)
+        assert judgment.score == pytest.approx(reference.score, abs=1e-5)
     for judgment in judgments[3:]:
-        assert judgment.p_yes is None and judgment.failure.startswith("connection")
+        assert judgment.score is None and judgment.failure.startswith("connection")
 
 
 @pytest.mark.slow
@@ -106,7 +106,7 @@ def test_judge_stage_records_failures_and_retries_them_on_rerun(
     judgments = pl.read_parquet(tmp_path / "run" / "judge" / "judgments.parquet")
     failed = judgments.filter(pl.col("label_id") == "video")
     assert failed.height > 0 and report["failures_by_reason"] == {"http_500": failed.height}
-    assert failed.select("p_yes", "log_odds", "rank_in_doc").null_count().row(0) == (failed.height,) * 3
+    assert failed.select("score", "log_odds", "rank_in_doc").null_count().row(0) == (failed.height,) * 3
     assert judgments.filter(pl.col("label_id") != "video")["failure"].null_count() == judgments.height - failed.height
 
     server.faults_by_text = {}

@@ -77,7 +77,7 @@ def test_kill_and_resume(tmp_path: Path, tiny_llama_dir: Path) -> None:
     expected = pl.read_parquet(reference / "judge" / "judgments.parquet")
     assert resumed.select("doc_id", "label_id").equals(expected.select("doc_id", "label_id"))
     assert resumed["failure"].null_count() == resumed.height
-    assert (resumed["p_yes"] - expected["p_yes"]).abs().max() < 1e-6
+    assert (resumed["score"] - expected["score"]).abs().max() < 1e-6
     assert (resumed["log_odds"] - expected["log_odds"]).abs().max() < 1e-5
     assert resumed["rank_in_doc"].equals(expected["rank_in_doc"])
 

@@ -27,7 +27,7 @@ def assert_prefix_reuse_matches_naive(judge: TransformersJudge, pairs: list[Pair
     naive = judge.score(pairs)
     for fast, full in zip(reused, naive, strict=True):
         assert fast.failure is None and full.failure is None
-        assert fast.p_yes == pytest.approx(full.p_yes, abs=1e-4)
+        assert fast.score == pytest.approx(full.score, abs=1e-4)
         assert fast.log_odds == pytest.approx(full.log_odds, abs=1e-3)
 
 
@@ -36,7 +36,7 @@ def test_prefix_reuse_matches_naive_tiny_llama(tiny_llama_dir: Path, template: s
     judge = TransformersJudge(str(tiny_llama_dir), PromptTemplate.named(template), device="cpu", batch_size=3)
     # interleaved pairs and a batch size that splits documents: groups and batches do not line up
     assert_prefix_reuse_matches_naive(judge, PAIRS[::2] + PAIRS[1::2])
-    scores = [judgment.p_yes for judgment in judge.score(PAIRS)]
+    scores = [judgment.score for judgment in judge.score(PAIRS)]
     assert all(0 <= score <= 1 for score in scores) and len(set(scores)) > 1
 
 
@@ -50,9 +50,9 @@ def test_prefix_reuse_matches_naive_smollm2() -> None:
 def test_judgment_from_classes() -> None:
     yes, no = [math.log(0.3), math.log(0.1)], [math.log(0.2)]
     judgment = judgment_from_classes([yes, no])
-    assert judgment.p_yes == pytest.approx(0.4 / 0.6)
+    assert judgment.score == pytest.approx(0.4 / 0.6)
     assert judgment.log_odds == pytest.approx(math.log(0.4 / 0.2))
     graded = judgment_from_classes([[math.log(0.1)], [math.log(0.1)], [math.log(0.2)], [math.log(0.6)]])
-    assert graded.p_yes == pytest.approx((0.1 + 0.4 + 1.8) / 3)
+    assert graded.score == pytest.approx((0.1 + 0.4 + 1.8) / 3)
     assert graded.log_odds == pytest.approx(math.log(0.8 / 0.2))
     assert judgment_from_classes([[], []]).failure.startswith("no_answer_token")

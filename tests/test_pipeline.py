@@ -118,8 +118,8 @@ def test_exact_and_faiss_flat_agree_and_hnsw_reports_recall(tmp_path: Path) -> N
     results = {}
     for name, overrides in (
         ("exact", ["index.backend='exact'"]),
-        ("flat", ["index.backend='faiss'", "index.factory='Flat'"]),
-        ("hnsw", ["index.backend='faiss'", "index.factory='HNSW32'", "index.ef_search=16"]),
+        ("flat", ["index.backend='faiss'", "index.options={factory='Flat'}"]),
+        ("hnsw", ["index.backend='faiss'", "index.options={factory='HNSW32', ef_search=16}"]),
     ):  # one run directory: documents and labels are encoded once, index and tag rerun per backend
         run_cli("tag", str(config), *(arg for override in overrides for arg in ("--set", override)))
         results[name] = (

@@ -106,7 +106,7 @@ def assert_same_run(run_dir: Path, reference: Path) -> None:
     judged, want = (pl.read_parquet(root / "judge/judgments.parquet") for root in (run_dir, reference))
     assert judged.select("doc_id", "label_id").equals(want.select("doc_id", "label_id"))
     # resumed shards batch the pairs differently: padding changes the last bits of a float32 forward pass
-    np.testing.assert_allclose(judged["p_yes"].to_numpy(), want["p_yes"].to_numpy(), atol=1e-5)
+    np.testing.assert_allclose(judged["score"].to_numpy(), want["score"].to_numpy(), atol=1e-5)
     assert json.loads((run_dir / "evaluate/metrics.json").read_text()) == json.loads(
         (reference / "evaluate/metrics.json").read_text()
     )
@@ -117,7 +117,7 @@ def count_lost_and_duplicated(run_dir: Path) -> tuple[int, int]:
     keys = read_shards(run_dir / "cache/judge", SHARD_SCHEMA)["key"]
     judged = pl.read_parquet(run_dir / "judge/judgments.parquet")
     candidates = pl.read_parquet(run_dir / "mine/candidates.parquet")
-    lost = candidates.height - judged.filter(pl.col("p_yes").is_not_null()).height
+    lost = candidates.height - judged.filter(pl.col("score").is_not_null()).height
     return lost, keys.len() - keys.n_unique()
 
 

@@ -380,7 +380,7 @@ def describe_lists(lists_dir: Path) -> list[dict[str, Any]]:
     The entries are ordered base suite first (codenames without ``-``, e.g.
     ``bookworm`` before ``bookworm-updates`` and ``bookworm-security``).
     """
-    entries = []
+    entries: list[dict[str, Any]] = []
     for packages in _index_files(lists_dir, PACKAGES_SUFFIX):
         prefix = _strip_index_suffix(packages, PACKAGES_SUFFIX)
         release: dict[str, str] = {}

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 
-from eztag.errors import EztagError, did_you_mean
-
-ENCODERS = {"sentence-transformers": "eztag.encoders.sentence_transformers:SentenceTransformerEncoder"}
+from eztag.registry import Registry
 
 
 class Encoder(Protocol):
@@ -25,9 +22,11 @@ class Encoder(Protocol):
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
+ENCODERS: Registry[Encoder] = Registry(
+    "encoder", {"sentence-transformers": "eztag.encoders.sentence_transformers:SentenceTransformerEncoder"}
+)
+
+
 def get_encoder(backend: str, model: str, **options: object) -> Encoder:
-    """Instantiate the encoder backend `backend` for `model`."""
-    if backend not in ENCODERS:
-        raise EztagError(f"unknown encoder backend '{backend}'{did_you_mean(backend, ENCODERS)}")
-    module_name, class_name = ENCODERS[backend].split(":")
-    return getattr(importlib.import_module(module_name), class_name)(model, **options)
+    """Instantiate the encoder backend `backend` for `model` with the keyword `options` of `[encode]`."""
+    return ENCODERS.create(backend, model, options=options, field="encode")

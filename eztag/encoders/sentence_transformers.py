@@ -53,7 +53,7 @@ class SentenceTransformerEncoder:
         self.model.eval()
         self.batch_size = batch_size or (GPU_BATCH_SIZE if self.device.type == "cuda" else CPU_BATCH_SIZE)
         dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        self.dim = int(dimension())
+        self.dim = int(dimension() or 0)
         self.fingerprint = {
             "model": path,
             "files": model_files(Path(path)),

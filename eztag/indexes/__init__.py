@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -10,9 +9,7 @@ from typing import Any
 import numpy as np
 
 from eztag.embeddings import EmbeddingStore
-from eztag.errors import EztagError, did_you_mean
-
-INDEXES = {"exact": "eztag.indexes.exact:ExactIndex", "faiss": "eztag.indexes.faiss:FaissIndex"}
+from eztag.registry import Registry
 
 
 class LabelIndex(ABC):
@@ -38,9 +35,11 @@ class LabelIndex(ABC):
         """Read an index written by `save`."""
 
 
+INDEXES: Registry[LabelIndex] = Registry(
+    "index", {"exact": "eztag.indexes.exact:ExactIndex", "faiss": "eztag.indexes.faiss:FaissIndex"}
+)
+
+
 def index_class(backend: str) -> type[LabelIndex]:
     """The index class registered as `backend`."""
-    if backend not in INDEXES:
-        raise EztagError(f"unknown index backend '{backend}'{did_you_mean(backend, INDEXES)}")
-    module_name, class_name = INDEXES[backend].split(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    return INDEXES.get(backend, field="index.backend")

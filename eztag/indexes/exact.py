@@ -41,7 +41,6 @@ class ExactIndex(LabelIndex):
         precision: str = "auto",
         label_chunk_size: int = 262_144,
         query_batch_size: int = 4096,
-        **_: Any,
     ) -> None:
         self.device = pick_device(device)
         self.dtype = pick_dtype(precision, self.device)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -36,7 +36,7 @@ def estimate_bytes(factory: str, n: int, dim: int) -> int:
         code = dim * int(sq.group(1)) // 8
     else:
         code = dim * 4
-    per_vector = code + (8 if "IVF" in spec else 0)
+    per_vector: float = code + (8 if "IVF" in spec else 0)
     hnsw = re.search(r"HNSW(\d+)", spec)
     if hnsw:
         per_vector += 2 * int(hnsw.group(1)) * 4 * 1.1
@@ -56,8 +56,8 @@ class FaissIndex(LabelIndex):
         ef_search: int | None = None,
         train_size: int = 100_000,
         device: str = "auto",
+        precision: Literal["auto"] = "auto",  # FAISS searches float32 vectors or the codes `factory` names (SQfp16)
         seed: int = 0,
-        **_: Any,
     ) -> None:
         self.faiss = import_faiss()
         self.factory = factory

@@ -3,27 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
-from eztag.errors import EztagError, did_you_mean
+from eztag.errors import EztagError
 from eztag.prompts import Pair, PromptTemplate, truncate_words
-
-JUDGES = {
-    "transformers": "eztag.judges.transformers:TransformersJudge",
-    "openai": "eztag.judges.openai:OpenAIJudge",
-    "vllm": "eztag.judges.vllm:VLLMJudge",
-    "cross-encoder": "eztag.judges.cross_encoder:CrossEncoderJudge",
-}
+from eztag.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
 class Judgment:
-    """A score in [0, 1] (P(yes), or expected grade / 3) with its log-odds, or a failure reason and no score."""
+    """A score in [0, 1] with its log-odds, or a failure reason and no score.
 
-    p_yes: float | None = None
+    `score` is P(yes) on the yes/no scale but the expected grade / 3 on the graded scale, so it is no probability
+    there; `log_odds` (log P(yes) - log P(no), or log P(grade >= 2) - log P(grade < 2)) is a verdict on both.
+    """
+
+    score: float | None = None
     log_odds: float | None = None
     failure: str | None = None
 
@@ -61,7 +58,7 @@ def judgment_from_classes(class_logprobs: Sequence[Sequence[float]]) -> Judgment
     log_odds = positive - negative
     if not math.isfinite(log_odds):
         log_odds = math.copysign(1e4, log_odds)
-    return Judgment(p_yes=score, log_odds=log_odds)
+    return Judgment(score=score, log_odds=log_odds)
 
 
 class Judge(ABC):
@@ -85,16 +82,19 @@ class Judge(ABC):
         return [truncate_words(text, max_tokens) for text in documents]
 
 
+JUDGES: Registry[Judge] = Registry(
+    "judge",
+    {
+        "transformers": "eztag.judges.transformers:TransformersJudge",
+        "openai": "eztag.judges.openai:OpenAIJudge",
+        "vllm": "eztag.judges.vllm:VLLMJudge",
+        "cross-encoder": "eztag.judges.cross_encoder:CrossEncoderJudge",
+    },
+)
+
+
 def get_judge(
     backend: str, model: str, template: PromptTemplate, *, section: str = "judge", **options: object
 ) -> Judge:
     """Instantiate the judge backend `backend` for `model` with the keyword `options` of `[SECTION.options]`."""
-    if backend not in JUDGES:
-        suggestion = did_you_mean(backend, JUDGES)
-        raise EztagError(f"unknown judge backend '{backend}'{suggestion}", field=f"{section}.backend")
-    module_name, class_name = JUDGES[backend].split(":")
-    judge_class = getattr(importlib.import_module(module_name), class_name)
-    try:
-        return judge_class(model, template, **options)
-    except TypeError as error:
-        raise EztagError(f"bad option for backend '{backend}': {error}", field=f"{section}.options") from None
+    return JUDGES.create(backend, model, template, options=options, field=f"{section}.options")

@@ -40,4 +40,4 @@ class CrossEncoderJudge(Judge):
         logits = self.model.predict(
             inputs, batch_size=self.batch_size, activation_fn=torch.nn.Identity(), show_progress_bar=False
         )
-        return [Judgment(p_yes=1 / (1 + math.exp(-float(logit))), log_odds=float(logit)) for logit in logits]
+        return [Judgment(score=1 / (1 + math.exp(-float(logit))), log_odds=float(logit)) for logit in logits]

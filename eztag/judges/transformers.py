@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 
-from eztag.devices import DTYPES, pick_device
-from eztag.errors import EztagError, did_you_mean
+from eztag.devices import pick_device, pick_dtype
+from eztag.errors import EztagError
 from eztag.judges import Judge, Judgment, judgment_from_classes
 from eztag.models import resolve_judge
 from eztag.prompts import Pair, PromptTemplate, chat_text, class_token_ids, messages_text, truncate_tokens
@@ -36,12 +37,7 @@ class TransformersJudge(Judge):
 
         super().__init__(template)
         self.device = pick_device(device)
-        if precision == "auto":
-            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        elif precision in DTYPES:
-            dtype = DTYPES[precision]
-        else:
-            raise EztagError(f"unknown precision '{precision}'{did_you_mean(precision, DTYPES)}", field="precision")
+        dtype = pick_dtype(precision, self.device, gpu_auto="bfloat16")  # an LLM's activations need bf16's range
         self.name = model
         self.path, self.gguf_file = resolve_judge(model)
         self.dtype = dtype
@@ -57,12 +53,12 @@ class TransformersJudge(Judge):
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
     @functools.cached_property
-    def model(self) -> torch.nn.Module:
+    def model(self) -> Any:
         """The causal LM, loaded on first use: a run whose pairs are all in the judge cache never loads it."""
         from transformers import AutoModelForCausalLM
 
         try:
-            loaded = AutoModelForCausalLM.from_pretrained(self.path, gguf_file=self.gguf_file, dtype=self.dtype)
+            loaded: Any = AutoModelForCausalLM.from_pretrained(self.path, gguf_file=self.gguf_file, dtype=self.dtype)
         except OSError as error:
             raise _load_error(self.name, error) from None
         return loaded.to(self.device).eval()
@@ -100,7 +96,7 @@ class TransformersJudge(Judge):
                     pad_token_id=self.pad_id,
                 )
             for i, row in zip(batch, generated[:, tokens.shape[1] :], strict=True):
-                out[i] = self.tokenizer.decode(row, skip_special_tokens=True)
+                out[i] = str(self.tokenizer.decode(row, skip_special_tokens=True))
         return out
 
     def _judgment(self, row: torch.Tensor) -> Judgment:
@@ -126,7 +122,7 @@ class TransformersJudge(Judge):
             )
             for i, row in zip(batch, rows, strict=True):
                 out[i] = row
-        return out
+        return cast(list[torch.Tensor], out)  # every slot is filled
 
     def _score_prefix_reuse(self, pairs: Sequence[Pair], ids: list[list[int]]) -> list[torch.Tensor]:
         """Per document: run the shared token prefix once, then its suffixes in batches on the expanded cache."""
@@ -160,7 +156,7 @@ class TransformersJudge(Judge):
                 )
                 for i, row in zip(batch, rows, strict=True):
                     out[i] = row
-        return out
+        return cast(list[torch.Tensor], out)  # every slot is filled
 
 
 def _load_error(model: str, error: OSError) -> EztagError:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 import polars as pl
 
 from eztag.artifacts import atomic_path, config_hash
+from eztag.devices import check_device
 from eztag.embeddings import META, EmbeddingStore
 from eztag.encoders import get_encoder
 from eztag.models import model_files, resolve_encoder
@@ -45,6 +46,7 @@ class Config:
         check_template(self.label_template, LABEL_COLUMNS, where="encode.label_template")
         if (self.batch_size is not None and self.batch_size < 1) or self.chunk_size < 1:
             raise ValueError("batch_size and chunk_size must be positive")
+        check_device(self.device, field="encode.device")
 
 
 def fingerprint(config: Config) -> list[tuple[str, int, int]]:

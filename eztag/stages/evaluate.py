@@ -103,7 +103,7 @@ def load_predictions(ingest_dir: Path, tags: pl.DataFrame) -> tuple[np.ndarray, 
         raise EztagError(
             "no ground truth: give ingest.ground_truth or a labels column in the documents", field="[evaluate]"
         )
-    width = int(tags["rank"].max() or 1) if tags.height else 1
+    width = int(tags["rank"].to_numpy().max()) if tags.height else 1
     predicted = np.full((documents.height, width), -1, dtype=np.int64)
     joined = tags.join(documents, on="doc_id").join(labels, on="label_id")
     predicted[joined["doc_row"].to_numpy(), joined["rank"].to_numpy() - 1] = joined["label_row"].to_numpy()

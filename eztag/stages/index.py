@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from eztag.artifacts import write_json, write_parquet
+from eztag.devices import check_device
 from eztag.embeddings import EmbeddingStore
 from eztag.indexes import INDEXES, LabelIndex, index_class
 from eztag.indexes.multi import MultiVectorIndex
@@ -32,16 +33,15 @@ fingerprint = no_fingerprint
 class Config:
     """Which index to build and how to search it; with a synonyms stage, how label vector sets are scored.
 
-    `aggregation`, `local_k` and `overfetch` apply only to multi-vector labels (see eztag.indexes.multi).
+    `options` (`[index.options]`) are the backend's own keyword options: exact: label_chunk_size,
+    query_batch_size; faiss: factory, nprobe, ef_search, train_size, seed. `aggregation`, `local_k` and
+    `overfetch` apply only to multi-vector labels (see eztag.indexes.multi).
     """
 
     backend: str = "exact"
-    factory: str = "Flat"
-    nprobe: int | None = None
-    ef_search: int | None = None
-    train_size: int = 100_000
     device: str = "auto"
-    precision: str = "auto"
+    precision: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    options: dict = dataclasses.field(default_factory=dict)
     recall_sample: int = 1000
     recall_k: list[int] = dataclasses.field(default_factory=lambda: [10, 100])
     aggregation: Literal["max", "centroid", "local_centre"] = "local_centre"
@@ -49,19 +49,20 @@ class Config:
     overfetch: int = 4
 
     def __post_init__(self) -> None:
-        if self.backend not in INDEXES:
-            raise ValueError(f"unknown backend '{self.backend}' (expected one of: {', '.join(INDEXES)})")
+        check_device(self.device, field="index.device")
+        INDEXES.check_options(self.backend, backend_options(self), field="index.options")
         if self.local_k < 1 or self.overfetch < 1:
             raise ValueError("local_k and overfetch must be at least 1")
 
 
-def options(config: Config) -> dict[str, Any]:
-    """Backend keyword options from the stage config."""
-    return {
-        key: value
-        for key, value in dataclasses.asdict(config).items()
-        if key not in ("backend", "recall_sample", "recall_k", *MULTI_VECTOR_FIELDS)
-    }
+def backend_options(config: Config) -> dict[str, Any]:
+    """The backend's keyword options: device, precision and `[index.options]`."""
+    return {"device": config.device, "precision": config.precision, **config.options}
+
+
+def build_index(config: Config) -> LabelIndex:
+    """An empty index of the configured backend."""
+    return INDEXES.create(config.backend, options=backend_options(config), field="index.options")
 
 
 def load_index(index_dir: Path) -> LabelIndex:
@@ -96,7 +97,7 @@ def recall_against_exact(
     index: LabelIndex, labels: EmbeddingStore, queries: np.ndarray, ks: list[int]
 ) -> dict[str, float]:
     """Mean recall@k of `index` against exact search, for each k."""
-    exact = index_class("exact")(device="cpu")
+    exact = INDEXES.create("exact", options={"device": "cpu"}, field="index.options")
     exact.build(labels)
     return recall_against(exact.search, index, queries, ks)
 
@@ -106,7 +107,7 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     ingest_dir = inputs["ingest"]
     encode_dir = inputs["encode"]
     synonyms_dir = inputs.get("synonyms")
-    index = index_class(config.backend)(**options(config))
+    index = build_index(config)
     labels = EmbeddingStore(encode_dir / "labels")
     multi = None
     if synonyms_dir is not None:
@@ -117,7 +118,9 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     index.build(labels)
     build_seconds = time.perf_counter() - started
     index.save(out_dir)
-    write_json(out_dir / "index.json", {"backend": config.backend, "options": options(config), "multi_vector": multi})
+    write_json(
+        out_dir / "index.json", {"backend": config.backend, "options": backend_options(config), "multi_vector": multi}
+    )
     label_ids = pl.read_parquet(ingest_dir / "labels.parquet", columns=["label_id"])
     write_parquet(out_dir / "label_ids.parquet", label_ids)
     report: dict[str, Any] = {

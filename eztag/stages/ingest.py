@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import polars as pl
 
@@ -115,6 +115,14 @@ def _check_columns(path: Path, fmt: str, required: list[str], optional: dict[str
     return present
 
 
+@overload
+def _text(record: Record, field: str, *, path: Path, row: int, required: Literal[True]) -> str: ...
+
+
+@overload
+def _text(record: Record, field: str, *, path: Path, row: int, required: bool) -> str | None: ...
+
+
 def _text(record: Record, field: str, *, path: Path, row: int, required: bool) -> str | None:
     value = record.get(field)
     if value is None:
@@ -144,7 +152,10 @@ def _read_labels(config: Config, problems: Problems) -> pl.DataFrame:
     fmt = "jsonl" if config.format == "xc" else config.format
     optional = {config.label_description: DEFAULTS.label_description} if config.label_description else {}
     present = _check_columns(path, fmt, [config.label_id, config.label_text], optional)
-    ids, texts, descriptions, first_row = [], [], [], {}
+    ids: list[str] = []
+    texts: list[str] = []
+    descriptions: list[str | None] = []
+    first_row: dict[str, int] = {}
     for row, record in read_records(path, fmt):
         try:
             if isinstance(record, RowError):
@@ -224,7 +235,12 @@ def _read_documents(
     }
     present = _check_columns(path, fmt, [config.doc_id, config.doc_text], optional)
     known = set(label_ids)
-    ids, titles, texts, pairs, first_row, truncated = [], [], [], [], {}, 0
+    ids: list[str] = []
+    titles: list[str | None] = []
+    texts: list[str] = []
+    pairs: list[tuple[str, str]] = []
+    first_row: dict[str, int] = {}
+    truncated = 0
     for row, record in read_records(path, fmt):
         try:
             if isinstance(record, RowError):

@@ -35,7 +35,8 @@ OPTIONAL: tuple[str, ...] = ()
 CONFLICTS: dict[str, str] = {}
 PATH_FIELDS = ("model", "cache_dir")
 fingerprint = no_fingerprint
-SHARD_SCHEMA = {"key": pl.String, "p_yes": pl.Float64, "log_odds": pl.Float64, "failure": pl.String}
+# cache shards: "p_yes" holds Judgment.score (the on-disk name is kept so existing caches stay readable)
+SHARD_SCHEMA: dict[str, Any] = {"key": pl.String, "p_yes": pl.Float64, "log_odds": pl.Float64, "failure": pl.String}
 P_YES_THRESHOLDS = (0.1, 0.25, 0.5, 0.75, 0.9)
 LOG_ODDS_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -59,8 +60,7 @@ class Config:
     options: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.backend not in JUDGES:
-            raise ValueError(f"unknown backend '{self.backend}' (expected one of: {', '.join(JUDGES)})")
+        JUDGES.check_options(self.backend, self.options, field="judge.options")
         if self.max_document_tokens < 1 or self.shard_size < 1:
             raise ValueError("max_document_tokens and shard_size must be positive")
         check_template(self.document_template, DOCUMENT_COLUMNS, where="judge.document_template")
@@ -81,10 +81,10 @@ def judge_cache(config: Config, judge_dir: Path) -> Path:
     return cache_location(config.cache_dir, judge_dir, "judge")
 
 
-def load_cache(cache_dir: Path) -> dict[str, tuple[float, float]]:
-    """key -> (p_yes, log_odds) of every stored successful judgment."""
+def load_cache(cache_dir: Path) -> dict[str, tuple[float | None, float | None]]:
+    """key -> (score, log_odds) of every stored successful judgment."""
     stored = read_shards(cache_dir, SHARD_SCHEMA).filter(pl.col("failure").is_null())
-    return {key: (p_yes, log_odds) for key, p_yes, log_odds in stored.select("key", "p_yes", "log_odds").iter_rows()}
+    return {key: (score, log_odds) for key, score, log_odds in stored.select("key", "p_yes", "log_odds").iter_rows()}
 
 
 def build_judge(config: Config) -> Judge:
@@ -142,21 +142,21 @@ def judge_candidates(
         for start in range(0, len(todo_items), config.shard_size):
             batch = todo_items[start : start + config.shard_size]
             started = time.perf_counter()
-            judgments = judge.score([pair for _, pair in batch])
+            scored = judge.score([pair for _, pair in batch])
             scoring_seconds += time.perf_counter() - started
             shard = pl.DataFrame(
                 {
                     "key": [key for key, _ in batch],
-                    "p_yes": [judgment.p_yes for judgment in judgments],
-                    "log_odds": [judgment.log_odds for judgment in judgments],
-                    "failure": [judgment.failure for judgment in judgments],
+                    "p_yes": [judgment.score for judgment in scored],
+                    "log_odds": [judgment.log_odds for judgment in scored],
+                    "failure": [judgment.failure for judgment in scored],
                 },
                 schema=SHARD_SCHEMA,
             )
             write_shard(cache_dir, shard)
-            for (key, _), judgment in zip(batch, judgments, strict=True):
+            for (key, _), judgment in zip(batch, scored, strict=True):
                 if judgment.failure is None:
-                    stored[key] = (judgment.p_yes, judgment.log_odds)
+                    stored[key] = (judgment.score, judgment.log_odds)
                 else:
                     failures[key] = judgment.failure
             bar.update(len(batch))
@@ -169,12 +169,15 @@ def judge_candidates(
 
 
 def _judgments_frame(
-    candidates: pl.DataFrame, keys: list[str], stored: dict[str, tuple[float, float]], failures: dict[str, str]
+    candidates: pl.DataFrame,
+    keys: list[str],
+    stored: dict[str, tuple[float | None, float | None]],
+    failures: dict[str, str],
 ) -> pl.DataFrame:
     scored = [stored.get(key, (None, None)) for key in keys]
     return (
         candidates.with_columns(
-            p_yes=pl.Series([p_yes for p_yes, _ in scored], dtype=pl.Float64),
+            score=pl.Series([score for score, _ in scored], dtype=pl.Float64),
             log_odds=pl.Series([log_odds for _, log_odds in scored], dtype=pl.Float64),
             failure=pl.Series([None if key in stored else failures.get(key) for key in keys], dtype=pl.String),
         )
@@ -182,7 +185,7 @@ def _judgments_frame(
         .select(
             "doc_id",
             "label_id",
-            "p_yes",
+            "score",
             "log_odds",
             "rank_in_doc",
             "source",
@@ -197,8 +200,8 @@ def judgment_report(judgments: pl.DataFrame, *, unique_pairs: int, judged_now: i
     """Counts, failures by reason, speed and the calibration aid (threshold fractions, log-odds quantiles)."""
     scored = judgments.filter(pl.col("failure").is_null())
     reasons = Counter(failure.split(":")[0] for failure in judgments["failure"].drop_nulls())
-    p_yes, log_odds = scored["p_yes"].to_numpy(), scored["log_odds"].to_numpy()
-    positives_per_doc = scored.group_by("doc_id").agg(pl.col("p_yes").ge(0.5).sum())["p_yes"].mean()
+    p_yes, log_odds = scored["score"].to_numpy(), scored["log_odds"].to_numpy()
+    positives_per_doc = scored.group_by("doc_id").agg(pl.col("score").ge(0.5).sum())["score"].mean()
     return {
         "pairs": judgments.height,
         "unique_pairs": unique_pairs,
@@ -214,7 +217,7 @@ def judgment_report(judgments: pl.DataFrame, *, unique_pairs: int, judged_now: i
         "log_odds_quantiles": {str(q): round(float(np.quantile(log_odds, q)), 4) for q in LOG_ODDS_QUANTILES}
         if len(log_odds)
         else {},
-        "mean_labels_per_doc_p_yes_0.5": round(float(positives_per_doc or 0), 3),
+        "mean_labels_per_doc_p_yes_0.5": round(float(positives_per_doc or 0), 3),  # type: ignore[arg-type]
     }
 
 

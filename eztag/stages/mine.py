@@ -24,7 +24,7 @@ OPTIONAL: tuple[str, ...] = ()
 CONFLICTS: dict[str, str] = {}
 PATH_FIELDS: tuple[str, ...] = ()
 fingerprint = no_fingerprint
-SCHEMA = {
+SCHEMA: dict[Any, Any] = {  # Any: the key type polars' cast() expects
     "doc_id": pl.String,
     "label_id": pl.String,
     "source": pl.String,

@@ -29,7 +29,7 @@ from eztag.artifacts import (
     write_shard,
 )
 from eztag.embeddings import EmbeddingStore
-from eztag.indexes import index_class
+from eztag.indexes import INDEXES
 from eztag.judges import JUDGES, get_judge
 from eztag.prompts import SYNONYM_PROMPT, PromptTemplate, synonym_messages
 from eztag.stages import encode
@@ -43,7 +43,7 @@ OPTIONAL: tuple[str, ...] = ()
 CONFLICTS: dict[str, str] = {}
 PATH_FIELDS = ("model", "cache_dir")
 fingerprint = no_fingerprint
-CACHE_SCHEMA = {"key": pl.String, "raw": pl.String}
+CACHE_SCHEMA: dict[str, Any] = {"key": pl.String, "raw": pl.String}
 
 
 @dataclasses.dataclass
@@ -70,8 +70,7 @@ class Config:
     refine_top_m: int = 5
 
     def __post_init__(self) -> None:
-        if self.backend not in JUDGES:
-            raise ValueError(f"unknown backend '{self.backend}' (expected one of: {', '.join(JUDGES)})")
+        JUDGES.check_options(self.backend, self.options, field="synonyms.options")
         if min(self.n, self.max_new_tokens, self.max_chars, self.shard_size, self.refine_top_m) < 1:
             raise ValueError("n, max_new_tokens, max_chars, shard_size and refine_top_m must be positive")
 
@@ -86,7 +85,7 @@ def cache_key(config: Config, label: str, description: str) -> str:
 def generate(config: Config, labels: list[tuple[str, str]], cache_dir: Path) -> list[str]:
     """The raw generation for each (label, description), from the cache or the LLM (loaded only when needed)."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    stored = dict(read_shards(cache_dir, CACHE_SCHEMA).iter_rows())
+    stored: dict[str, str] = dict(read_shards(cache_dir, CACHE_SCHEMA).iter_rows())
     keys = [cache_key(config, label, description) for label, description in labels]
     todo = list({key: pair for key, pair in zip(keys, labels, strict=True) if key not in stored}.items())
     if todo:
@@ -128,7 +127,7 @@ def refine_agreement(
     own_store: EmbeddingStore, documents: np.ndarray, vectors: np.ndarray, owners: np.ndarray, top_m: int
 ) -> np.ndarray:
     """Each synonym's profile agreement with the data (NaN where its label is no document's pseudo-positive)."""
-    index = index_class("exact")(device="cpu")
+    index = INDEXES.create("exact", options={"device": "cpu"}, field="synonyms")
     index.build(own_store)
     _, top_rows = index.search(documents, top_m)
     centroids, counts = semantics.data_centroids(documents, top_rows, own_store.count)
