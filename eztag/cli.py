@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors and failed writes print one line and exit 2; SIGINT and SIGTERM print where the
     run stopped and exit 130 and 143."""
     args = build_parser().parse_args(argv)
-    runstate.handle_stop_signals()
+    previous = runstate.handle_stop_signals()
     try:
         try:
             _dispatch(args)
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             code = write_errno(error)
             if code is None or isinstance(error, EztagError):
                 raise
-            raise WriteFailed(getattr(error, "filename", None), code) from error
+            raise WriteFailed(getattr(error, "filename", None), code, writing=code != errno.EACCES) from error
     except EztagError as error:
         if args.debug or os.environ.get("EZTAG_DEBUG"):
             raise
@@ -157,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         message, status = runstate.interrupted(interrupt)
         print(message, file=sys.stderr)
         return status
+    finally:
+        runstate.restore_stop_signals(previous, process_ends=argv is None)
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import threading
 from types import FrameType
+from typing import Any
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 _state: dict[str, str | None] = {"stage": None, "progress": None}
@@ -51,11 +52,19 @@ def _stop(signum: int, _frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
-def handle_stop_signals() -> None:
-    """Turn SIGINT and SIGTERM into `Interrupted` (main thread only; elsewhere Python cannot install handlers)."""
-    if threading.current_thread() is threading.main_thread():
-        for number in EXIT_CODES:
-            signal.signal(number, _stop)
+def handle_stop_signals() -> dict[int, Any]:
+    """Turn SIGINT and SIGTERM into `Interrupted` (main thread only; elsewhere Python cannot install handlers);
+    the handlers they replace."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {number: signal.signal(number, _stop) for number in EXIT_CODES}
+
+
+def restore_stop_signals(previous: dict[int, Any], *, process_ends: bool) -> None:
+    """Put back the handlers `handle_stop_signals` replaced; when the process is about to end, ignore stop
+    signals instead: the work is done or abandoned, and Python's shutdown would otherwise die of them silently."""
+    for number, handler in previous.items():
+        signal.signal(number, signal.SIG_IGN if process_ends else handler)
 
 
 def interrupted(error: KeyboardInterrupt) -> tuple[str, int]:

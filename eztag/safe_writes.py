@@ -61,17 +61,20 @@ def _free(path: Path) -> int | None:
 
 
 class WriteFailed(EztagError):
-    """A write to the run directory failed; the message names the stage, the file and, where known, the space."""
+    """A write failed (or, `writing` False, a file operation outside eztag's own writes, such as a library's cache);
+    the message names the stage, the file and, where known, the space."""
 
-    def __init__(self, path: str | Path | None, code: int, needed: int | None = None) -> None:
+    def __init__(self, path: str | Path | None, code: int, needed: int | None = None, *, writing: bool = True) -> None:
         where = f"stage '{runstate.stage()}': " if runstate.stage() else ""
-        target = f"cannot write {path}" if path else "cannot write"
+        name = f" {path}" if path else ""
+        target = f"cannot write{name}" if writing else f"cannot use{name}"
         space = ""
         if code in (errno.ENOSPC, errno.EDQUOT) and path:
             free = _free(Path(path))
             needs = f"needs {_size(needed)}, " if needed is not None else ""
             space = f" ({needs}{_size(free)} free)" if free is not None else ""
-        super().__init__(f"{where}{target}: {os.strerror(code)}{space}; {ADVICE[code]}")
+        advice = ADVICE[code] if writing else "check its permissions, then rerun the same command"
+        super().__init__(f"{where}{target}: {os.strerror(code)}{space}; {advice}")
         self.code = code
 
 
