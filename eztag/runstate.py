@@ -71,4 +71,4 @@ def interrupted(error: KeyboardInterrupt) -> tuple[str, int]:
     """(the one-line message, the conventional exit code: 130 for SIGINT, 143 for SIGTERM)."""
     signum = error.signum if isinstance(error, Interrupted) else signal.SIGINT
     message = f"eztag: interrupted{where()} by {signal.Signals(signum).name}; rerun the same command to resume"
-    return message, EXIT_CODES[signum]
+    return message, EXIT_CODES[signal.Signals(signum)]
