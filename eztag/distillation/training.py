@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eztag.artifacts import atomic_dir
-from eztag.distillation.loss import DistilLoss
 from eztag.models import resolve_encoder
 
 if TYPE_CHECKING:
@@ -24,6 +23,7 @@ def train(base_model: str, columns: dict[str, list], config: Config, round_dir: 
     from transformers.trainer_utils import get_last_checkpoint
 
     from eztag.devices import pick_device, pick_dtype
+    from eztag.distillation.loss import DistilLoss
 
     device = pick_device(config.device, field="distil.device")
     bf16 = pick_dtype(config.precision, device, gpu_auto="bfloat16") == torch.bfloat16  # mixed precision: bf16 or off
