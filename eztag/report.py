@@ -61,8 +61,14 @@ def _finished(manifest: dict[str, Any], stage: str, *names: str) -> bool:
 
 
 def _stages(manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """The finished stages in the order they finished, with wall time, config hash and config."""
-    records = sorted(manifest["stages"].items(), key=lambda item: item[1].get("finished_at", ""))
+    """The finished stages in pipeline order, with wall time, config hash and config."""
+    from eztag.pipeline import STAGES
+
+    order = list(STAGES)
+    records = sorted(
+        manifest["stages"].items(),
+        key=lambda item: (order.index(item[0]) if item[0] in order else len(order), item[1].get("finished_at", "")),
+    )
     return [
         {
             "name": name,
@@ -131,7 +137,8 @@ def label_results(run_dir: Path, ks: list[int]) -> dict[str, Any]:
     ranked = per_label.filter(pl.col("support") >= min_support)
     order = ["recall", "support", "label_id"]
     best = ranked.sort(order, descending=[True, True, False]).head(BEST_WORST)
-    worst = ranked.sort(order, descending=[False, True, False]).head(BEST_WORST)
+    rest = ranked.filter(~pl.col("label_id").is_in(best["label_id"].implode()))
+    worst = rest.sort(order, descending=[False, True, False]).head(BEST_WORST)
     return {
         "k": k,
         "ks": ks,
@@ -344,6 +351,9 @@ def plot_metrics_at_k(runs: list[RunReport]) -> str:
             values = [run.metrics["metrics"][f"{metric}@{k}"] for k in ks]
             axes.plot(ks, values, style, marker="o", color=f"C{index}", label=f"{metric}@k · {run.name}")
     axes.set_xscale("log")
+    ks = sorted({k for run in runs if run.metrics for k in run.metrics["ks"]})
+    axes.set_xticks(ks, [str(k) for k in ks])
+    axes.minorticks_off()
     axes.set_xlabel("k")
     axes.set_ylim(0, 1)
     axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
