@@ -54,6 +54,8 @@ def test_shipped_pipelines_load_and_find_their_inputs(path: Path) -> None:
     assert pipeline.stages[0] == "ingest"
     ingest = pipeline.configs["ingest"]
     assert Path(ingest.documents).is_file() and Path(ingest.labels).is_file()
+    # run_dir is relative to the pipeline file, like the inputs, wherever eztag is started from
+    assert pipeline.default_run_dir().parent == REPO / "runs"
 
 
 def test_stage_subcommand_runs_only_upstream(tmp_path: Path, small_inputs: tuple[Path, Path]) -> None:
