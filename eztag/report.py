@@ -223,13 +223,30 @@ def judge_results(run_dir: Path, manifest: dict[str, Any]) -> dict[str, Any] | N
     return result
 
 
+def _scalars(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The scalar entries of a nested report, keys joined with dots."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out |= _scalars(value, f"{prefix}{key}.")
+        elif isinstance(value, (int, float, str, bool)):
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def calibration(run_dir: Path) -> dict[str, Any] | None:
-    """A `calibrate` stage's report, when the run has one (its scalar entries; the stage is optional)."""
+    """A `calibrate` stage's report when the run has one: its scalar entries and its reliability bins
+    (`check.reliability`: pairs per bin, the calibrated probability and the observed rate it should match, which
+    the stage defines; today the judge's mean P(yes) on held-out documents)."""
     folder = run_dir / "calibrate"
     report = _read_json(folder / "report.json") if folder.is_dir() else None
     if not isinstance(report, dict):
         return None
-    return {key: value for key, value in report.items() if isinstance(value, (int, float, str, bool))}
+    bins = report.get("check", {}).get("reliability") if isinstance(report.get("check"), dict) else None
+    usable = isinstance(bins, list) and all(
+        isinstance(row, dict) and {"probability", "observed", "count"} <= row.keys() for row in bins
+    )
+    return {"scalars": _scalars(report), "reliability": bins if usable and bins else None}
 
 
 def distil_results(run_dir: Path, manifest: dict[str, Any], metrics: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -413,6 +430,23 @@ def plot_reliability(rows: list[dict[str, Any]]) -> str:
     return _svg(figure)
 
 
+def plot_calibration(rows: list[dict[str, Any]]) -> str:
+    """The calibrate stage's reliability on its check split: calibrated probability against the observed rate
+    (the judge's mean P(yes))."""
+    figure, axes = _figure(4.2, 3.6)
+    axes.plot([0, 1], [0, 1], color="grey", linewidth=0.8, label="perfect calibration")
+    sizes = [max(10.0, 200 * row["count"] / max(r["count"] for r in rows)) for row in rows]
+    x, y = [row["probability"] for row in rows], [row["observed"] for row in rows]
+    axes.plot(x, y, color="C1", linewidth=1)
+    axes.scatter(x, y, s=sizes, color="C1", label="calibrated (marker area: pairs)")
+    axes.set_xlabel("calibrated probability")
+    axes.set_ylabel("observed (judge's mean P(yes))")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.legend(fontsize=8)
+    return _svg(figure)
+
+
 def plot_rounds(rounds: list[dict[str, Any]]) -> str:
     """The label-free selection score and the judge agreement per distillation round."""
     figure, axes = _figure(4.8, 3.2)
@@ -443,6 +477,11 @@ def render(runs: list[RunReport], title: str) -> str:
             run.name: plot_reliability(run.judge["gold"]["reliability"])
             for run in runs
             if run.judge and run.judge["gold"]
+        },
+        "calibration": {
+            run.name: plot_calibration(run.judge["calibration"]["reliability"])
+            for run in runs
+            if run.judge and run.judge["calibration"] and run.judge["calibration"]["reliability"]
         },
         "rounds": {run.name: plot_rounds(run.distil["rounds"]) for run in runs if run.distil and run.distil["rounds"]},
     }
