@@ -315,14 +315,14 @@ def sample_documents(run_dir: Path, k: int) -> list[dict[str, Any]]:
 def read_run(run_dir: Path, name: str | None = None) -> RunReport:
     """Gather a run directory's report; only reads files."""
     run_dir = Path(run_dir)
-    manifest_path = run_dir / "manifest.json"
-    if not manifest_path.is_file():
+    manifest_path, metrics_path = run_dir / "manifest.json", run_dir / "evaluate" / "metrics.json"
+    if not manifest_path.is_file() and not metrics_path.is_file():
         raise EztagError("not a run directory (no manifest.json)", file=run_dir)
-    manifest = _read_json(manifest_path)
+    manifest = _read_json(manifest_path) if manifest_path.is_file() else {"stages": {"evaluate": {}}}
     if not isinstance(manifest, dict) or not isinstance(manifest.get("stages"), dict):
         raise EztagError("corrupt manifest", file=manifest_path)
     manifest = {**manifest, "root": str(run_dir)}
-    metrics = _read_json(run_dir / "evaluate" / "metrics.json") if _finished(manifest, "evaluate") else None
+    metrics = _read_json(metrics_path) if _finished(manifest, "evaluate", "metrics.json") else None
     tagged = _finished(manifest, "tag", "tags.parquet") and _finished(manifest, "ingest", "documents.parquet")
     labels = label_results(run_dir, metrics["ks"]) if metrics and tagged else None
     tag_k = label_k(metrics["ks"]) if metrics else SAMPLE_TAGS

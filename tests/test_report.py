@@ -211,3 +211,9 @@ def test_psp_propensities_from_a_label_frequency_file(judged_run: Path, tmp_path
     assert metrics["metrics"]["PSP@1"] != default["metrics"]["PSP@1"]
     missing = eztag(*args, "--set", f'evaluate.label_frequencies="{counts}"')
     assert_one_line_error(missing, "evaluate.label_frequency_documents", "number of training documents")
+
+
+def test_report_of_a_folder_that_is_no_run_is_a_one_line_error(tmp_path: Path) -> None:
+    result = eztag("report", str(tmp_path), "--out", str(tmp_path / "page.html"))
+    assert_one_line_error(result, str(tmp_path), "not a run directory")
+    assert not (tmp_path / "page.html").exists()
