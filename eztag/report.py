@@ -61,8 +61,14 @@ def _finished(manifest: dict[str, Any], stage: str, *names: str) -> bool:
 
 
 def _stages(manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """The finished stages in the order they finished, with wall time, config hash and config."""
-    records = sorted(manifest["stages"].items(), key=lambda item: item[1].get("finished_at", ""))
+    """The finished stages in pipeline order, with wall time, config hash and config."""
+    from eztag.pipeline import STAGES
+
+    order = list(STAGES)
+    records = sorted(
+        manifest["stages"].items(),
+        key=lambda item: (order.index(item[0]) if item[0] in order else len(order), item[1].get("finished_at", "")),
+    )
     return [
         {
             "name": name,
@@ -131,7 +137,8 @@ def label_results(run_dir: Path, ks: list[int]) -> dict[str, Any]:
     ranked = per_label.filter(pl.col("support") >= min_support)
     order = ["recall", "support", "label_id"]
     best = ranked.sort(order, descending=[True, True, False]).head(BEST_WORST)
-    worst = ranked.sort(order, descending=[False, True, False]).head(BEST_WORST)
+    rest = ranked.filter(~pl.col("label_id").is_in(best["label_id"].implode()))
+    worst = rest.sort(order, descending=[False, True, False]).head(BEST_WORST)
     return {
         "k": k,
         "ks": ks,
@@ -216,13 +223,30 @@ def judge_results(run_dir: Path, manifest: dict[str, Any]) -> dict[str, Any] | N
     return result
 
 
+def _scalars(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The scalar entries of a nested report, keys joined with dots."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out |= _scalars(value, f"{prefix}{key}.")
+        elif isinstance(value, (int, float, str, bool)):
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def calibration(run_dir: Path) -> dict[str, Any] | None:
-    """A `calibrate` stage's report, when the run has one (its scalar entries; the stage is optional)."""
+    """A `calibrate` stage's report when the run has one: its scalar entries and its reliability bins
+    (`check.reliability`: pairs per bin, the calibrated probability and the observed rate it should match, which
+    the stage defines; today the judge's mean P(yes) on held-out documents)."""
     folder = run_dir / "calibrate"
     report = _read_json(folder / "report.json") if folder.is_dir() else None
     if not isinstance(report, dict):
         return None
-    return {key: value for key, value in report.items() if isinstance(value, (int, float, str, bool))}
+    bins = report.get("check", {}).get("reliability") if isinstance(report.get("check"), dict) else None
+    usable = isinstance(bins, list) and all(
+        isinstance(row, dict) and {"probability", "observed", "count"} <= row.keys() for row in bins
+    )
+    return {"scalars": _scalars(report), "reliability": bins if usable and bins else None}
 
 
 def distil_results(run_dir: Path, manifest: dict[str, Any], metrics: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -291,14 +315,14 @@ def sample_documents(run_dir: Path, k: int) -> list[dict[str, Any]]:
 def read_run(run_dir: Path, name: str | None = None) -> RunReport:
     """Gather a run directory's report; only reads files."""
     run_dir = Path(run_dir)
-    manifest_path = run_dir / "manifest.json"
-    if not manifest_path.is_file():
+    manifest_path, metrics_path = run_dir / "manifest.json", run_dir / "evaluate" / "metrics.json"
+    if not manifest_path.is_file() and not metrics_path.is_file():
         raise EztagError("not a run directory (no manifest.json)", file=run_dir)
-    manifest = _read_json(manifest_path)
+    manifest = _read_json(manifest_path) if manifest_path.is_file() else {"stages": {"evaluate": {}}}
     if not isinstance(manifest, dict) or not isinstance(manifest.get("stages"), dict):
         raise EztagError("corrupt manifest", file=manifest_path)
     manifest = {**manifest, "root": str(run_dir)}
-    metrics = _read_json(run_dir / "evaluate" / "metrics.json") if _finished(manifest, "evaluate") else None
+    metrics = _read_json(metrics_path) if _finished(manifest, "evaluate", "metrics.json") else None
     tagged = _finished(manifest, "tag", "tags.parquet") and _finished(manifest, "ingest", "documents.parquet")
     labels = label_results(run_dir, metrics["ks"]) if metrics and tagged else None
     tag_k = label_k(metrics["ks"]) if metrics else SAMPLE_TAGS
@@ -344,6 +368,9 @@ def plot_metrics_at_k(runs: list[RunReport]) -> str:
             values = [run.metrics["metrics"][f"{metric}@{k}"] for k in ks]
             axes.plot(ks, values, style, marker="o", color=f"C{index}", label=f"{metric}@k · {run.name}")
     axes.set_xscale("log")
+    ks = sorted({k for run in runs if run.metrics for k in run.metrics["ks"]})
+    axes.set_xticks(ks, [str(k) for k in ks])
+    axes.minorticks_off()
     axes.set_xlabel("k")
     axes.set_ylim(0, 1)
     axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
@@ -403,6 +430,23 @@ def plot_reliability(rows: list[dict[str, Any]]) -> str:
     return _svg(figure)
 
 
+def plot_calibration(rows: list[dict[str, Any]]) -> str:
+    """The calibrate stage's reliability on its check split: calibrated probability against the observed rate
+    (the judge's mean P(yes))."""
+    figure, axes = _figure(4.2, 3.6)
+    axes.plot([0, 1], [0, 1], color="grey", linewidth=0.8, label="perfect calibration")
+    sizes = [max(10.0, 200 * row["count"] / max(r["count"] for r in rows)) for row in rows]
+    x, y = [row["probability"] for row in rows], [row["observed"] for row in rows]
+    axes.plot(x, y, color="C1", linewidth=1)
+    axes.scatter(x, y, s=sizes, color="C1", label="calibrated (marker area: pairs)")
+    axes.set_xlabel("calibrated probability")
+    axes.set_ylabel("observed (judge's mean P(yes))")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.legend(fontsize=8)
+    return _svg(figure)
+
+
 def plot_rounds(rounds: list[dict[str, Any]]) -> str:
     """The label-free selection score and the judge agreement per distillation round."""
     figure, axes = _figure(4.8, 3.2)
@@ -433,6 +477,11 @@ def render(runs: list[RunReport], title: str) -> str:
             run.name: plot_reliability(run.judge["gold"]["reliability"])
             for run in runs
             if run.judge and run.judge["gold"]
+        },
+        "calibration": {
+            run.name: plot_calibration(run.judge["calibration"]["reliability"])
+            for run in runs
+            if run.judge and run.judge["calibration"] and run.judge["calibration"]["reliability"]
         },
         "rounds": {run.name: plot_rounds(run.distil["rounds"]) for run in runs if run.distil and run.distil["rounds"]},
     }

@@ -53,6 +53,22 @@ def test_psp_is_one_for_a_perfect_ranking_and_favours_rare_labels() -> None:
     assert psp_rare < psp_common < 1.0
 
 
+def test_psp_propensities_from_given_label_frequencies() -> None:
+    gold = [{0}, {0}, {0}, {1}]  # label 1 is rarer among the evaluated documents
+    miss_1 = np.array([[0, 1], [0, 1], [0, 1], [0, 1]])
+    miss_0 = np.array([[1, 0], [0, 1], [0, 1], [1, 0]])
+    own = (np.array([3.0, 1.0]), 4)
+    for predicted in (miss_1, miss_0):
+        default = metrics.evaluate(predicted, gold, 2, ks=(1,))
+        assert metrics.evaluate(predicted, gold, 2, ks=(1,), propensity_counts=own) == default
+    # in the training labels label 0 is the rare one: now missing label 0 costs more
+    training = (np.array([1.0, 300.0]), 1000)
+    psp_miss_1 = metrics.evaluate(miss_1, gold, 2, ks=(1,), propensity_counts=training)["PSP@1"]
+    psp_miss_0 = metrics.evaluate(miss_0, gold, 2, ks=(1,), propensity_counts=training)["PSP@1"]
+    assert psp_miss_0 < psp_miss_1 < 1.0
+    assert metrics.evaluate(miss_1, gold, 2, ks=(1,))["P@1"] == pytest.approx(0.75)
+
+
 def test_recall_curve_is_cumulative() -> None:
     curve = metrics.recall_curve(np.array([[5, 0, 1]]), [{0, 1}])
     assert curve == pytest.approx([0.0, 0.5, 1.0])

@@ -55,6 +55,8 @@ def test_shipped_pipelines_load_and_find_their_inputs(path: Path) -> None:
     assert pipeline.stages[0] == "ingest"
     ingest = pipeline.configs["ingest"]
     assert Path(ingest.documents).is_file() and Path(ingest.labels).is_file()
+    # run_dir is relative to the pipeline file, like the inputs, wherever eztag is started from
+    assert pipeline.default_run_dir().parent == REPO / "runs"
 
 
 def test_force_reruns_the_stage_and_everything_downstream(
@@ -151,6 +153,7 @@ def test_compare_writes_table_and_plot(tmp_path: Path) -> None:
     result = run_cli("compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp"))
     assert "| a | P | 0.5000 | 0.5000 |" in result.stdout and "| b | P | 0.7000 |" in result.stdout
     assert (tmp_path / "cmp" / "recall_at_k.png").exists()
+    assert "<td>a</td><td>P</td>" in (tmp_path / "cmp" / "comparison.html").read_text(encoding="utf-8")
 
 
 def test_config_error_is_one_line(tmp_path: Path, small_inputs: tuple[Path, Path]) -> None:

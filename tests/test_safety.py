@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
+from eztag.artifacts import write_json, write_npy, write_parquet
 from tests.bad_inputs import DOCS, jsonl
 from tests.conftest import REPO, eztag, pipeline_file
 
@@ -36,7 +40,7 @@ def test_single_label_end_to_end_writes_only_into_run_dir(tmp_path: Path) -> Non
     result = eztag("run", str(pipeline), cwd=work, env=env)
     assert result.returncode == 0, result.stderr
     assert "k = 100 is more than the 1 labels; each document gets at most 1" in result.stdout
-    run_dir = work / "out" / "run"  # relative run_dir: taken from the working directory, as given
+    run_dir = inputs / "out" / "run"  # relative run_dir: taken from the pipeline file's folder, like every path
     new = (snapshot(tmp_path) | snapshot(REPO)) - before
     outside = [path for path in new if not path.is_relative_to(home) and path not in run_dir.parents]
     outside = [path for path in outside if not path.is_relative_to(run_dir) and path != run_dir]
@@ -44,6 +48,19 @@ def test_single_label_end_to_end_writes_only_into_run_dir(tmp_path: Path) -> Non
     tags = pl.read_parquet(run_dir / "tag" / "tags.parquet")
     assert tags["doc_id"].to_list() == ["d1", "d2", "d3"] and set(tags["label_id"]) == {"audio"}
     assert json.loads((run_dir / "ingest" / "report.json").read_text())["skipped"] == {"unknown_label": 2}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_artifacts_get_the_mode_the_umask_allows(tmp_path: Path, umask: int) -> None:
+    previous = os.umask(umask)
+    try:
+        write_json(tmp_path / "a.json", {"a": 1})
+        write_parquet(tmp_path / "b.parquet", pl.DataFrame({"a": [1]}))
+        write_npy(tmp_path / "c.npy", np.zeros(2))
+    finally:
+        os.umask(previous)
+    for name in ("a.json", "b.parquet", "c.npy"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
 
 
 @pytest.mark.slow

@@ -50,6 +50,8 @@ def fingerprint(config: Config) -> dict[str, Any]:
 
 def _count(record: dict[str, Any], field: str, path: Path, row: int) -> int:
     value = record.get(field)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)  # CSV and TSV cells are strings
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise EztagError(f"expected a non-negative integer, got {value!r}", file=path, row=row, field=field)
     return value
