@@ -114,14 +114,14 @@ def label_results(run_dir: Path, ks: list[int]) -> dict[str, Any]:
     tags = tags.filter(pl.col("doc_id").is_in(gold["doc_id"].unique().implode()))
     counts = frequency_groups(gold.group_by("label_id").agg(support=pl.len()))
     hits = tags.join(gold, on=["doc_id", "label_id"])
-    groups = {group: {"labels": 0, "pairs": 0, "recall": {}} for group in GROUPS}
+    groups: dict[str, dict[str, Any]] = {group: {"labels": 0, "pairs": 0, "recall": {}} for group in GROUPS}
     for group, frame in counts.group_by("group"):
         groups[group[0]].update(labels=frame.height, pairs=int(frame["support"].sum()))
     for k in ks:
         found = hits.filter(pl.col("rank") <= k).join(counts, on="label_id").group_by("group").agg(found=pl.len())
         found_by_group = dict(found.iter_rows())
-        for group, values in groups.items():
-            values["recall"][k] = found_by_group.get(group, 0) / values["pairs"] if values["pairs"] else None
+        for name, values in groups.items():
+            values["recall"][k] = found_by_group.get(name, 0) / values["pairs"] if values["pairs"] else None
     k = label_k(ks)
     top = tags.filter(pl.col("rank") <= k)
     per_label = (
@@ -186,6 +186,12 @@ def reliability(p_yes: np.ndarray, is_gold: np.ndarray) -> list[dict[str, Any]]:
     return rows
 
 
+def _mean(series: pl.Series) -> float:
+    """The mean of a numeric or boolean column (0 for an empty one)."""
+    value = series.cast(pl.Float64).mean()
+    return float(value) if isinstance(value, (int, float)) else 0.0
+
+
 def judge_results(run_dir: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
     """The judge's report, its agreement with the student, its reranking quality and reliability on gold labels."""
     if not _finished(manifest, "judge", "judgments.parquet"):
@@ -200,9 +206,7 @@ def judge_results(run_dir: Path, manifest: dict[str, Any]) -> dict[str, Any] | N
         "pairs": judgments.height,
         "documents": scored["doc_id"].n_unique(),
         "spearman": _spearman(scored),
-        "top1_agreement": float((same_top["label_id"] == same_top["student_label"]).mean())
-        if same_top.height
-        else None,
+        "top1_agreement": _mean(same_top["label_id"] == same_top["student_label"]) if same_top.height else None,
         "log_odds": scored["log_odds"].to_numpy(),
         "gold": None,
         "calibration": calibration(run_dir),
@@ -212,12 +216,12 @@ def judge_results(run_dir: Path, manifest: dict[str, Any]) -> dict[str, Any] | N
     if judged_with_gold.height:
         marked = judged_with_gold.join(gold.with_columns(is_gold=pl.lit(True)), on=["doc_id", "label_id"], how="left")
         marked = marked.with_columns(pl.col("is_gold").fill_null(False))
-        judge_first = marked.filter(pl.col("rank_in_doc") == 1)["is_gold"].mean()
+        judge_first = marked.filter(pl.col("rank_in_doc") == 1)["is_gold"]
         student_first = marked.join(student_top.select("doc_id", "label_id"), on=["doc_id", "label_id"])["is_gold"]
         result["gold"] = {
             "documents": marked["doc_id"].n_unique(),
-            "judge_p1": float(judge_first or 0),
-            "student_p1": float(student_first.mean() or 0),
+            "judge_p1": _mean(judge_first),
+            "student_p1": _mean(student_first),
             "reliability": reliability(marked["p_yes"].to_numpy(), marked["is_gold"].to_numpy()),
         }
     return result
@@ -362,10 +366,10 @@ def plot_metrics_at_k(runs: list[RunReport]) -> str:
     """P@k, R@k and nDCG@k against k for every evaluated run."""
     figure, axes = _figure(6.4, 3.6)
     styles = {"P": "-", "R": "--", "nDCG": ":"}
-    for index, run in enumerate(r for r in runs if r.metrics):
-        ks = run.metrics["ks"]
+    for index, (run, metrics) in enumerate((r, r.metrics) for r in runs if r.metrics is not None):
+        ks = metrics["ks"]
         for metric, style in styles.items():
-            values = [run.metrics["metrics"][f"{metric}@{k}"] for k in ks]
+            values = [metrics["metrics"][f"{metric}@{k}"] for k in ks]
             axes.plot(ks, values, style, marker="o", color=f"C{index}", label=f"{metric}@k · {run.name}")
     axes.set_xscale("log")
     ks = sorted({k for run in runs if run.metrics for k in run.metrics["ks"]})
@@ -380,8 +384,8 @@ def plot_metrics_at_k(runs: list[RunReport]) -> str:
 def plot_recall_curve(runs: list[RunReport]) -> str:
     """recall@k for k = 1 … the tag stage's k."""
     figure, axes = _figure()
-    for index, run in enumerate(r for r in runs if r.metrics):
-        curve = run.metrics["recall_curve"]
+    for index, (run, metrics) in enumerate((r, r.metrics) for r in runs if r.metrics is not None):
+        curve = metrics["recall_curve"]
         axes.plot(np.arange(1, len(curve) + 1), curve, color=f"C{index}", label=run.name)
     axes.set_xscale("log")
     axes.set_xlabel("k")
@@ -394,11 +398,11 @@ def plot_recall_curve(runs: list[RunReport]) -> str:
 def plot_groups(runs: list[RunReport]) -> str:
     """recall@k of head, torso and tail labels, one bar per run."""
     figure, axes = _figure()
-    shown = [run for run in runs if run.labels]
+    shown = [(run, run.labels) for run in runs if run.labels is not None]
     width = 0.8 / max(len(shown), 1)
-    for index, run in enumerate(shown):
-        k = run.labels["k"]
-        values = [run.labels["groups"][group]["recall"][k] or 0 for group in GROUPS]
+    for index, (run, labels) in enumerate(shown):
+        k = labels["k"]
+        values = [labels["groups"][group]["recall"][k] or 0 for group in GROUPS]
         axes.bar(np.arange(3) + index * width, values, width, color=f"C{index}", label=f"{run.name} (R@{k})")
     axes.set_xticks(np.arange(3) + width * (len(shown) - 1) / 2, GROUPS)
     axes.set_ylabel("recall@k of the group's gold pairs")
@@ -485,9 +489,8 @@ def render(runs: list[RunReport], title: str) -> str:
         },
         "rounds": {run.name: plot_rounds(run.distil["rounds"]) for run in runs if run.distil and run.distil["rounds"]},
     }
-    ks = evaluated[0].metrics["ks"] if evaluated else []
-    for run in evaluated[1:]:
-        ks = [k for k in ks if k in run.metrics["ks"]]
+    evaluated_ks = [run.metrics["ks"] for run in evaluated if run.metrics is not None]
+    ks = [k for k in evaluated_ks[0] if all(k in other for other in evaluated_ks)] if evaluated_ks else []
     return template.render(
         title=title,
         runs=runs,
