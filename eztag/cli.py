@@ -18,7 +18,8 @@ STAGE_HELP = {
     "mine": "mine candidate labels per document for the judge",
     "judge": "score candidate labels with an LLM relevance judge",
     "distil": "train the encoder on the judge's scores, in rounds",
-    "tag": "retrieve the top-k labels of every document",
+    "calibrate": "fit calibrated tag probabilities to the judge's verdicts",
+    "tag": "retrieve and select the labels of every document",
     "evaluate": "score the tags against the ground truth",
 }
 

@@ -11,10 +11,10 @@ from typing import Any
 from eztag.artifacts import RunDir, config_hash
 from eztag.config import apply_overrides, from_dict, load_toml, to_dict
 from eztag.errors import EztagError, did_you_mean
-from eztag.stages import distil, encode, evaluate, index, ingest, judge, mine, synonyms, tag
+from eztag.stages import calibrate, distil, encode, evaluate, index, ingest, judge, mine, synonyms, tag
 
 STAGES: dict[str, ModuleType] = {
-    module.NAME: module for module in (ingest, encode, synonyms, index, mine, judge, distil, tag, evaluate)
+    module.NAME: module for module in (ingest, encode, synonyms, index, mine, judge, distil, calibrate, tag, evaluate)
 }
 FORMAT_VERSION = 1
 
@@ -65,6 +65,12 @@ class Pipeline:
                     raise EztagError(f"stage '{name}' needs stage '{required}'", file=path, field="pipeline.stages")
             table = _resolve_paths(data.get(name, {}), STAGES[name].PATH_FIELDS, path.parent)
             configs[name] = from_dict(STAGES[name].Config, table, section=name, file=path)
+        for name, config in configs.items():
+            if hasattr(STAGES[name], "check_pipeline"):
+                try:
+                    STAGES[name].check_pipeline(config, list(configs))
+                except EztagError as error:
+                    raise EztagError(error.message, file=path, field=error.field) from None
         return cls(path, section, configs)
 
     @property
