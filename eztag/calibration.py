@@ -29,7 +29,7 @@ FIX = "rerun the calibrate stage (e.g. `eztag calibrate pipelines/cold-start.tom
 class Calibrator:
     """A fitted map. isotonic: piecewise-linear through (thresholds, values), clipped at both ends (what
     sklearn's IsotonicRegression(out_of_bounds="clip").predict computes); logistic: sigmoid(coef . features +
-    intercept) with features score and, when `use_rank`, log(rank)."""
+    intercept) with features score and, when `use_rank`, log(rank) (coefficients >= 0 and <= 0: monotone)."""
 
     method: Literal["isotonic", "logistic"]
     use_rank: bool
@@ -51,8 +51,11 @@ class Calibrator:
                 raise ValueError("isotonic calibrator needs equal-length, non-decreasing thresholds and values")
             if y.min() < 0 or y.max() > 1:
                 raise ValueError("isotonic calibrator values must lie in [0, 1]")
-        elif len(self.coef) != 1 + self.use_rank:
-            raise ValueError(f"logistic calibrator needs {1 + self.use_rank} coefficients, got {len(self.coef)}")
+        elif len(self.coef) != 1 + self.use_rank or self.coef[0] < 0 or (self.use_rank and self.coef[1] > 0):
+            raise ValueError(
+                f"logistic calibrator needs {1 + self.use_rank} coefficients, a score coefficient >= 0 and a "
+                "log-rank coefficient <= 0"
+            )
 
     def predict(self, scores: np.ndarray, ranks: np.ndarray) -> np.ndarray:
         """P(relevant) of each (score, 1-based rank) cell, any shape; NaN where the score is -inf (no label)."""
@@ -89,7 +92,6 @@ def fit(
 
     The logistic fit takes each soft target t as a positive with weight t and a negative with weight 1 - t."""
     from sklearn.isotonic import IsotonicRegression
-    from sklearn.linear_model import LogisticRegression
 
     targets = np.clip(np.asarray(targets, dtype=np.float64), 0.0, 1.0)
     if method == "isotonic":
@@ -105,13 +107,33 @@ def fit(
             **identity,
         )
     design = features(scores, ranks, use_rank)
-    model = LogisticRegression(C=100.0)
-    model.fit(
-        np.vstack([design, design]),
-        np.r_[np.ones(len(targets)), np.zeros(len(targets))],
-        sample_weight=np.r_[targets, 1.0 - targets],
-    )
-    return Calibrator(method, use_rank, coef=model.coef_[0].tolist(), intercept=float(model.intercept_[0]), **identity)
+    coef, intercept = monotone_logistic(design, targets)
+    return Calibrator(method, use_rank, coef=coef, intercept=intercept, **identity)
+
+
+def monotone_logistic(design: np.ndarray, targets: np.ndarray) -> tuple[list[float], float]:
+    """Logistic fit (scikit-learn) kept monotone: P rises with the score and falls with the rank. A feature whose
+    coefficient comes out with the wrong sign is dropped (coefficient 0) and the rest refitted; with none left,
+    the intercept is the log-odds of the mean target (the intercept-only maximum likelihood fit)."""
+    from sklearn.linear_model import LogisticRegression
+
+    signs = np.array([1.0, -1.0])[: design.shape[1]]
+    kept = np.ones(design.shape[1], dtype=bool)
+    coef = np.zeros(design.shape[1])
+    while kept.any():
+        model = LogisticRegression(C=100.0)
+        model.fit(
+            np.vstack([design[:, kept], design[:, kept]]),
+            np.r_[np.ones(len(targets)), np.zeros(len(targets))],
+            sample_weight=np.r_[targets, 1.0 - targets],
+        )
+        wrong = model.coef_[0] * signs[kept] < 0
+        if not wrong.any():
+            coef[kept] = model.coef_[0]
+            return coef.tolist(), float(model.intercept_[0])
+        kept[np.flatnonzero(kept)[wrong]] = False
+    mean = float(np.clip(targets.mean(), 1e-6, 1 - 1e-6))
+    return coef.tolist(), float(np.log(mean / (1 - mean)))
 
 
 def save(calibrator: Calibrator, path: Path) -> None:

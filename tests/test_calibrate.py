@@ -104,6 +104,16 @@ def test_fitted_map_is_monotone_and_matches_sklearn(tmp_path: Path, use_rank: bo
     assert np.mean((fitted - targets) ** 2) < 0.5 * np.mean((targets.mean() - targets) ** 2)
 
 
+def test_logistic_fit_stays_monotone() -> None:
+    scores, ranks = np.linspace(0, 1, 200), np.arange(200, 0, -1)  # the best score has rank 1
+    # the target falls with the score and rises with the rank: neither feature may enter with that sign
+    calibrator = calibration.fit(scores, ranks, 1 - scores, "logistic", True, IDENTITY)
+    assert calibrator.coef == [0.0, 0.0]
+    assert calibrator.predict(scores, ranks) == pytest.approx(np.full(200, 0.5))
+    rising = calibration.fit(scores, ranks, scores, "logistic", True, IDENTITY)
+    assert rising.coef[0] > 0 and rising.coef[1] <= 0
+
+
 def test_calibrator_file_errors(tmp_path: Path) -> None:
     path = tmp_path / "calibrator.json"
     with pytest.raises(EztagError, match="calibrator file not found") as missing:
@@ -174,6 +184,7 @@ def test_bad_calibrator_inputs_are_one_line_errors(tmp_path: Path, tiny_llama_di
     path = calibrated_pipeline(tmp_path, tiny_llama_dir, 'rule = "probability"\nmin_probability = 0.4\n')
     run_dir = tmp_path / "run"
     # too few pairs: 40 x 6 = 240 judged
+    run_cli("judge", str(path), "--run-dir", str(run_dir))
     few = eztag("calibrate", str(path), "--run-dir", str(run_dir), "--set", "calibrate.min_pairs=500")
     assert_one_line_error(
         few, "judge/judgments.parquet", "240 judged pairs", "at least 500 pairs", "mine.documents_limit"

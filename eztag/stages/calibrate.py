@@ -39,14 +39,14 @@ CALIBRATOR = "calibrator.json"
 class Config:
     """How the map is fitted and checked.
 
-    method: "isotonic" (score only) or "logistic" (score, and log rank when `use_rank`). `check_fraction` of the
-    judged documents (drawn with `seed`) are held out to measure the fit; `min_pairs` scored pairs are needed
-    to fit at all. `depth`: how deep the tagging index is searched to score a judged pair (set it to tag.k);
-    pairs ranked below it are left out. `bins`: equal-width bins of the ECE and the reliability plot.
+    method: "logistic-rank" (logistic on score and log rank; the best held-out fit on debtags), "logistic" (score
+    only) or "isotonic" (score only; flat beyond the judged scores). `check_fraction` of the judged documents
+    (drawn with `seed`) are held out to measure the fit; `min_pairs` scored pairs are needed to fit at all.
+    `depth`: how deep the tagging index is searched to score a judged pair (set it to tag.k); pairs ranked below
+    it are left out. `bins`: equal-width bins of the ECE and the reliability plot.
     """
 
-    method: Literal["isotonic", "logistic"] = "isotonic"
-    use_rank: bool = False
+    method: Literal["logistic-rank", "logistic", "isotonic"] = "logistic-rank"
     check_fraction: float = 0.3
     seed: int = 0
     min_pairs: int = 200
@@ -54,8 +54,6 @@ class Config:
     bins: int = 10
 
     def __post_init__(self) -> None:
-        if self.method == "isotonic" and self.use_rank:
-            raise ValueError("use_rank needs method = 'logistic' (isotonic calibration uses the score only)")
         if not 0 < self.check_fraction < 1:
             raise ValueError("need 0 < check_fraction < 1")
         if self.min_pairs < 2 or self.depth < 1 or self.bins < 1:
@@ -151,8 +149,8 @@ def run(
         fit_part["score"].to_numpy(),
         fit_part["rank"].to_numpy(),
         fit_part["p_yes"].to_numpy(),
-        config.method,
-        config.use_rank,
+        "isotonic" if config.method == "isotonic" else "logistic",
+        config.method == "logistic-rank",
         identity(out_dir.parent, ingest_dir, index_dir, distil_dir),
     )
     pairs = pairs.with_columns(
@@ -167,7 +165,7 @@ def run(
     }
     calibration.save(calibrator, out_dir / CALIBRATOR)
     write_parquet(out_dir / "pairs.parquet", pairs)
-    report.update(method=config.method, use_rank=config.use_rank, judged_pairs=judged.height, pairs=pairs.height)
+    report.update(method=config.method, judged_pairs=judged.height, pairs=pairs.height)
     report["pairs_below_depth"] = judged.height - pairs.height
     write_json(out_dir / "report.json", report)
     held_out = pairs.filter(pl.col("split") == "check")

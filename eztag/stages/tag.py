@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from tqdm import tqdm
 
 from eztag import calibration
-from eztag.artifacts import atomic_path, write_json, write_parquet
+from eztag.artifacts import atomic_path, file_checksum, write_json, write_parquet
 from eztag.embeddings import EmbeddingStore
 from eztag.errors import EztagError
 from eztag.indexes import LabelIndex
@@ -78,6 +78,12 @@ class Config:
             raise ValueError("need 0 <= min_probability <= 1")
         if self.conse is not None and self.calibrator is not None:
             raise ValueError("a calibrator is fitted on plain search scores; ConSE changes them (drop one)")
+
+
+def fingerprint(config: Config) -> str | None:
+    """The checksum of the `calibrator` file, so a calibrator refitted in place re-tags."""
+    path = Path(config.calibrator) if config.calibrator is not None else None
+    return file_checksum(path) if path is not None and path.is_file() else None
 
 
 def check_pipeline(config: Config, stages: list[str]) -> None:
