@@ -10,6 +10,13 @@ Definitions (averaged over the documents that have at least one ground-truth lab
   divided by the same sum for the best possible ranking (gold labels ordered by 1 / p),
   so 1.0 is perfect. A = 0.55, B = 1.5 by default.
 - coverage@k: distinct gold labels found in some document's top-k / distinct gold labels.
+
+Set metrics of the selected tags S_d against the gold labels G_d (same documents):
+- example-based F1 = mean_d 2 |S_d ∩ G_d| / (|S_d| + |G_d|) (and example-based precision and recall, a document
+  with no selected tag counting precision 0);
+- micro-F1 = 2 Σ_d |S_d ∩ G_d| / (Σ_d |S_d| + Σ_d |G_d|);
+- macro-F1 = mean over labels selected or gold somewhere of 2 TP_l / (|selected l| + |gold l|);
+- tags per document: mean |S_d| and mean |G_d|.
 """
 
 from __future__ import annotations
@@ -95,3 +102,40 @@ def recall_curve(predicted: np.ndarray, gold: list[set[int]]) -> list[float]:
     hits = hit_matrix(predicted[keep], [gold[d] for d in keep])
     n_gold = np.array([len(gold[d]) for d in keep], dtype=np.float64)
     return (np.cumsum(hits, axis=1) / n_gold[:, None]).mean(axis=0).tolist()
+
+
+def example_f1(selected: list[set[int]], gold: list[set[int]]) -> np.ndarray:
+    """2 |S ∩ G| / (|S| + |G|) of every document with gold labels."""
+    return np.array(
+        [
+            2 * len(chosen & labels) / (len(chosen) + len(labels))
+            for chosen, labels in zip(selected, gold, strict=True)
+            if labels
+        ]
+    )
+
+
+def set_metrics(selected: list[set[int]], gold: list[set[int]]) -> dict[str, float]:
+    """Example-based P/R/F1, micro-F1, macro-F1 and tags per document (see the module docstring)."""
+    pairs = [(chosen, labels) for chosen, labels in zip(selected, gold, strict=True) if labels]
+    if not pairs:
+        raise ValueError("no document has ground-truth labels")
+    hits = np.array([len(chosen & labels) for chosen, labels in pairs], dtype=np.float64)
+    n_selected = np.array([len(chosen) for chosen, _ in pairs], dtype=np.float64)
+    n_gold = np.array([len(labels) for _, labels in pairs], dtype=np.float64)
+    true_positive: dict[int, int] = {}
+    counts: dict[int, int] = {}
+    for chosen, labels in pairs:
+        for label in chosen & labels:
+            true_positive[label] = true_positive.get(label, 0) + 1
+        for label in [*chosen, *labels]:
+            counts[label] = counts.get(label, 0) + 1
+    return {
+        "example_P": float(np.mean(hits / np.maximum(n_selected, 1))),
+        "example_R": float(np.mean(hits / n_gold)),
+        "example_F1": float(np.mean(2 * hits / (n_selected + n_gold))),
+        "micro_F1": float(2 * hits.sum() / (n_selected.sum() + n_gold.sum())),
+        "macro_F1": float(np.mean([2 * true_positive.get(label, 0) / count for label, count in counts.items()])),
+        "tags_per_doc": float(n_selected.mean()),
+        "gold_per_doc": float(n_gold.mean()),
+    }

@@ -70,6 +70,11 @@ class Pipeline:
                     )
             table = _resolve_paths(data.get(name, {}), STAGES[name].PATH_FIELDS, path.parent)
             configs[name] = from_dict(STAGES[name].Config, table, section=name, file=path)
+        for name, config in configs.items():
+            try:
+                STAGES[name].check_pipeline(config, list(configs))
+            except EztagError as error:
+                raise EztagError(error.message, file=path, field=error.field) from None
         return cls(path, section, configs)
 
     @property

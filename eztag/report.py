@@ -23,6 +23,7 @@ from eztag import __version__
 from eztag.artifacts import write_text
 from eztag.errors import EztagError
 from eztag.stages import evaluate
+from eztag.stages.judge import P_YES
 
 SAMPLE_DOCUMENTS = 12
 SAMPLE_TAGS = 10
@@ -222,7 +223,7 @@ def judge_results(run_dir: Path, manifest: dict[str, Any]) -> dict[str, Any] | N
             "documents": marked["doc_id"].n_unique(),
             "judge_p1": _mean(judge_first),
             "student_p1": _mean(student_first),
-            "reliability": reliability(marked["p_yes"].to_numpy(), marked["is_gold"].to_numpy()),
+            "reliability": reliability(marked.select(P_YES)["p_yes"].to_numpy(), marked["is_gold"].to_numpy()),
         }
     return result
 

@@ -22,7 +22,7 @@ def test_pipeline_tags_evaluates_and_skips_finished_stages(tmp_path: Path, small
     assert "| P |" in first.stdout
     run_dir = tmp_path / "run"
     tags = pl.read_parquet(run_dir / "tag" / "tags.parquet")
-    assert tags.columns == ["doc_id", "rank", "label_id", "score"]
+    assert tags.columns == ["doc_id", "rank", "label_id", "score", "selected"]
     assert tags.group_by("doc_id").len()["len"].to_list() == [3] * 6
     top1 = dict(tags.filter(pl.col("rank") == 1).select("doc_id", "label_id").iter_rows())
     # the encoder is real: unambiguous documents get their topic's label first

@@ -25,7 +25,9 @@ CONTRACT = {
 @pytest.mark.parametrize("name", list(STAGES))
 def test_stage_module_follows_the_contract(name: str) -> None:
     module = STAGES[name]
-    missing = [attribute for attribute in (*CONTRACT, "run", "fingerprint") if not hasattr(module, attribute)]
+    missing = [
+        attribute for attribute in (*CONTRACT, "run", "fingerprint", "check_pipeline") if not hasattr(module, attribute)
+    ]
     assert not missing, f"{module.__name__} lacks {missing}"
     assert name == module.NAME and module.__name__ == f"eztag.stages.{name}"
     assert isinstance(module.HELP, str) and module.HELP and "\n" not in module.HELP
@@ -42,6 +44,7 @@ def test_stage_module_follows_the_contract(name: str) -> None:
     assert all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in run.parameters.values())
     assert run.parameters["inputs"].annotation in (StageInputs, "StageInputs")
     assert list(inspect.signature(module.fingerprint).parameters) == ["config"]
+    assert list(inspect.signature(module.check_pipeline).parameters) == ["config", "stages"]
 
 
 def test_stage_graph_has_no_cycle() -> None:

@@ -6,11 +6,11 @@ contract in `eztag.stages.contract`. To add a stage, write eztag/stages/NAME.py 
 
 from __future__ import annotations
 
-from eztag.stages import distil, encode, evaluate, index, ingest, judge, mine, synonyms, tag
+from eztag.stages import calibrate, distil, encode, evaluate, index, ingest, judge, mine, synonyms, tag
 from eztag.stages.contract import Stage, StageInputs
 
 STAGES: dict[str, Stage] = {
-    module.NAME: module for module in (ingest, encode, synonyms, index, mine, judge, distil, tag, evaluate)
+    module.NAME: module for module in (ingest, encode, synonyms, index, mine, judge, distil, calibrate, tag, evaluate)
 }
 
 __all__ = ["STAGES", "Stage", "StageInputs"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,6 +37,10 @@ def no_fingerprint(config: Any) -> None:
     return None
 
 
+def no_pipeline_checks(config: Any, stages: Sequence[str]) -> None:
+    """The `check_pipeline` of a stage whose config is valid whatever else the pipeline holds."""
+
+
 class Stage(Protocol):
     """A stage module (eztag/stages/NAME.py), listed once in `eztag.stages.STAGES`.
 
@@ -46,7 +50,8 @@ class Stage(Protocol):
     reason. PATH_FIELDS: Config fields holding paths, resolved against the pipeline file's folder. Config: the
     dataclass of the stage's table. `run` writes the stage's artifacts into `out_dir` and returns a JSON-able
     summary; `fingerprint` returns what, beyond the config, changes the outputs (input checksums, model files),
-    or None.
+    or None; `check_pipeline` raises an EztagError (field named, no file: the pipeline adds it) when the config does
+    not fit the other stages of the pipeline, checked when the pipeline is loaded.
     """
 
     NAME: str
@@ -60,3 +65,5 @@ class Stage(Protocol):
     def run(self, config: Any, out_dir: Path, inputs: StageInputs) -> dict[str, Any]: ...
 
     def fingerprint(self, config: Any) -> Any: ...
+
+    def check_pipeline(self, config: Any, stages: Sequence[str]) -> None: ...

@@ -33,7 +33,7 @@ from eztag.stages import encode as encode_stage
 from eztag.stages import index as index_stage
 from eztag.stages import judge as judge_stage
 from eztag.stages import mine as mine_stage
-from eztag.stages.contract import StageInputs, no_fingerprint
+from eztag.stages.contract import StageInputs, no_fingerprint, no_pipeline_checks
 from eztag.templates import render_rows
 
 NAME = "distil"
@@ -42,8 +42,10 @@ REQUIRES = ("ingest", "encode", "index", "mine", "judge")
 OPTIONAL: tuple[str, ...] = ()
 CONFLICTS = {"synonyms": "distil re-encodes and re-indexes the labels without their synonym vectors"}
 PATH_FIELDS: tuple[str, ...] = ()
+check_pipeline = no_pipeline_checks
 fingerprint = no_fingerprint
 ENCODE_DIR, INDEX_DIR = "encode", "index"  # the kept student's encode and index outputs, inside distil's folder
+MODEL_DIR = "model"  # the kept student (a sentence-transformers folder), inside distil's folder
 
 
 @dataclasses.dataclass
@@ -224,10 +226,10 @@ def _finish(state: Rounds, history: list[dict], best: int, out_dir: Path, inputs
     """Save the kept model, encode and index with it, and write report.json."""
     from sentence_transformers import SentenceTransformer
 
-    if not (out_dir / "model").is_dir():
-        with atomic_dir(out_dir / "model") as tmp:
+    if not (out_dir / MODEL_DIR).is_dir():
+        with atomic_dir(out_dir / MODEL_DIR) as tmp:
             SentenceTransformer(history[best]["model"], device="cpu").save(str(tmp))
-    encode_config = dataclasses.replace(state.encode_config, model=str(out_dir / "model"))
+    encode_config = dataclasses.replace(state.encode_config, model=str(out_dir / MODEL_DIR))
     dirs = {"ingest": inputs["ingest"], "encode": out_dir / ENCODE_DIR}
     configs = {"ingest": inputs.config("ingest"), "encode": encode_config}
     encode_stage.run(encode_config, dirs["encode"], StageInputs({"ingest": dirs["ingest"]}, configs))

@@ -14,7 +14,7 @@ from eztag.devices import check_device
 from eztag.embeddings import META, EmbeddingStore
 from eztag.encoders import get_encoder
 from eztag.models import model_files, resolve_encoder
-from eztag.stages.contract import StageInputs
+from eztag.stages.contract import StageInputs, no_pipeline_checks
 from eztag.templates import DOCUMENT_COLUMNS, LABEL_COLUMNS, check_template, render_rows
 
 NAME = "encode"
@@ -23,6 +23,7 @@ REQUIRES = ("ingest",)
 OPTIONAL: tuple[str, ...] = ()
 CONFLICTS: dict[str, str] = {}
 PATH_FIELDS = ("model", "label_cache")
+check_pipeline = no_pipeline_checks
 
 
 @dataclasses.dataclass

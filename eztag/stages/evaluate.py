@@ -14,7 +14,7 @@ from eztag import metrics
 from eztag.artifacts import atomic_path, file_checksum, write_json, write_text
 from eztag.errors import EztagError
 from eztag.readers import RowError, read_records
-from eztag.stages.contract import StageInputs
+from eztag.stages.contract import StageInputs, no_pipeline_checks
 
 NAME = "evaluate"
 HELP = "score the tags against the ground truth"
@@ -22,6 +22,7 @@ REQUIRES = ("ingest", "tag")
 OPTIONAL: tuple[str, ...] = ()
 CONFLICTS: dict[str, str] = {}
 PATH_FIELDS = ("label_frequencies",)
+check_pipeline = no_pipeline_checks
 TABLE_METRICS = ("P", "R", "nDCG", "PSP", "coverage")
 
 
@@ -96,10 +97,26 @@ def label_frequencies(config: Config, label_ids: list[str]) -> tuple[np.ndarray,
     return counts, n_documents, source
 
 
-def load_predictions(ingest_dir: Path, tags: pl.DataFrame) -> tuple[np.ndarray, list[set[int]], int]:
-    """(predicted label rows [documents, max rank], gold label rows per document, number of labels)."""
+def _rows(ingest_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(doc_id -> doc_row, label_id -> label_row) frames in ingest order."""
     documents = pl.read_parquet(ingest_dir / "documents.parquet", columns=["doc_id"]).with_row_index("doc_row")
     labels = pl.read_parquet(ingest_dir / "labels.parquet", columns=["label_id"]).with_row_index("label_row")
+    return documents, labels
+
+
+def label_sets(ingest_dir: Path, pairs: pl.DataFrame) -> list[set[int]]:
+    """The label rows of each document (in ingest order) among (doc_id, label_id) `pairs`."""
+    documents, labels = _rows(ingest_dir)
+    sets: list[set[int]] = [set() for _ in range(documents.height)]
+    joined = pairs.join(documents, on="doc_id").join(labels, on="label_id")
+    for doc_row, label_row in joined.select("doc_row", "label_row").iter_rows():
+        sets[doc_row].add(label_row)
+    return sets
+
+
+def load_predictions(ingest_dir: Path, tags: pl.DataFrame) -> tuple[np.ndarray, list[set[int]], int]:
+    """(predicted label rows [documents, max rank], gold label rows per document, number of labels)."""
+    documents, labels = _rows(ingest_dir)
     ground_truth = pl.read_parquet(ingest_dir / "ground_truth.parquet")
     if ground_truth.is_empty():
         raise EztagError(
@@ -109,12 +126,16 @@ def load_predictions(ingest_dir: Path, tags: pl.DataFrame) -> tuple[np.ndarray, 
     predicted = np.full((documents.height, width), -1, dtype=np.int64)
     joined = tags.join(documents, on="doc_id").join(labels, on="label_id")
     predicted[joined["doc_row"].to_numpy(), joined["rank"].to_numpy() - 1] = joined["label_row"].to_numpy()
-    gold: list[set[int]] = [set() for _ in range(documents.height)]
-    for doc_row, label_row in (
-        ground_truth.join(documents, on="doc_id").join(labels, on="label_id").select("doc_row", "label_row").iter_rows()
-    ):
-        gold[doc_row].add(label_row)
-    return predicted, gold, labels.height
+    return predicted, label_sets(ingest_dir, ground_truth), labels.height
+
+
+def set_table(name: str, values: dict[str, float]) -> str:
+    """One Markdown row of the selected tags' set metrics."""
+    columns = ("example_F1", "micro_F1", "macro_F1", "example_P", "example_R", "tags_per_doc", "gold_per_doc")
+    return (
+        "| run | " + " | ".join(columns) + " |\n|---|" + "---:|" * len(columns) + "\n"
+        f"| {name} | " + " | ".join(f"{values[column]:.4f}" for column in columns) + " |\n"
+    )
 
 
 def markdown_table(results: dict[str, dict[str, float]], ks: list[int]) -> str:
@@ -150,10 +171,11 @@ def plot_recall(curves: dict[str, list[float]], path: Path) -> None:
 
 
 def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
-    """Write metrics.json, metrics.md and recall_at_k.png."""
+    """Write metrics.json, metrics.md and recall_at_k.png; ranking metrics on the ranked list, set metrics on the
+    selected tags."""
     ingest_dir = inputs["ingest"]
-    tag_dir = inputs["tag"]
-    predicted, gold, n_labels = load_predictions(ingest_dir, pl.read_parquet(tag_dir / "tags.parquet"))
+    tags = pl.read_parquet(inputs["tag"] / "tags.parquet")
+    predicted, gold, n_labels = load_predictions(ingest_dir, tags)
     evaluated = sum(1 for labels in gold if labels)
     propensity_counts, propensity = None, {"source": "evaluated", "documents": evaluated}
     if config.label_frequencies:
@@ -164,7 +186,7 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
         predicted, gold, n_labels, tuple(config.ks), config.psp_a, config.psp_b, propensity_counts
     )
     curve = metrics.recall_curve(predicted, gold)
-    result = {
+    result: dict[str, Any] = {
         "metrics": values,
         "recall_curve": curve,
         "documents_evaluated": evaluated,
@@ -172,8 +194,12 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
         "ks": config.ks,
         "propensity": propensity,
     }
+    table = markdown_table({out_dir.parent.name: values}, config.ks)
+    if "selected" in tags.columns:
+        result["set_metrics"] = metrics.set_metrics(label_sets(ingest_dir, tags.filter(pl.col("selected"))), gold)
+        table += "\nSelected tags:\n\n" + set_table(out_dir.parent.name, result["set_metrics"])
     write_json(out_dir / "metrics.json", result)
-    write_text(out_dir / "metrics.md", markdown_table({out_dir.parent.name: values}, config.ks))
+    write_text(out_dir / "metrics.md", table)
     plot_recall({out_dir.parent.name: curve}, out_dir / "recall_at_k.png")
     return result
 

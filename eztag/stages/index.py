@@ -17,7 +17,7 @@ from eztag.devices import check_device
 from eztag.embeddings import EmbeddingStore
 from eztag.indexes import INDEXES, LabelIndex, index_class
 from eztag.indexes.multi import MultiVectorIndex
-from eztag.stages.contract import StageInputs, no_fingerprint
+from eztag.stages.contract import StageInputs, no_fingerprint, no_pipeline_checks
 
 NAME = "index"
 HELP = "build the label index"
@@ -26,6 +26,7 @@ OPTIONAL = ("synonyms",)
 CONFLICTS: dict[str, str] = {}
 MULTI_VECTOR_FIELDS = ("aggregation", "local_k", "overfetch")
 PATH_FIELDS: tuple[str, ...] = ()
+check_pipeline = no_pipeline_checks
 fingerprint = no_fingerprint
 
 

@@ -12,7 +12,7 @@ import polars as pl
 from eztag.artifacts import file_checksum, write_json, write_parquet
 from eztag.errors import EztagError, did_you_mean
 from eztag.readers import Record, RowError, columns_of, read_records
-from eztag.stages.contract import StageInputs
+from eztag.stages.contract import StageInputs, no_pipeline_checks
 
 NAME = "ingest"
 HELP = "validate documents, labels and ground truth into Parquet"
@@ -20,6 +20,7 @@ REQUIRES: tuple[str, ...] = ()
 OPTIONAL: tuple[str, ...] = ()
 CONFLICTS: dict[str, str] = {}
 PATH_FIELDS = ("documents", "labels", "ground_truth")
+check_pipeline = no_pipeline_checks
 XC_DOCUMENT_FIELDS = {"doc_id": "uid", "doc_text": "content", "doc_title": "title", "doc_labels": "target_ind"}
 DOC_LABELS = "labels"
 XC_LABEL_FIELDS = {"label_id": "uid", "label_text": "title", "label_description": None}

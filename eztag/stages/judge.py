@@ -25,7 +25,7 @@ from eztag.artifacts import atomic_path, cache_location, read_shards, write_json
 from eztag.errors import EztagError
 from eztag.judges import JUDGES, Judge, get_judge
 from eztag.prompts import Pair, PromptTemplate
-from eztag.stages.contract import StageInputs, no_fingerprint
+from eztag.stages.contract import StageInputs, no_fingerprint, no_pipeline_checks
 from eztag.templates import DOCUMENT_COLUMNS, check_template, render_rows
 
 NAME = "judge"
@@ -34,7 +34,11 @@ REQUIRES = ("ingest", "mine")
 OPTIONAL: tuple[str, ...] = ()
 CONFLICTS: dict[str, str] = {}
 PATH_FIELDS = ("model", "cache_dir")
+check_pipeline = no_pipeline_checks
 fingerprint = no_fingerprint
+# judgments.parquet's verdict as a probability on both scales: P(yes), or P(grade >= 2) on the graded scale (its
+# `score` is an expected grade there)
+P_YES = (1 / (1 + (-pl.col("log_odds")).exp())).alias("p_yes")
 # cache shards: "p_yes" holds Judgment.score (the on-disk name is kept so existing caches stay readable)
 SHARD_SCHEMA: dict[str, Any] = {"key": pl.String, "p_yes": pl.Float64, "log_odds": pl.Float64, "failure": pl.String}
 P_YES_THRESHOLDS = (0.1, 0.25, 0.5, 0.75, 0.9)

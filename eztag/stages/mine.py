@@ -14,7 +14,7 @@ from eztag.embeddings import EmbeddingStore, gather_rows
 from eztag.errors import missing_extra
 from eztag.indexes import LabelIndex
 from eztag.stages import index as index_stage
-from eztag.stages.contract import StageInputs, no_fingerprint
+from eztag.stages.contract import StageInputs, no_fingerprint, no_pipeline_checks
 from eztag.templates import DOCUMENT_COLUMNS, LABEL_COLUMNS, check_template, render_rows
 
 NAME = "mine"
@@ -23,6 +23,7 @@ REQUIRES = ("ingest", "encode", "index")
 OPTIONAL: tuple[str, ...] = ()
 CONFLICTS: dict[str, str] = {}
 PATH_FIELDS: tuple[str, ...] = ()
+check_pipeline = no_pipeline_checks
 fingerprint = no_fingerprint
 SCHEMA: dict[Any, Any] = {  # Any: the key type polars' cast() expects
     "doc_id": pl.String,

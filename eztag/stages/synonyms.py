@@ -33,7 +33,7 @@ from eztag.indexes import INDEXES
 from eztag.judges import JUDGES, get_judge
 from eztag.prompts import SYNONYM_PROMPT, PromptTemplate, synonym_messages
 from eztag.stages import encode
-from eztag.stages.contract import StageInputs, no_fingerprint
+from eztag.stages.contract import StageInputs, no_fingerprint, no_pipeline_checks
 from eztag.templates import render_rows
 
 NAME = "synonyms"
@@ -42,6 +42,7 @@ REQUIRES = ("ingest", "encode")
 OPTIONAL: tuple[str, ...] = ()
 CONFLICTS: dict[str, str] = {}
 PATH_FIELDS = ("model", "cache_dir")
+check_pipeline = no_pipeline_checks
 fingerprint = no_fingerprint
 CACHE_SCHEMA: dict[str, Any] = {"key": pl.String, "raw": pl.String}
 

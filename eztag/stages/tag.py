@@ -1,32 +1,37 @@
-"""Tag: retrieve the top-k labels of every document into Parquet and a CSR `.npz` (PECOS / pyxclib layout)."""
+"""Tag: retrieve the top-k labels of every document, give each a calibrated probability when there is a
+calibrator, and select tags by a named rule; Parquet (the ranked list) and a CSR `.npz` (the selected tags,
+PECOS / pyxclib layout)."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 from tqdm import tqdm
 
-from eztag import runstate
-from eztag.artifacts import atomic_path, write_json, write_parquet
+from eztag import calibration, runstate
+from eztag.artifacts import atomic_path, file_checksum, write_json, write_parquet
 from eztag.embeddings import EmbeddingStore
+from eztag.errors import EztagError
 from eztag.indexes import LabelIndex
 from eztag.semantics import conse_queries
-from eztag.stages import distil as distil_stage
+from eztag.stages import calibrate as calibrate_stage
 from eztag.stages import index as index_stage
-from eztag.stages.contract import StageInputs, no_fingerprint
+from eztag.stages.contract import StageInputs
 
 NAME = "tag"
-HELP = "retrieve the top-k labels of every document"
+HELP = "retrieve the top-k labels of every document and select its tags"
 REQUIRES = ("ingest", "encode", "index")
-OPTIONAL = ("distil",)  # when in the pipeline: tag with the distilled encoder's embeddings and index
+# when in the pipeline: distil: tag with the distilled encoder's embeddings and index; calibrate: its calibrator
+OPTIONAL = ("distil", "calibrate")
 CONFLICTS: dict[str, str] = {}
-PATH_FIELDS: tuple[str, ...] = ()
-fingerprint = no_fingerprint
+PATH_FIELDS = ("calibrator",)
+PROBABILITY_RULES = ("probability", "expected_f1")
 
 
 @dataclasses.dataclass
@@ -45,12 +50,23 @@ class ConSE:
 
 @dataclasses.dataclass
 class Config:
-    """How many labels each document gets, and ConSE expansion (`[tag.conse]`, off when absent)."""
+    """How deep each document's ranked list is (k), which tags of it are selected, and ConSE expansion
+    (`[tag.conse]`, off when absent).
+
+    rule: "top_k" (every tag of the list, up to max_per_doc), "threshold" (cosine score >= `threshold`),
+    "probability" (calibrated probability >= `min_probability`) or "expected_f1" (per document, the cut-off
+    of the ranked list that maximises the expected F1 under the calibrated probabilities; see
+    `expected_f1_cutoffs`); then at least `min_per_doc` and at most `max_per_doc` per document. The probability
+    rules need a calibrator: the calibrate stage in the pipeline, or `calibrator` (a calibrator.json path).
+    """
 
     k: int = 100
+    rule: Literal["top_k", "threshold", "probability", "expected_f1"] = "top_k"
     threshold: float | None = None
+    min_probability: float = 0.5
     min_per_doc: int = 0
     max_per_doc: int | None = None
+    calibrator: str | None = None
     conse: ConSE | None = None
 
     def __post_init__(self) -> None:
@@ -60,15 +76,68 @@ class Config:
             self.max_per_doc is not None and not self.min_per_doc <= self.max_per_doc <= self.k
         ):
             raise ValueError("need 0 <= min_per_doc <= max_per_doc <= k")
+        if (self.rule == "threshold") != (self.threshold is not None):
+            raise ValueError("threshold (a cosine score) goes with rule = 'threshold', and that rule needs it")
+        if not 0 <= self.min_probability <= 1:
+            raise ValueError("need 0 <= min_probability <= 1")
+        if self.conse is not None and self.calibrator is not None:
+            raise ValueError("a calibrator is fitted on plain search scores; ConSE changes them (drop one)")
 
 
-def select(scores: np.ndarray, config: Config) -> np.ndarray:
-    """Boolean mask of the kept (document, rank) cells: threshold, then per-document minimum and maximum."""
-    keep = scores > -np.inf
-    if config.threshold is not None:
-        keep &= scores >= config.threshold
+def fingerprint(config: Config) -> str | None:
+    """The checksum of the `calibrator` file, so a calibrator refitted in place re-tags."""
+    path = Path(config.calibrator) if config.calibrator is not None else None
+    return file_checksum(path) if path is not None and path.is_file() else None
+
+
+def check_pipeline(config: Config, stages: Sequence[str]) -> None:
+    """Pipeline-level checks: a probability rule needs a calibrator, and only one may be named."""
+    calibrated = calibrate_stage.NAME in stages
+    if config.rule in PROBABILITY_RULES and config.calibrator is None and not calibrated:
+        raise EztagError(
+            f"rule '{config.rule}' needs calibrated probabilities: add the calibrate stage to pipeline.stages "
+            "or set tag.calibrator to the calibrator.json of a run that made this encoder",
+            field="tag.rule",
+        )
+    if calibrated and config.calibrator is not None:
+        raise EztagError("the calibrate stage is in the pipeline: drop tag.calibrator", field="tag.calibrator")
+    if calibrated and config.conse is not None:
+        raise EztagError("a calibrator is fitted on plain search scores; ConSE changes them", field="tag.conse")
+
+
+def expected_f1_cutoffs(probabilities: np.ndarray, low: int, high: int) -> np.ndarray:
+    """Per row of a ranked [documents, k] probability matrix (NaN past the end of a list), the cut-off c in
+    [low, high] that maximises the plug-in expected F1 of keeping the first c tags:
+
+        E[F1](c) ~ 2 * sum_{i<=c} p_i / (c + sum_{i<=k} p_i)
+
+    i.e. 2 E[true positives] / (c + E[gold labels]), with the gold count estimated over the ranked list (labels
+    below rank k taken as p = 0). The smallest c wins ties; c = 0 scores 0."""
+    p = np.nan_to_num(probabilities, nan=0.0)
+    cumulative = np.concatenate([np.zeros((len(p), 1)), np.cumsum(p, axis=1)], axis=1)
+    cutoffs = np.arange(cumulative.shape[1])
+    expected = 2 * cumulative / np.maximum(cutoffs[None, :] + cumulative[:, -1:], 1e-12)
+    high = min(high, p.shape[1])
+    low = min(low, high)
+    return low + np.argmax(expected[:, low : high + 1], axis=1)
+
+
+def select(scores: np.ndarray, probabilities: np.ndarray | None, config: Config) -> np.ndarray:
+    """Boolean mask of the selected (document, rank) cells: the rule, then per-document minimum and maximum."""
+    exists = scores > -np.inf
     ranks = np.arange(scores.shape[1])[None, :]
-    keep |= (ranks < config.min_per_doc) & (scores > -np.inf)
+    if config.rule == "threshold":
+        keep = scores >= config.threshold
+    elif config.rule in PROBABILITY_RULES:
+        assert probabilities is not None, "check_pipeline gives probability rules a calibrator"
+        if config.rule == "probability":
+            keep = probabilities >= config.min_probability
+        else:
+            high = config.max_per_doc if config.max_per_doc is not None else scores.shape[1]
+            keep = ranks < expected_f1_cutoffs(probabilities, config.min_per_doc, high)[:, None]
+    else:
+        keep = np.ones_like(exists)
+    keep = (keep | (ranks < config.min_per_doc)) & exists
     if config.max_per_doc is not None:
         keep &= ranks < config.max_per_doc
     return keep
@@ -87,31 +156,45 @@ def search(
 
 
 def shard_frame(
-    doc_ids: list[str], label_ids: np.ndarray, scores: np.ndarray, rows: np.ndarray, keep: np.ndarray
+    doc_ids: list[str],
+    label_ids: np.ndarray,
+    scores: np.ndarray,
+    rows: np.ndarray,
+    probabilities: np.ndarray | None,
+    selected: np.ndarray,
 ) -> pl.DataFrame:
-    """Long-format rows (doc_id, rank, label_id, score, label_row) for the kept cells."""
-    keep &= rows >= 0
-    doc_index, rank = np.nonzero(keep)
-    return pl.DataFrame(
-        {
-            "doc_id": np.asarray(doc_ids, dtype=object)[doc_index].tolist(),
-            "rank": (rank + 1).astype(np.int32),
-            "label_id": label_ids[rows[doc_index, rank]].tolist(),
-            "score": scores[doc_index, rank].astype(np.float32),
-            "label_row": rows[doc_index, rank].astype(np.int64),
-            "doc_row": doc_index.astype(np.int64),
-        }
-    )
+    """Long-format rows (doc_id, rank, label_id, score, [probability,] selected, label_row, doc_row) of the
+    ranked list."""
+    doc_index, rank = np.nonzero(rows >= 0)
+    columns = {
+        "doc_id": np.asarray(doc_ids, dtype=object)[doc_index].tolist(),
+        "rank": (rank + 1).astype(np.int32),
+        "label_id": label_ids[rows[doc_index, rank]].tolist(),
+        "score": scores[doc_index, rank].astype(np.float32),
+    }
+    if probabilities is not None:
+        columns["probability"] = probabilities[doc_index, rank].astype(np.float32)
+    columns["selected"] = selected[doc_index, rank]
+    columns["label_row"] = rows[doc_index, rank].astype(np.int64)
+    columns["doc_row"] = doc_index.astype(np.int64)
+    return pl.DataFrame(columns)
+
+
+def load_calibrator(config: Config, inputs: StageInputs) -> calibration.Calibrator | None:
+    """The calibrator (calibrate stage's, or `config.calibrator`), checked against this run's encoder and labels."""
+    calibrate_dir = inputs.get(calibrate_stage.NAME)
+    path = calibrate_dir / calibrate_stage.CALIBRATOR if calibrate_dir is not None else config.calibrator
+    if path is None:
+        return None
+    return calibration.load(Path(path), calibrate_stage.identity(inputs))
 
 
 def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
-    """Search every document chunk (resumable shard by shard) and write tags.parquet and tags.npz."""
+    """Search every document chunk (resumable shard by shard) and write tags.parquet (the ranked list with
+    `probability` when calibrated and `selected`) and tags.npz (the selected tags' probabilities, or scores)."""
     ingest_dir = inputs["ingest"]
-    encode_dir = inputs["encode"]
-    index_dir = inputs["index"]
-    distil_dir = inputs.get("distil")
-    if distil_dir is not None:
-        encode_dir, index_dir = distil_dir / distil_stage.ENCODE_DIR, distil_dir / distil_stage.INDEX_DIR
+    encode_dir, index_dir = calibrate_stage.tagging_dirs(inputs)
+    calibrator = load_calibrator(config, inputs)
     doc_ids = pl.read_parquet(ingest_dir / "documents.parquet", columns=["doc_id"])["doc_id"].to_list()
     label_ids = np.asarray(pl.read_parquet(index_dir / "label_ids.parquet")["label_id"].to_list(), dtype=object)
     if config.k > len(label_ids):
@@ -129,20 +212,27 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
             shard = shards / f"part-{i:05d}.parquet"
             if not shard.exists():
                 scores, rows = search(index, np.asarray(chunk, dtype=np.float32), config.k, config.conse, label_vectors)
+                scores = np.where(rows >= 0, scores, -np.inf)
+                probabilities = None
+                if calibrator is not None:
+                    probabilities = calibrator.predict(scores, np.arange(1, scores.shape[1] + 1)[None, :])
+                selected = select(scores, probabilities, config)
                 frame = shard_frame(
-                    doc_ids[offset : offset + len(chunk)], label_ids, scores, rows, select(scores, config)
+                    doc_ids[offset : offset + len(chunk)], label_ids, scores, rows, probabilities, selected
                 )
                 write_parquet(shard, frame.with_columns(pl.col("doc_row") + offset))
             offset += len(chunk)
             bar.update(len(chunk))
             runstate.progress(offset, store.count, "documents")
     tags = pl.concat([pl.read_parquet(path) for path in sorted(shards.glob("part-*.parquet"))])
+    chosen = tags.filter(pl.col("selected"))
+    value = "probability" if calibrator is not None else "score"
     matrix = sp.csr_matrix(
-        (tags["score"].to_numpy(), (tags["doc_row"].to_numpy(), tags["label_row"].to_numpy())),
+        (chosen[value].to_numpy(), (chosen["doc_row"].to_numpy(), chosen["label_row"].to_numpy())),
         shape=(len(doc_ids), len(label_ids)),
         dtype=np.float32,
     )
-    write_parquet(out_dir / "tags.parquet", tags.select("doc_id", "rank", "label_id", "score"))
+    write_parquet(out_dir / "tags.parquet", tags.drop("label_row", "doc_row"))
     with atomic_path(out_dir / "tags.npz") as tmp, open(tmp, "wb") as handle:
         sp.save_npz(handle, matrix)
     for path in shards.glob("part-*.parquet"):
@@ -151,8 +241,13 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     summary = {
         "documents": len(doc_ids),
         "labels": len(label_ids),
-        "tags": tags.height,
-        "documents_without_tags": len(doc_ids) - tags["doc_id"].n_unique(),
+        "rule": config.rule,
+        "ranked": tags.height,
+        "tags": chosen.height,
+        "tags_per_document": round(chosen.height / max(1, len(doc_ids)), 3),
+        "documents_without_tags": len(doc_ids) - chosen["doc_id"].n_unique(),
+        "calibrated": calibrator is not None,
+        "npz_values": value,
     }
     write_json(out_dir / "report.json", summary)
     return summary

@@ -227,6 +227,18 @@ CASES: list[Case] = [
         expect=("pipeline.toml", "[tag]", "min_per_doc"),
     ),
     Case("k_zero", tables="[tag]\nk = 0", stages=ENCODE_TAG, expect=("pipeline.toml", "[tag]", "k must be")),
+    Case(
+        "probability_rule_without_calibrator",
+        tables='[tag]\nrule = "expected_f1"',
+        stages=ENCODE_TAG,
+        expect=("pipeline.toml", "tag.rule", "needs calibrated probabilities", "calibrate stage"),
+    ),
+    Case(
+        "threshold_without_its_rule",
+        tables="[tag]\nthreshold = 0.3",
+        stages=ENCODE_TAG,
+        expect=("pipeline.toml", "[tag]", "rule = 'threshold'"),
+    ),
     Case("unknown_key", ingest={"documnets": "docs.jsonl"}, expect=("pipeline.toml", "did you mean 'documents'")),
     Case("unknown_table", tables="[ingset]\nx = 1", expect=("pipeline.toml", "[ingset]", "did you mean 'ingest'")),
     Case("unknown_stage", stages=("ingest", "encdoe"), expect=("pipeline.toml", "'encdoe'", "did you mean 'encode'")),
