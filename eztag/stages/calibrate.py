@@ -161,7 +161,10 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     calibrator.fitted_on = {
         "pairs": fit_part.height,
         "documents": len(documents) - check_count,
-        "score_range": [round(float(np.min(fit_part["score"])), 4), round(float(np.max(fit_part["score"])), 4)],
+        "score_range": [
+            round(float(np.min(fit_part["score"].to_numpy())), 4),
+            round(float(np.max(fit_part["score"].to_numpy())), 4),
+        ],
         "check_ece": report["check"]["ece"],
     }
     calibration.save(calibrator, out_dir / CALIBRATOR)
