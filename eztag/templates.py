@@ -24,17 +24,17 @@ LABEL_COLUMNS = {"label_id", "text", "description"}  # columns of ingest's label
 
 def template_fields(template: str, *, where: str = "template") -> list[str]:
     """The field names a template uses; rejects anything that is not a plain `{name}` and unbalanced groups."""
-    groups = _GROUP.findall(_escape(template))
-    if "[" in _GROUP.sub("", _escape(template)) or "]" in _GROUP.sub("", _escape(template)):
-        raise EztagError("unbalanced '[' or ']' (an optional group is [...], a literal bracket [[ or ]])", field=where)
-    if any(not _PLACEHOLDER.search(group) for group in groups):
-        raise EztagError("an optional group [...] must hold a {field}", field=where)
     names = []
     for match in _PLACEHOLDER.finditer(template):
         name = match.group(1)
         if not _FIELD_NAME.fullmatch(name):
             raise EztagError(f"placeholder '{{{name}}}' is not a plain field name", field=where)
         names.append(name)
+    escaped = _escape(template)
+    if "[" in _GROUP.sub("", escaped) or "]" in _GROUP.sub("", escaped):
+        raise EztagError("unbalanced '[' or ']' (an optional group is [...], a literal bracket [[ or ]])", field=where)
+    if any(not _PLACEHOLDER.search(group) for group in _GROUP.findall(escaped)):
+        raise EztagError("an optional group [...] must hold a {field}", field=where)
     return names
 
 
