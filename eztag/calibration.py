@@ -22,7 +22,9 @@ from eztag.errors import EztagError
 
 FORMAT = 1
 FEATURES = ("score", "log_rank")
-FIX = "rerun the calibrate stage (e.g. `eztag calibrate pipelines/cold-start.toml`) or point tag.calibrator at it"
+FIX = (
+    "rerun the calibrate stage (e.g. `eztag calibrate pipelines/cold-start.toml`) and point tag.calibrator at its file"
+)
 
 
 @dataclasses.dataclass
@@ -169,8 +171,8 @@ def load(path: Path, identity: dict[str, str] | None = None) -> Calibrator:
             made_for, used = getattr(calibrator, key), identity[key]
             if made_for != used:
                 raise EztagError(
-                    f"calibrator was fitted for another {what} ({made_for[:12]}, this run has {used[:12]}); "
-                    f"{FIX} of the run that made this encoder",
+                    f"calibrator was fitted for another {what} ({made_for[:12]}, this run has {used[:12]}); use the "
+                    "calibrator.json of the run that made this encoder, or rerun the calibrate stage for it",
                     file=path,
                 )
     return calibrator

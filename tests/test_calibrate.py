@@ -215,7 +215,9 @@ def test_bad_calibrator_inputs_are_one_line_errors(tmp_path: Path, tiny_llama_di
     with torch.no_grad():
         next(model.parameters())[0, 0] += 0.01
     model.save(str(tmp_path / "other-encoder"))
-    result = eztag("run", str(nightly(made, str(tmp_path / "other-encoder"))), "--run-dir", str(tmp_path / "night2"))
+    other = nightly(made, str(tmp_path / "other-encoder"))
+    run_cli("index", str(other), "--run-dir", str(tmp_path / "night2"))
+    result = eztag("run", str(other), "--run-dir", str(tmp_path / "night2"))
     assert_one_line_error(result, str(made), "fitted for another encoder", "rerun the calibrate stage")
 
 
