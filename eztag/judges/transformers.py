@@ -16,7 +16,7 @@ from eztag.devices import DTYPES, pick_device
 from eztag.errors import EztagError, did_you_mean
 from eztag.judges import Judge, Judgment, judgment_from_classes
 from eztag.models import resolve_judge
-from eztag.prompts import Pair, PromptTemplate, chat_text, class_token_ids, messages_text, truncate_tokens
+from eztag.prompts import Pair, PromptTemplate, class_token_ids, messages_text, prompt_token_ids, truncate_tokens
 
 
 class TransformersJudge(Judge):
@@ -72,8 +72,7 @@ class TransformersJudge(Judge):
 
     def prompt_ids(self, pairs: Sequence[Pair]) -> list[list[int]]:
         """Token ids of each pair's full prompt."""
-        texts = [chat_text(self.tokenizer, self.template, pair) for pair in pairs]
-        return self.tokenizer(texts, add_special_tokens=self.add_special_tokens)["input_ids"]
+        return prompt_token_ids(self.tokenizer, self.template, pairs)
 
     def score(self, pairs: Sequence[Pair]) -> list[Judgment]:
         ids = self.prompt_ids(pairs)
