@@ -8,6 +8,7 @@ batch on a copy of that cache expanded to the batch.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -105,9 +106,16 @@ class TransformersJudge(Judge):
     def _judgment(self, row: torch.Tensor) -> Judgment:
         return judgment_from_classes([row[ids].tolist() for ids in self.class_ids])
 
-    def _last_logprobs(self, **inputs: object) -> torch.Tensor:
-        """Log-softmax of the logits at the last position, as float32 on the CPU."""
-        logits = self.model(**inputs, logits_to_keep=1, use_cache="past_key_values" in inputs).logits[:, -1, :]
+    @functools.cached_property
+    def cache_argument(self) -> str:
+        """The forward's key/value cache argument: `cache` from transformers 5.2x, `past_key_values` before."""
+        return "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+
+    def _last_logprobs(self, cache: object = None, **inputs: object) -> torch.Tensor:
+        """Log-softmax of the logits at the last position, as float32 on the CPU; `cache` is read and extended."""
+        if cache is not None:
+            inputs[self.cache_argument] = cache
+        logits = self.model(**inputs, logits_to_keep=1, use_cache=cache is not None).logits[:, -1, :]
         return torch.log_softmax(logits.float(), dim=-1).cpu()
 
     def _score_naive(self, ids: list[list[int]]) -> list[torch.Tensor]:
@@ -142,7 +150,8 @@ class TransformersJudge(Judge):
                     out[i] = row
                 continue
             prefix = torch.tensor([ids[members[0]][:shared]], device=self.device)
-            cache = self.model(input_ids=prefix, use_cache=True).past_key_values
+            cache = DynamicCache(config=self.model.config)
+            self._last_logprobs(cache, input_ids=prefix)
             layers = [(layer.keys, layer.values) for layer in cache.layers]
             for start in range(0, len(members), self.batch_size):
                 batch = members[start : start + self.batch_size]
@@ -155,7 +164,7 @@ class TransformersJudge(Judge):
                     input_ids=tokens.to(self.device),
                     attention_mask=mask.to(self.device),
                     position_ids=positions.to(self.device),
-                    past_key_values=expanded,
+                    cache=expanded,
                 )
                 for i, row in zip(batch, rows, strict=True):
                     out[i] = row
