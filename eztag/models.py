@@ -145,10 +145,11 @@ def _packaged_gguf(named: NamedJudge) -> Path:
     """The GGUF of a named judge: the file in its package, or its parts assembled once into the user cache."""
     directories = {package: _package_dir(package) for package in named.packages}
     missing = [package for package, directory in directories.items() if directory is None]
+    found = {package: directory for package, directory in directories.items() if directory is not None}
     if not named.parts:
         if missing:
             raise EztagError(f"judge '{named.name}' needs the package {missing[0]}: {named.install_command(missing)}")
-        gguf = directories[named.packages[0]] / named.gguf_file
+        gguf = found[named.packages[0]] / named.gguf_file
         if not gguf.is_file():
             raise EztagError(f"{named.gguf_file} is missing from the {named.packages[0]} package", file=gguf.parent)
         return gguf
@@ -160,7 +161,7 @@ def _packaged_gguf(named: NamedJudge) -> Path:
             f"judge '{named.name}' needs {len(missing)} missing package(s) ({', '.join(missing[:3])}"
             f"{', ...' if len(missing) > 3 else ''}): {named.install_command(list(named.packages))}"
         )
-    parts = [directories[package] / part for package, part in zip(named.packages, named.parts, strict=True)]
+    parts = [found[package] / part for package, part in zip(named.packages, named.parts, strict=True)]
     gguf.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=gguf.parent, prefix=".assembling-", delete=False) as out:
         try:
