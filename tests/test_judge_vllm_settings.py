@@ -17,7 +17,13 @@ def test_cpu_list_compresses_core_ranges() -> None:
 
 
 def test_defaults_bind_every_allowed_core_and_reserve_none(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    for name in ("VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_CPU_KVCACHE_SPACE"):
+    for name in (
+        "VLLM_CPU_OMP_THREADS_BIND",
+        "VLLM_CPU_NUM_OF_RESERVED_CPU",
+        "VLLM_CPU_KVCACHE_SPACE",
+        "VLLM_CACHE_ROOT",
+        "TORCHINDUCTOR_CACHE_DIR",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("EZTAG_CACHE_DIR", str(tmp_path))
     env = cpu_environment(threads_bind=None, reserved_cpus=None, kv_cache_gib=None, cache_dir=None)
