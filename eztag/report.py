@@ -422,15 +422,21 @@ def plot_log_odds(values: np.ndarray) -> str:
     return _svg(figure)
 
 
-def plot_reliability(rows: list[dict[str, Any]]) -> str:
-    """The judge's reliability: mean P(yes) per bin against the share of gold labels in it."""
+def _reliability_figure(xlabel: str, ylabel: str) -> tuple[Any, Any]:
+    """A unit square with the diagonal of perfect calibration."""
     figure, axes = _figure(4.2, 3.6)
     axes.plot([0, 1], [0, 1], color="grey", linewidth=0.8, label="perfect calibration")
-    axes.plot([row["mean_p_yes"] for row in rows], [row["gold_share"] for row in rows], marker="o", label="judge")
-    axes.set_xlabel("mean P(yes) in bin")
-    axes.set_ylabel("share of pairs that are gold labels")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
     axes.set_xlim(0, 1)
     axes.set_ylim(0, 1)
+    return figure, axes
+
+
+def plot_reliability(rows: list[dict[str, Any]]) -> str:
+    """The judge's reliability: mean P(yes) per bin against the share of gold labels in it."""
+    figure, axes = _reliability_figure("mean P(yes) in bin", "share of pairs that are gold labels")
+    axes.plot([row["mean_p_yes"] for row in rows], [row["gold_share"] for row in rows], marker="o", label="judge")
     axes.legend(fontsize=8)
     return _svg(figure)
 
@@ -438,16 +444,11 @@ def plot_reliability(rows: list[dict[str, Any]]) -> str:
 def plot_calibration(rows: list[dict[str, Any]]) -> str:
     """The calibrate stage's reliability on its check split: calibrated probability against the observed rate
     (the judge's mean P(yes))."""
-    figure, axes = _figure(4.2, 3.6)
-    axes.plot([0, 1], [0, 1], color="grey", linewidth=0.8, label="perfect calibration")
+    figure, axes = _reliability_figure("calibrated probability", "observed (judge's mean P(yes))")
     sizes = [max(10.0, 200 * row["count"] / max(r["count"] for r in rows)) for row in rows]
     x, y = [row["probability"] for row in rows], [row["observed"] for row in rows]
     axes.plot(x, y, color="C1", linewidth=1)
     axes.scatter(x, y, s=sizes, color="C1", label="calibrated (marker area: pairs)")
-    axes.set_xlabel("calibrated probability")
-    axes.set_ylabel("observed (judge's mean P(yes))")
-    axes.set_xlim(0, 1)
-    axes.set_ylim(0, 1)
     axes.legend(fontsize=8)
     return _svg(figure)
 
