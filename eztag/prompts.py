@@ -16,10 +16,10 @@ PLACEHOLDERS = DOCUMENT_PLACEHOLDERS | LABEL_PLACEHOLDERS
 
 TEMPLATES: dict[str, dict[str, str]] = {
     "yes-no": {
-        "version": "1",
+        "version": "2",  # 2: the "Tag group" line is left out when the description is empty
         "system": "You decide whether a tag applies to a {domain}. Answer with Yes or No only.",
         "user": (
-            "{domain}:\n{document}\n\nTag: {label}\nTag group: {description}\n\n"
+            "{domain}:\n{document}\n\nTag: {label}\n[Tag group: {description}\n]\n"
             "Does the tag apply to this {domain}? Answer Yes or No."
         ),
         "answer_prefix": "",
@@ -33,10 +33,10 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "scale": "yes-no",
     },
     "graded": {
-        "version": "1",
+        "version": "2",  # 2: the "Tag group" line is left out when the description is empty
         "system": "You rate how well a tag fits a {domain}. Answer with one digit only.",
         "user": (
-            "{domain}:\n{document}\n\nTag: {label}\nTag group: {description}\n\n"
+            "{domain}:\n{document}\n\nTag: {label}\n[Tag group: {description}\n]\n"
             "How relevant is the tag to this {domain}? 0 = not relevant, 1 = marginally, 2 = relevant, "
             "3 = highly relevant. Answer with one digit: 0, 1, 2 or 3."
         ),

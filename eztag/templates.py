@@ -17,9 +17,10 @@ from eztag.errors import EztagError
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _GROUP = re.compile(r"\[([^\[\]]*)\]")
+_GROUP_OR_PLACEHOLDER = re.compile(r"\[([^\[\]]*)\]|\{([^{}]*)\}")
 _OPEN, _CLOSE = "\x00", "\x01"  # stand-ins for the literal brackets `[[` and `]]` while groups are parsed
 DOCUMENT_COLUMNS = {"doc_id", "title", "text"}  # columns of ingest's documents.parquet a template may name
-LABEL_COLUMNS = {"label_id", "text", "description"}  # columns of ingest's labels.parquet a template may name
+LABEL_COLUMNS = {"label_id", "text", "description", "facet"}  # columns of ingest's labels.parquet a template may name
 
 
 def template_fields(template: str, *, where: str = "template") -> list[str]:
@@ -63,13 +64,16 @@ def render(template: str, values: Mapping[str, object]) -> str:
     def fill(match: re.Match[str]) -> str:
         return text(match.group(1))
 
-    def group(match: re.Match[str]) -> str:
-        body = match.group(1)
-        if any(not text(name).strip() for name in _PLACEHOLDER.findall(body)):
+    def piece(match: re.Match[str]) -> str:
+        group, name = match.groups()
+        if name is not None:
+            return text(name)
+        if any(not text(field).strip() for field in _PLACEHOLDER.findall(group)):
             return ""
-        return _PLACEHOLDER.sub(fill, body)
+        return _PLACEHOLDER.sub(fill, group)
 
-    filled = _PLACEHOLDER.sub(fill, _GROUP.sub(group, _escape(template)))
+    # One pass over the template: a value is never scanned again, so braces or brackets in it stay as they are.
+    filled = _GROUP_OR_PLACEHOLDER.sub(piece, _escape(template))
     return filled.replace(_OPEN, "[").replace(_CLOSE, "]")
 
 

@@ -79,3 +79,17 @@ def test_jsonl_keys_may_vary_per_row(tmp_path: Path) -> None:
     (tmp_path / "labels.jsonl").write_text(json.dumps({"id": "l", "text": "L"}) + "\n")
     _, out = ingest(tmp_path, 'documents = "docs.jsonl"\nlabels = "labels.jsonl"')
     assert pairs(out) == [("b", "l")]
+
+
+def test_label_facet_is_kept_and_optional(tmp_path: Path) -> None:
+    (tmp_path / "docs.jsonl").write_bytes(jsonl([{"id": "d1", "text": "Plays music", "labels": ["audio"]}]))
+    (tmp_path / "labels.jsonl").write_bytes(
+        jsonl([{"id": "audio", "text": "Audio", "facet": " use "}, {"id": "game", "text": "Games", "facet": ""}])
+    )
+    _, out = ingest(tmp_path, 'documents = "docs.jsonl"\nlabels = "labels.jsonl"')
+    assert pl.read_parquet(out / "labels.parquet")["facet"].to_list() == ["use", None]
+    with pytest.raises(EztagError, match=r"labels.jsonl: field 'branch': missing column"):
+        ingest(tmp_path, 'documents = "docs.jsonl"\nlabels = "labels.jsonl"\nlabel_facet = "branch"')
+    (tmp_path / "labels.jsonl").write_bytes(jsonl([{"id": "audio", "text": "Audio"}]))
+    _, out = ingest(tmp_path, 'documents = "docs.jsonl"\nlabels = "labels.jsonl"')
+    assert pl.read_parquet(out / "labels.parquet")["facet"].to_list() == [None]

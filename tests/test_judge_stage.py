@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 
 from eztag.artifacts import read_shards
+from eztag.errors import EztagError
 from eztag.pipeline import Pipeline
 from eztag.stages.judge import SHARD_SCHEMA
 from tests.conftest import cli_env, run_cli, write_jsonl
@@ -102,3 +103,29 @@ def test_config_change_keeps_the_cache(tmp_path: Path, tiny_llama_dir: Path, mon
     other_template = Pipeline.load(path, ["judge.template='graded'"]).run(tmp_path / "run")["judge"]
     assert other_template["judged_now"] == 18, "the template is part of the cache key"
     assert len(loads) == 2
+
+
+def test_label_and_description_templates_shape_the_prompt(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    """`label_template` and `description_template` decide what {label} and {description} show; an empty
+    description drops the "Tag group" line, and a field that labels.parquet lacks is a one-line error."""
+    from eztag.stages import judge
+
+    path = judge_pipeline(tmp_path, tiny_llama_dir, documents=2, k=2)
+    run = tmp_path / "run"
+    Pipeline.load(path).run(run, until="mine")
+    candidates = pl.read_parquet(run / "mine" / "candidates.parquet")
+    prompts = {}
+    for name, overrides in {
+        "plain": [],
+        "with id": ["judge.label_template='{text} [[{label_id}]]'"],
+        "no group": ["judge.description_template=''"],
+    }.items():
+        config = Pipeline.load(path, overrides).configs["judge"]
+        pairs = judge.candidate_pairs(config, judge.build_judge(config), run / "ingest", candidates)
+        prompts[name] = judge.PromptTemplate.named(config.template, config.domain).messages(pairs[0])[-1]["content"]
+    label = candidates["label_id"][0]
+    assert "Tag group: Use\n" in prompts["plain"] and f"[{label}]" not in prompts["plain"]
+    assert f"[{label}]" in prompts["with id"] and "Tag group: Use\n" in prompts["with id"]
+    assert "Tag group" not in prompts["no group"]
+    with pytest.raises(EztagError, match=r"judge.label_template.*unknown template field '\{tag\}'"):
+        Pipeline.load(path, ["judge.label_template='{tag}'"])

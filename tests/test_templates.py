@@ -29,6 +29,9 @@ def test_plain_template_keeps_its_text_and_brackets_can_be_literal() -> None:
     assert render("{text} ({description})", {"text": "Audio Video", "description": None}) == "Audio Video ()"
     assert render("[[{text}]] [{a} and {b}]", {"text": "x", "a": "1", "b": ""}) == "[x] "
     assert render("[{a} and {b}]", {"a": "[1]", "b": "2"}) == "[1] and 2"  # values are never parsed
+    assert render("{text}[ ({description})]", {"text": "{description}", "description": "{text}"}) == (
+        "{description} ({text})"  # nor filled again, inside a group or out
+    )
 
 
 def test_rows_render_without_empty_parentheses() -> None:

@@ -23,7 +23,7 @@ PATH_FIELDS = ("documents", "labels", "ground_truth")
 check_pipeline = no_pipeline_checks
 XC_DOCUMENT_FIELDS = {"doc_id": "uid", "doc_text": "content", "doc_title": "title", "doc_labels": "target_ind"}
 DOC_LABELS = "labels"
-XC_LABEL_FIELDS = {"label_id": "uid", "label_text": "title", "label_description": None}
+XC_LABEL_FIELDS = {"label_id": "uid", "label_text": "title", "label_description": None, "label_facet": None}
 
 
 @dataclasses.dataclass
@@ -41,6 +41,7 @@ class Config:
     label_id: str = "id"
     label_text: str = "text"
     label_description: str | None = "description"
+    label_facet: str | None = "facet"  # the label's group (e.g. a debtags facet, a thesaurus branch), optional
     label_separator: str = "|"
     on_error: Literal["fail", "skip"] = "fail"
     max_document_chars: int = 100_000
@@ -151,11 +152,13 @@ def _identifier(record: Record, field: str, *, path: Path, row: int) -> str:
 def _read_labels(config: Config, problems: Problems) -> pl.DataFrame:
     path = Path(config.labels)
     fmt = "jsonl" if config.format == "xc" else config.format
-    optional = {config.label_description: DEFAULTS.label_description} if config.label_description else {}
+    named = {config.label_description: DEFAULTS.label_description, config.label_facet: DEFAULTS.label_facet}
+    optional = {name: default for name, default in named.items() if name}
     present = _check_columns(path, fmt, [config.label_id, config.label_text], optional)
     ids: list[str] = []
     texts: list[str] = []
     descriptions: list[str | None] = []
+    facets: list[str | None] = []
     first_row: dict[str, int] = {}
     for row, record in read_records(path, fmt):
         try:
@@ -163,9 +166,11 @@ def _read_labels(config: Config, problems: Problems) -> pl.DataFrame:
                 raise record
             label_id = _identifier(record, config.label_id, path=path, row=row)
             text = _text(record, config.label_text, path=path, row=row, required=True)
-            description = None
+            description = facet = None
             if config.label_description in present:
                 description = _text(record, config.label_description, path=path, row=row, required=False)
+            if config.label_facet in present:
+                facet = _text(record, config.label_facet, path=path, row=row, required=False)
             if len(text) > config.max_label_chars:
                 raise RowError(
                     "label_too_long",
@@ -189,11 +194,12 @@ def _read_labels(config: Config, problems: Problems) -> pl.DataFrame:
         ids.append(label_id)
         texts.append(text.strip())
         descriptions.append(description.strip() if description and description.strip() else None)
+        facets.append(facet.strip() if facet and facet.strip() else None)
     if not ids:
         raise EztagError("the label set is empty: no valid label rows", file=path)
     return pl.DataFrame(
-        {"label_id": ids, "text": texts, "description": descriptions},
-        schema={"label_id": pl.String, "text": pl.String, "description": pl.String},
+        {"label_id": ids, "text": texts, "description": descriptions, "facet": facets},
+        schema={"label_id": pl.String, "text": pl.String, "description": pl.String, "facet": pl.String},
     )
 
 

@@ -26,7 +26,7 @@ from eztag.errors import EztagError
 from eztag.judges import JUDGES, Judge, get_judge
 from eztag.prompts import Pair, PromptTemplate
 from eztag.stages.contract import StageInputs, no_fingerprint, no_pipeline_checks
-from eztag.templates import DOCUMENT_COLUMNS, check_template, render_rows
+from eztag.templates import DOCUMENT_COLUMNS, LABEL_COLUMNS, check_template, render_rows
 
 NAME = "judge"
 HELP = "score candidate labels with an LLM relevance judge"
@@ -58,6 +58,8 @@ class Config:
     template: str = "yes-no"
     domain: str = "document"
     document_template: str = "{text}"
+    label_template: str = "{text}"  # what the prompt's {label} shows; fields of labels.parquet
+    description_template: str = "{description}"  # what its {description} shows ("" drops the line)
     max_document_tokens: int = 256
     shard_size: int = 256
     cache_dir: str | None = None
@@ -68,6 +70,8 @@ class Config:
         if self.max_document_tokens < 1 or self.shard_size < 1:
             raise ValueError("max_document_tokens and shard_size must be positive")
         check_template(self.document_template, DOCUMENT_COLUMNS, where="judge.document_template")
+        check_template(self.label_template, LABEL_COLUMNS, where="judge.label_template")
+        check_template(self.description_template, LABEL_COLUMNS, where="judge.description_template")
         try:
             PromptTemplate.named(self.template, self.domain)
         except EztagError as error:
@@ -105,10 +109,17 @@ def candidate_pairs(config: Config, judge: Judge, ingest_dir: Path, candidates: 
     truncated = judge.truncate(render_rows(documents, config.document_template), config.max_document_tokens)
     document_text = dict(zip(documents["doc_id"].to_list(), truncated, strict=True))
     labels = pl.read_parquet(ingest_dir / "labels.parquet")
-    label_text = {
-        label_id: (text, description or "")
-        for label_id, text, description in labels.select("label_id", "text", "description").iter_rows()
-    }
+    label_text = dict(
+        zip(
+            labels["label_id"].to_list(),
+            zip(
+                render_rows(labels, config.label_template),
+                render_rows(labels, config.description_template),
+                strict=True,
+            ),
+            strict=True,
+        )
+    )
     return [
         Pair(document_text[doc_id], *label_text[label_id])
         for doc_id, label_id in candidates.select("doc_id", "label_id").iter_rows()
