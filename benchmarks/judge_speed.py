@@ -9,7 +9,8 @@ resident memory over this process and all its descendants (engine workers, the s
     python benchmarks/judge_speed.py --table                                              # the table, agreement
 
 Settings: transformers-fp32 and transformers-bf16 (prefix reuse), vllm (in-process, bf16, prefix caching, block 32),
-vllm-served (`python -m vllm.entrypoints.openai.api_server`, the `openai` backend, completions route).
+vllm-fp32 (the same in float32), vllm-served (`python -m vllm.entrypoints.openai.api_server`, the `openai` backend,
+completions route).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from eztag.artifacts import RunDir  # noqa: E402
 from eztag.judges.vllm import cpu_environment, server_command  # noqa: E402
 from eztag.models import resolve_judge_folder  # noqa: E402
 from eztag.pipeline import Pipeline  # noqa: E402
@@ -40,6 +42,7 @@ SETTINGS = {
     "transformers-fp32": ("transformers", {"device": "cpu", "precision": "float32", "prefix_reuse": True}),
     "transformers-bf16": ("transformers", {"device": "cpu", "precision": "bfloat16", "prefix_reuse": True}),
     "vllm": ("vllm", {"max_model_len": 1024}),
+    "vllm-fp32": ("vllm", {"max_model_len": 1024, "dtype": "float32"}),  # for hosts where bf16 is slow
     "vllm-served": ("openai", {"route": "completions", "concurrency": 16, "top_logprobs": 20, "timeout": 600.0}),
 }
 PIPELINE = """[pipeline]
@@ -117,6 +120,8 @@ def run_setting(setting: str, model: str, out: Path, work: Path) -> dict[str, ob
     def timed_build(config: judge_stage.Config) -> object:
         begun = time.perf_counter()
         judge = build(config)
+        if config.backend == "transformers":
+            judge.model  # noqa: B018 -- loaded on first use otherwise: start-up, not judging
         startup.append(time.perf_counter() - begun)
         return judge
 
@@ -124,14 +129,13 @@ def run_setting(setting: str, model: str, out: Path, work: Path) -> dict[str, ob
     toml = run_dir / "pipeline.toml"
     toml.write_text(pipeline_toml(backend, model, options), encoding="utf-8")
     try:
-        begun = time.perf_counter()
         report = Pipeline.load(toml).run(run_dir, until="judge")["judge"]
-        stage_seconds = time.perf_counter() - begun
     finally:
         if server is not None:
             kill(server)
         memory.stop.set()
-    judging = stage_seconds - startup[1]
+    # the judge stage's own wall time (the manifest's), less building the judge: judging, cache writes, outputs
+    judging = RunDir(run_dir).manifest()["stages"]["judge"]["seconds"] - startup[1]
     row = {
         "model": model,
         "setting": setting,
@@ -140,6 +144,7 @@ def run_setting(setting: str, model: str, out: Path, work: Path) -> dict[str, ob
         "startup_s": round(sum(startup), 1),
         "judge_stage_s": round(judging, 2),
         "pairs_per_s": round(report["judged_now"] / judging, 2),
+        "scoring_pairs_per_s": report["pairs_per_second"],
         "peak_memory_gib": round(memory.peak / 2**30, 2),
     }
     with (out / "judge-speed.jsonl").open("a", encoding="utf-8") as results:
@@ -152,7 +157,7 @@ def agreement(work: Path, model: str, setting: str, reference: str = "transforme
     paths = [work / f"{model}-{name}" / "judge" / "judgments.parquet" for name in (setting, reference)]
     if not all(path.is_file() for path in paths):
         return None
-    frames = [pl.read_parquet(path).select("doc_id", "label_id", "p_yes") for path in paths]
+    frames = [pl.read_parquet(path).select("doc_id", "label_id", judge_stage.P_YES) for path in paths]
     joined = frames[0].join(frames[1], on=["doc_id", "label_id"], suffix="_ref").drop_nulls()
     difference = (joined["p_yes"] - joined["p_yes_ref"]).abs()
     same = ((joined["p_yes"] > 0.5) == (joined["p_yes_ref"] > 0.5)).sum()
@@ -167,13 +172,37 @@ def agreement(work: Path, model: str, setting: str, reference: str = "transforme
     }
 
 
+def host_check() -> str:
+    """The CPU's bf16-related flags and the time of a bf16 GEMM relative to float32 on this host, measured now."""
+    import torch
+
+    flags = set(Path("/proc/cpuinfo").read_text().split("flags")[1].split("\n")[0].split())
+    wanted = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    seconds = {}
+    for dtype in (torch.float32, torch.bfloat16) * 2:  # interleaved, the second round kept
+        left, right = torch.randn(512, 1536, dtype=dtype), torch.randn(1536, 1536, dtype=dtype)
+        left @ right
+        begun = time.perf_counter()
+        for _ in range(50):
+            left @ right
+        seconds[dtype] = time.perf_counter() - begun
+    present = ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in wanted)
+    ratio = seconds[torch.bfloat16] / seconds[torch.float32]
+    return (
+        f"Host: {present}; a 512x1536 by 1536x1536 GEMM takes {ratio:.2f}x as long in bfloat16 as in float32 "
+        f"here (torch {torch.__version__}, {torch.get_num_threads()} threads, measured with the table)."
+    )
+
+
 def table(out: Path, work: Path) -> str:
     rows = [json.loads(line) for line in (out / "judge-speed.jsonl").read_text().splitlines()]
-    lines = ["| model | setting | pairs | failures | start-up s | judge stage s | pairs/s | peak memory GiB |"]
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|")
+    keys = ("model", "setting", "pairs", "failures", "startup_s", "judge_stage_s", "pairs_per_s")
+    lines = ["| model | setting | pairs | failures | start-up s | judge stage s | pairs/s | scoring only pairs/s |"]
+    lines[0] += " peak memory GiB |"
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
-        values = [row[key] for key in ("model", "setting", "pairs", "failures", "startup_s", "judge_stage_s")]
-        lines.append("| " + " | ".join(map(str, [*values, row["pairs_per_s"], row["peak_memory_gib"]])) + " |")
+        values = [*(row[key] for key in keys), row["scoring_pairs_per_s"], row["peak_memory_gib"]]
+        lines.append("| " + " | ".join(map(str, values)) + " |")
     agreements = [
         found
         for model in dict.fromkeys(row["model"] for row in rows)
@@ -187,7 +216,7 @@ def table(out: Path, work: Path) -> str:
             keys = ("model", "setting", "pairs", "max_abs_diff", "mean_abs_diff", "same_verdict")
             lines.append("| " + " | ".join(str(found[key]) for key in keys) + " |")
     (out / "judge-agreement.json").write_text(json.dumps(agreements, indent=1) + "\n", encoding="utf-8")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", host_check()]) + "\n"
 
 
 def main() -> None:
