@@ -1,7 +1,7 @@
 """Exact search: chunked matrix product + top-k with torch, on the CPU (memory-mapped) or a CUDA GPU (resident).
 
-On the CPU a full top-k over every [queries, label chunk] score matrix cost more than the matrix product itself
-(torch's CPU top-k copies each row into (score, index) pairs and partially sorts them). After the first chunk,
+On the CPU a full top-k over every [queries, label chunk] score matrix is costly (torch's CPU top-k copies each
+row into (score, index) pairs and partially sorts them), so after the first chunk
 `merge_above` keeps only the scores above each query's current k-th best, found with one comparison pass; with
 labels in any non-adversarial order few pass, so the top-k runs on a handful of candidates per query.
 """
