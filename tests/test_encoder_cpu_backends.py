@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from eztag.encoders.exported import OnnxEncoder, export_folder
 from eztag.encoders.sentence_transformers import SentenceTransformerEncoder
@@ -32,6 +33,7 @@ def test_torch_bfloat16_on_the_cpu(texts_and_reference) -> None:
     encoder = SentenceTransformerEncoder("default", device="cpu", precision="bfloat16")
     vectors = encoder.encode(texts)
     assert vectors.dtype == np.float32 and encoder.fingerprint["dtype"] == "torch.bfloat16"
+    assert next(encoder.model.parameters()).dtype == torch.bfloat16  # the weights, not only the label
     assert cosines(vectors, reference).min() > 0.99
 
 
