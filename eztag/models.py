@@ -128,7 +128,8 @@ def resolve_judge_folder(name: str) -> str:
     source = {"gguf": str(gguf.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     digest = hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()[:12]
     folder = cache_root() / "models" / f"{gguf.stem}-bf16-{digest}"
-    build_folder_once(folder, source, lambda tmp: _convert_gguf(gguf, tmp))
+    if not (folder / HF_FOLDER_MARKER).is_file():
+        _atomic_folder(folder, lambda tmp: _convert_gguf(gguf, tmp, source))
     return str(folder)
 
 
@@ -185,11 +186,8 @@ def _packaged_gguf(named: NamedJudge) -> Path:
     return gguf
 
 
-def build_folder_once(folder: Path, source: dict[str, object], build: Callable[[Path], None]) -> None:
-    """Unless `folder` is finished (it has the marker file naming its `source`), run `build(tmp)` into a temporary
-    sibling folder, write the marker, then rename it to `folder`."""
-    if (folder / HF_FOLDER_MARKER).is_file():
-        return
+def _atomic_folder(folder: Path, build: Callable[[Path], None]) -> None:
+    """Run `build(tmp)` into a temporary sibling folder, then rename it to `folder` (a finished one is kept)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
     umask = os.umask(0)
@@ -197,7 +195,6 @@ def build_folder_once(folder: Path, source: dict[str, object], build: Callable[[
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private
     try:
         build(tmp)
-        (tmp / HF_FOLDER_MARKER).write_text(json.dumps(source, indent=1), encoding="utf-8")
         if folder.exists():  # another process finished first, or a half-made folder without its marker
             if (folder / HF_FOLDER_MARKER).is_file():
                 return
@@ -207,8 +204,8 @@ def build_folder_once(folder: Path, source: dict[str, object], build: Callable[[
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _convert_gguf(gguf: Path, out: Path) -> None:
-    """De-quantise a GGUF to a bfloat16 Hugging Face folder (model and tokenizer)."""
+def _convert_gguf(gguf: Path, out: Path, source: dict[str, object]) -> None:
+    """De-quantise a GGUF to a bfloat16 Hugging Face folder (model, tokenizer and the marker naming the source)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -227,3 +224,4 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     del loaded
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    (out / HF_FOLDER_MARKER).write_text(json.dumps(source, indent=1), encoding="utf-8")

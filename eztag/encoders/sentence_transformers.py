@@ -7,13 +7,11 @@ import queue
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from eztag.devices import pick_device, pick_dtype
-from eztag.encoders import CPU_BACKENDS, check_backend_settings
 from eztag.errors import EztagError
 from eztag.models import model_files, resolve_encoder
 
@@ -30,12 +28,7 @@ def length_buckets(texts: Sequence[str], batch_size: int) -> list[np.ndarray]:
 
 class SentenceTransformerEncoder:
     """A SentenceTransformer model run batch by batch, length-bucketed; on CUDA tokenised in a background thread
-    with pinned host->GPU copies and fp16/bf16 autocast. Outputs L2-normalised float32 in input order.
-
-    `backend` is the registry name; subclasses (eztag.encoders.exported) run the model through ONNX Runtime or
-    OpenVINO by overriding `_load`."""
-
-    backend = "sentence-transformers"
+    with pinned host->GPU copies and fp16/bf16 autocast. Outputs L2-normalised float32 in input order."""
 
     def __init__(
         self,
@@ -45,14 +38,14 @@ class SentenceTransformerEncoder:
         precision: str = "auto",
         batch_size: int | None = None,
         max_seq_length: int | None = None,
-        quantize: Literal["none", "int8"] = "none",
     ) -> None:
-        check_backend_settings(self.backend, device, precision, quantize)
-        self.device = pick_device("cpu" if device == "auto" and self.backend in CPU_BACKENDS else device)
+        from sentence_transformers import SentenceTransformer
+
+        self.device = pick_device(device)
         self.dtype = pick_dtype(precision, self.device)
         path = resolve_encoder(model)
         try:
-            self.model = self._load(model, path, quantize)
+            self.model = SentenceTransformer(path, device=str(self.device), model_kwargs={"torch_dtype": self.dtype})
         except OSError as error:
             raise EztagError(f"cannot load encoder '{model}': {str(error).splitlines()[0]}") from None
         if max_seq_length is not None:
@@ -68,14 +61,6 @@ class SentenceTransformerEncoder:
             "dtype": str(self.dtype),
             "max_seq_length": self.model.max_seq_length,
         }
-        if self.backend != "sentence-transformers":  # torch's fingerprint stays as it was: label caches stay valid
-            self.fingerprint |= {"backend": self.backend, "quantize": quantize}
-
-    def _load(self, model: str, path: str, quantize: str) -> Any:
-        """The SentenceTransformer for the model folder (or hub id) `path`, in torch on `self.device`."""
-        from sentence_transformers import SentenceTransformer
-
-        return SentenceTransformer(path, device=str(self.device), model_kwargs={"torch_dtype": self.dtype})
 
     def _tokenise(
         self, texts: Sequence[str], batches: list[np.ndarray], out: queue.Queue, stop: threading.Event

@@ -12,7 +12,7 @@ import polars as pl
 from eztag.artifacts import atomic_path, config_hash
 from eztag.devices import check_device
 from eztag.embeddings import META, EmbeddingStore
-from eztag.encoders import check_backend_settings, get_encoder
+from eztag.encoders import get_encoder
 from eztag.models import model_files, resolve_encoder
 from eztag.stages.contract import StageInputs, no_pipeline_checks
 from eztag.templates import DOCUMENT_COLUMNS, LABEL_COLUMNS, check_template, render_rows
@@ -31,10 +31,9 @@ class Config:
     """Which encoder to use and how labels and documents are turned into text."""
 
     model: str = "default"
-    backend: str = "sentence-transformers"  # or "onnx", "openvino" (CPU; eztag[onnx], eztag[openvino])
+    backend: str = "sentence-transformers"
     device: str = "auto"
     precision: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    quantize: Literal["none", "int8"] = "none"  # int8: dynamic quantisation of the ONNX export (backend "onnx")
     batch_size: int | None = None  # None: 64 on the CPU, 1024 on a GPU
     chunk_size: int = 16384
     max_seq_length: int | None = None
@@ -49,7 +48,6 @@ class Config:
         if (self.batch_size is not None and self.batch_size < 1) or self.chunk_size < 1:
             raise ValueError("batch_size and chunk_size must be positive")
         check_device(self.device, field="encode.device")
-        check_backend_settings(self.backend, self.device, self.precision, self.quantize)
 
 
 def fingerprint(config: Config) -> list[tuple[str, int, int]]:
@@ -66,7 +64,6 @@ def load_encoder(config: Config) -> Any:
         precision=config.precision,
         batch_size=config.batch_size,
         max_seq_length=config.max_seq_length,
-        quantize=config.quantize,
     )
 
 

@@ -263,20 +263,6 @@ CASES: list[Case] = [
     Case("invalid_toml_utf8", raw_toml=HEADER.encode() + b"# \xff\n", expect=("pipeline.toml", "UTF-8")),
     *(
         Case(
-            f"encode_{name}",
-            tables=f"[encode]\n{setting}",
-            stages=("ingest", "encode"),
-            expect=("pipeline.toml", field, message),
-        )
-        for name, setting, field, message in (
-            ("unknown_backend", "backend = 'onxx'", "encode.backend", "did you mean 'onnx'"),
-            ("int8_without_onnx", "quantize = 'int8'", "encode.quantize", "needs backend = 'onnx'"),
-            ("onnx_in_float16", "backend = 'onnx'\nprecision = 'float16'", "encode.precision", "runs float32"),
-            ("openvino_on_cuda", "backend = 'openvino'\ndevice = 'cuda'", "encode.device", "runs on the CPU"),
-        )
-    ),
-    *(
-        Case(
             f"template_{name}",
             tables=f"[encode]\nlabel_template = {json.dumps(template)}",
             stages=("ingest", "encode"),
