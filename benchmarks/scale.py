@@ -4,8 +4,7 @@
 
 What is measured, honestly:
 - encoders: documents/s on the first `--encode-documents` documents of the debtags test split for
-  SentenceTransformer.encode float32 and eztag's encoder in each `[encode]` setting (torch float32 and bfloat16;
-  ONNX float32 and int8, OpenVINO float32 and bfloat16 where `eztag[onnx]` / `eztag[openvino]` are installed),
+  SentenceTransformer.encode float32 and eztag's encoder in each `[encode]` setting (float32, bfloat16),
   interleaved runs, median; the lowest cosine of a setting's vectors with torch float32's; and nDCG@5 of
   pipelines/recall-benchmark.toml (all 5,735 test documents, exact search) run with that setting.
 - search: label vectors are the encoder's vectors of `--distinct` distinct phrases, each repeated with small seeded
@@ -21,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import importlib.util
 import itertools
 import json
 import platform
@@ -98,17 +96,7 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / truth.shape[1] for f, t in zip(found, truth, strict=True)]))
 
 
-def encoder_settings() -> dict[str, dict[str, str]]:
-    """The `[encode]` settings compared, by name; ONNX and OpenVINO ones only where their extra is installed."""
-    settings = {"torch float32": {}, "torch bfloat16": {"precision": "bfloat16"}}
-    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("optimum"):
-        settings |= {"onnx float32": {"backend": "onnx"}, "onnx int8": {"backend": "onnx", "quantize": "int8"}}
-    if importlib.util.find_spec("openvino"):
-        settings |= {
-            "openvino float32": {"backend": "openvino"},
-            "openvino bfloat16": {"backend": "openvino", "precision": "bfloat16"},
-        }
-    return settings
+SETTINGS = {"torch float32": {}, "torch bfloat16": {"precision": "bfloat16"}}  # `[encode]` settings compared
 
 
 def bench_encoders(texts: list[str], settings: dict[str, dict[str, str]], repeats: int, workdir: Path) -> dict:
@@ -306,7 +294,7 @@ def main() -> None:
     workdir = args.out / "work"
     with gzip.open(DEBTAGS / "test.jsonl.gz", "rt", encoding="utf-8") as handle:
         test_documents = [json.loads(line)["text"] for line in itertools.islice(handle, args.encode_documents)]
-    encoders = bench_encoders(test_documents, encoder_settings(), args.repeats, workdir)
+    encoders = bench_encoders(test_documents, SETTINGS, args.repeats, workdir)
     print(json.dumps(encoders, indent=1), flush=True)
 
     label_texts, words, document_texts = vocabulary()
