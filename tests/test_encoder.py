@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from eztag.encoders.sentence_transformers import length_buckets
 
@@ -25,3 +26,15 @@ def test_matches_sentence_transformers(minilm, debtags_texts) -> None:
     np.testing.assert_allclose(ours, reference, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
     assert minilm.encode([]).shape == (0, minilm.dim)
+
+
+def test_bfloat16_on_the_cpu(minilm, debtags_texts) -> None:
+    """precision = bfloat16 on the CPU loads bf16 weights and stays within 0.01 cosine of float32."""
+    from eztag.encoders.sentence_transformers import SentenceTransformerEncoder
+
+    documents, labels = debtags_texts
+    texts = documents[:12] + labels[:36]
+    encoder = SentenceTransformerEncoder("default", device="cpu", precision="bfloat16")
+    vectors = encoder.encode(texts)
+    assert vectors.dtype == np.float32 and next(encoder.model.parameters()).dtype == torch.bfloat16
+    assert np.sum(vectors * minilm.encode(texts), axis=1).min() > 0.99

@@ -64,3 +64,17 @@ def test_ties_give_the_right_scores(tmp_path: Path) -> None:
     np.testing.assert_array_equal(scores, want_scores)
     np.testing.assert_array_equal(np.take_along_axis(queries @ labels.T, rows, axis=1), scores)
     assert all(len(set(r)) == len(r) for r in rows)
+
+
+def test_every_later_chunk_wins(tmp_path: Path) -> None:
+    """Labels growing in norm, so each chunk's scores beat all earlier ones (the worst case of merge_above)."""
+    rng = np.random.default_rng(2)
+    direction = rng.standard_normal(16).astype(np.float32)
+    labels = direction * np.arange(1, 201, dtype=np.float32)[:, None] + rng.standard_normal((200, 16)) * 0.01
+    queries = (direction + rng.standard_normal((5, 16)) * 0.01).astype(np.float32)
+    index = ExactIndex(device="cpu", label_chunk_size=16, query_batch_size=5)
+    index.build(store_of(tmp_path, labels.astype(np.float32), 50))
+    scores, rows = index.search(queries, 30)
+    want_scores, want_rows = brute_force(queries, labels.astype(np.float32), 30)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-5)
+    np.testing.assert_array_equal(rows, want_rows)

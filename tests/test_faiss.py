@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from eztag.embeddings import EmbeddingStore
+from eztag.errors import EztagError
 from eztag.indexes.exact import ExactIndex
 from eztag.indexes.faiss import FaissIndex, estimate_bytes
 from eztag.stages.index import recall_against_exact
@@ -47,7 +48,12 @@ def test_flat_equals_exact(tmp_path: Path, vectors) -> None:
 
 @pytest.mark.parametrize(
     ("factory", "options", "floor"),
-    [("HNSW32", {"ef_search": 128}, 0.95), ("IVF16,Flat", {"nprobe": 4}, 0.7), ("IVF16,Flat", {"nprobe": 16}, 0.99)],
+    [
+        ("HNSW32", {"ef_search": 128}, 0.95),
+        ("HNSW16", {"ef_search": 128, "ef_construction": 80}, 0.95),
+        ("IVF16,Flat", {"nprobe": 4}, 0.7),
+        ("IVF16,Flat", {"nprobe": 16}, 0.99),
+    ],
 )
 def test_approximate_recall(tmp_path: Path, vectors, factory: str, options: dict, floor: float) -> None:
     documents, labels = vectors
@@ -57,6 +63,12 @@ def test_approximate_recall(tmp_path: Path, vectors, factory: str, options: dict
     recall = recall_against_exact(index, store, documents, [10])
     print(factory, options, recall)
     assert recall["recall@10"] >= floor
+
+
+def test_ef_construction_needs_hnsw(tmp_path: Path, vectors) -> None:
+    index = FaissIndex(factory="IVF16,Flat", device="cpu", ef_construction=80)
+    with pytest.raises(EztagError, match="ef_construction needs an HNSW factory"):
+        index.build(store_of(tmp_path / "labels", vectors[1]))
 
 
 @pytest.mark.parametrize("factory", ["Flat", "HNSW32", "IVF128,Flat", "IVF128,PQ32", "IVF128,SQ8"])

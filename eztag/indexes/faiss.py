@@ -54,6 +54,7 @@ class FaissIndex(LabelIndex):
         factory: str = "Flat",
         nprobe: int | None = None,
         ef_search: int | None = None,
+        ef_construction: int | None = None,
         train_size: int = 100_000,
         device: str = "auto",
         precision: Literal["auto"] = "auto",  # FAISS searches float32 vectors or the codes `factory` names (SQfp16)
@@ -63,6 +64,7 @@ class FaissIndex(LabelIndex):
         self.factory = factory
         self.nprobe = nprobe
         self.ef_search = ef_search
+        self.ef_construction = ef_construction
         self.train_size = train_size
         self.use_gpu = device != "cpu" and getattr(self.faiss, "get_num_gpus", lambda: 0)() > 0
         self.seed = seed
@@ -86,6 +88,10 @@ class FaissIndex(LabelIndex):
         quantised = faiss.downcast_index(faiss.try_extract_index_ivf(index) or index)
         if hasattr(quantised, "do_polysemous_training"):
             quantised.do_polysemous_training = False
+        if self.ef_construction is not None:
+            if not hasattr(quantised, "hnsw"):
+                raise EztagError(f"ef_construction needs an HNSW factory, not '{self.factory}'", field="index.options")
+            quantised.hnsw.efConstruction = self.ef_construction
         if not index.is_trained:
             vectors = labels.load()
             sample = np.random.default_rng(self.seed).permutation(len(vectors))[: self.train_size]

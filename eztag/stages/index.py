@@ -35,8 +35,8 @@ class Config:
     """Which index to build and how to search it; with a synonyms stage, how label vector sets are scored.
 
     `options` (`[index.options]`) are the backend's own keyword options: exact: label_chunk_size,
-    query_batch_size; faiss: factory, nprobe, ef_search, train_size, seed. `aggregation`, `local_k` and
-    `overfetch` apply only to multi-vector labels (see eztag.indexes.multi).
+    query_batch_size; faiss: factory, nprobe, ef_search, ef_construction, train_size, seed. `aggregation`,
+    `local_k` and `overfetch` apply only to multi-vector labels (see eztag.indexes.multi).
     """
 
     backend: str = "exact"
