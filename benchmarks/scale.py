@@ -214,6 +214,11 @@ def best_at_target(row: dict) -> dict | None:
     return max(good, key=lambda point: point["docs_per_s"]) if good else None
 
 
+def knob_of(point: dict) -> str:
+    """ "ef_search=128" or "nprobe=64" for a swept point, "" for exact and Flat."""
+    return next((f"{key}={point[key]}" for key in ("ef_search", "nprobe") if key in point), "")
+
+
 def markdown(report: dict) -> str:
     env, enc = report["environment"], report["encoders"]
     settings = enc["settings"]
@@ -261,7 +266,7 @@ def markdown(report: dict) -> str:
                 else "— | mmap .npy | —"
             )
             for point in row.get("points", [row]):
-                knob = next((f"{key}={point[key]}" for key in ("ef_search", "nprobe") if key in point), "")
+                knob = knob_of(point)
                 lines.append(
                     f"| {run['labels']:,} | {name} | {knob} | {point['docs_per_s']:.0f} "
                     f"| {point['docs_per_s_vs_flat']:.2f} | {point['recall@100']:.3f} | {build} |"
@@ -271,7 +276,12 @@ def markdown(report: dict) -> str:
         for name, row in run["methods"].items():
             best = best_at_target(row)
             if "points" in row:
-                found = f"{best['docs_per_s_vs_flat']:.2f}x Flat ({best})" if best else "not reached"
+                found = (
+                    f"{knob_of(best)}: {best['docs_per_s_vs_flat']:.2f}x Flat ({best['docs_per_s']:,.0f} documents/s, "
+                    f"recall@100 {best['recall@100']:.3f})"
+                    if best
+                    else "not reached"
+                )
                 lines.append(f"- {run['labels']:,} labels, {name}: {found}")
     return "\n".join(lines) + "\n"
 
