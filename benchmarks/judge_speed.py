@@ -41,10 +41,16 @@ from tests.servers import free_port, kill, start_server  # noqa: E402
 SETTINGS = {
     "transformers-fp32": ("transformers", {"device": "cpu", "precision": "float32", "prefix_reuse": True}),
     "transformers-bf16": ("transformers", {"device": "cpu", "precision": "bfloat16", "prefix_reuse": True}),
-    "vllm": ("vllm", {"max_model_len": 1024}),
-    "vllm-fp32": ("vllm", {"max_model_len": 1024, "dtype": "float32"}),  # for hosts where bf16 is slow
+    "vllm": ("vllm", {"max_model_len": 1024, "dtype": "bfloat16"}),
+    "vllm-fp32": ("vllm", {"max_model_len": 1024, "dtype": "float32"}),  # what dtype "auto" picks on a CPU without AMX
     "vllm-served": ("openai", {"route": "completions", "concurrency": 16, "top_logprobs": 20, "timeout": 600.0}),
 }
+AGREEMENT = (  # (setting, reference): same weights and pairs; bf16 against bf16, fp32 against fp32, and fp32 vs bf16
+    ("vllm", "transformers-bf16"),
+    ("vllm-served", "transformers-bf16"),
+    ("vllm-fp32", "transformers-fp32"),
+    ("transformers-fp32", "transformers-bf16"),
+)
 PIPELINE = """[pipeline]
 name = "judge-speed"
 stages = ["ingest", "encode", "index", "mine", "judge"]
@@ -152,7 +158,7 @@ def run_setting(setting: str, model: str, out: Path, work: Path) -> dict[str, ob
     return row
 
 
-def agreement(work: Path, model: str, setting: str, reference: str = "transformers-bf16") -> dict[str, object] | None:
+def agreement(work: Path, model: str, setting: str, reference: str) -> dict[str, object] | None:
     """P(yes) differences and verdict agreement of `setting` against `reference` on the same pairs."""
     paths = [work / f"{model}-{name}" / "judge" / "judgments.parquet" for name in (setting, reference)]
     if not all(path.is_file() for path in paths):
@@ -206,14 +212,14 @@ def table(out: Path, work: Path) -> str:
     agreements = [
         found
         for model in dict.fromkeys(row["model"] for row in rows)
-        for setting in ("vllm", "vllm-served", "transformers-fp32")
-        if (found := agreement(work, model, setting))
+        for setting, reference in AGREEMENT
+        if (found := agreement(work, model, setting, reference))
     ]
     if agreements:
-        lines += ["", "| model | setting vs transformers-bf16 | pairs | max abs diff P(yes) | mean | same verdict |"]
-        lines.append("|---|---|---:|---:|---:|---:|")
+        lines += ["", "| model | setting | against | pairs | max abs diff P(yes) | mean | same verdict |"]
+        lines.append("|---|---|---|---:|---:|---:|---:|")
         for found in agreements:
-            keys = ("model", "setting", "pairs", "max_abs_diff", "mean_abs_diff", "same_verdict")
+            keys = ("model", "setting", "reference", "pairs", "max_abs_diff", "mean_abs_diff", "same_verdict")
             lines.append("| " + " | ".join(str(found[key]) for key in keys) + " |")
     (out / "judge-agreement.json").write_text(json.dumps(agreements, indent=1) + "\n", encoding="utf-8")
     return "\n".join([*lines, "", host_check()]) + "\n"

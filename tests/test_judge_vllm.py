@@ -24,7 +24,7 @@ TEMPLATE = PromptTemplate.named("yes-no", domain="software package")
 
 @pytest.fixture(scope="module")
 def engine(vllm_cache: Path) -> VLLMJudge:
-    return VLLMJudge("smollm2-135m", TEMPLATE, max_model_len=512, kv_cache_gib=1)
+    return VLLMJudge("smollm2-135m", TEMPLATE, dtype="bfloat16", max_model_len=512, kv_cache_gib=1)
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from eztag.judges.vllm import cpu_environment, cpu_list
+from eztag.judges.vllm import auto_dtype, cpu_environment, cpu_flags, cpu_list
 
 
 def test_cpu_list_compresses_core_ranges() -> None:
@@ -39,3 +39,10 @@ def test_options_beat_the_environment_which_beats_defaults(monkeypatch: pytest.M
     env = cpu_environment(threads_bind=None, reserved_cpus=None, kv_cache_gib=2, cache_dir=str(tmp_path))
     assert (env["VLLM_CPU_OMP_THREADS_BIND"], env["VLLM_CPU_KVCACHE_SPACE"]) == ("1", "2")
     assert env["VLLM_CACHE_ROOT"] == str(tmp_path)
+
+
+def test_auto_dtype_is_bfloat16_on_gpus_and_amx_cpus_only() -> None:
+    assert auto_dtype(on_cpu=False, flags=set()) == "bfloat16"
+    assert auto_dtype(on_cpu=True, flags={"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}) == "bfloat16"
+    assert auto_dtype(on_cpu=True, flags={"avx512f", "avx512_bf16"}) == "float32"
+    assert "fpu" in cpu_flags() or not os.path.exists("/proc/cpuinfo")  # this host's flags are read

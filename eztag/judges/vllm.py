@@ -6,6 +6,7 @@ document's prompt prefix across its labels; a stage batch is one `generate` call
 raw, before sampling. vLLM reads no GGUF: a GGUF (a named judge such as `smollm2-135m`, or a path) is converted once
 to a bfloat16 folder in the user cache (`eztag.models.resolve_judge_folder`).
 
+`dtype = "auto"` is bfloat16 on GPUs and on CPUs with AMX, float32 on other CPUs (bf16 is slower there).
 On a CPU host the engine is set up as measured on 2 AVX-512 cores (issue 18): OpenMP threads bound to every core this
 process may use (vLLM's default keeps one idle: half the speed), none reserved, `block_size=32` (the CPU default of
 128 is longer than a judge prompt, so prefix caching would share nothing), a bounded KV cache, compile caches
@@ -18,6 +19,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from eztag.errors import EztagError, did_you_mean
 from eztag.judges import Judge, Judgment, judgment_from_classes
@@ -68,6 +70,22 @@ def cpu_environment(
     }
 
 
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of this host (/proc/cpuinfo; empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return set()
+    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
+
+
+def auto_dtype(on_cpu: bool, flags: set[str]) -> str:
+    """bfloat16 on a GPU or on a CPU with AMX; float32 on other CPUs, where a bf16 GEMM is slower than fp32 (measured
+    1.8x as long on AVX512_BF16 without AMX, benchmarks/results/judge-speed.md)."""
+    return "bfloat16" if not on_cpu or "amx_bf16" in flags else "float32"
+
+
 def server_command(
     folder: str, port: int, *, name: str, max_model_len: int = 1024, max_logprobs: int = 20
 ) -> list[str]:
@@ -87,7 +105,7 @@ class VLLMJudge(Judge):
         template: PromptTemplate,
         *,
         device: str = "auto",
-        dtype: str = "bfloat16",
+        dtype: str = "auto",
         max_model_len: int | None = 2048,
         block_size: int | None = None,
         enable_prefix_caching: bool = True,
@@ -111,6 +129,8 @@ class VLLMJudge(Judge):
         import torch
 
         on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+        if dtype == "auto":
+            dtype = auto_dtype(on_cpu, cpu_flags())
         if on_cpu:  # before the engine starts: its processes read these when spawned
             os.environ.update(
                 cpu_environment(
