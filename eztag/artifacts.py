@@ -80,6 +80,24 @@ def write_parquet(path: Path, frame: pl.DataFrame) -> None:
         frame.write_parquet(tmp, compression="zstd", statistics=True)
 
 
+def remove_stale_temporaries(run_dir: Path, keep: str = "cache") -> list[Path]:
+    """Remove the temporaries (`atomic_path`'s `.NAME.*.tmp`, `atomic_dir`'s `.NAME.partial`) a killed run left in
+    `run_dir`; call it holding the run's lock, so no writer is alive. The `keep` folder is left alone: caches may be
+    shared with other runs, and their temporaries are never read. Returns what was removed."""
+    removed = []
+    for path in sorted(Path(run_dir).rglob(".*"), reverse=True):
+        if path.relative_to(run_dir).parts[0] == keep:
+            continue
+        if path.is_file() and path.name.endswith(".tmp"):
+            path.unlink(missing_ok=True)
+        elif path.is_dir() and path.name.endswith(".partial"):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            continue
+        removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield an empty temporary folder beside `path`; on success it replaces `path`."""

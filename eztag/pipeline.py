@@ -109,6 +109,7 @@ class Pipeline:
         for stage in self.stages:
             if stage not in wanted:
                 continue
+            runstate.check_stop()
             stage_hash = self.stage_hash(stage)
             if stage not in forced and runs.is_finished(stage, stage_hash):
                 print(f"[{stage}] up to date, skipped")
@@ -123,6 +124,7 @@ class Pipeline:
             seconds = time.perf_counter() - started
             runs.finish(stage, stage_hash, to_dict(self.configs[stage]), seconds)
             print(f"[{stage}] done in {seconds:.1f} s: {_short(summaries[stage])}")
+        runstate.check_stop()
         return summaries
 
     def inputs(self, stage: str) -> list[str]:

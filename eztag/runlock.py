@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from eztag.artifacts import remove_stale_temporaries
 from eztag.errors import EztagError
 from eztag.safe_writes import check_write_error
 
@@ -67,6 +68,7 @@ def run_lock(run_dir: Path, wait: float | None = None) -> Iterator[None]:
                         f"after waiting {wait:g} s"
                     )
                 time.sleep(POLL_SECONDS)
+        remove_stale_temporaries(run_dir)  # the lock is ours: any temporary left is a killed run's
         record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         try:
             os.ftruncate(fd, 0)

@@ -1,17 +1,21 @@
 """What a running pipeline is doing (stage and progress), and a clean stop on SIGINT and SIGTERM.
 
 Stages report progress with `progress`; a stop signal raises `Interrupted` in the main thread, so the write in
-flight is abandoned by its `atomic_path` (nothing half-written stays) and the CLI prints where the run stopped."""
+flight is abandoned by its `atomic_path` (nothing half-written stays) and the CLI prints where the run stopped.
+A signal that lands inside a finalizer (`__del__`), where Python swallows exceptions, is kept and raised at the
+next checkpoint (`progress`, or between stages): a stop signal is never lost."""
 
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from types import FrameType
 from typing import Any
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 _state: dict[str, str | None] = {"stage": None, "progress": None}
+_swallowed: list[int] = []  # stop signals whose Interrupted was raised inside a finalizer and swallowed there
 
 
 class Interrupted(KeyboardInterrupt):
@@ -30,6 +34,21 @@ def enter(stage: str) -> None:
 def progress(done: int, total: int, unit: str) -> None:
     """Record that `done` of `total` units (e.g. "chunks of encode documents") of the running stage are stored."""
     _state["progress"] = f"{done} of {total} {unit}"
+    check_stop()
+
+
+def check_stop() -> None:
+    """Raise the Interrupted a finalizer swallowed, if any."""
+    if _swallowed:
+        raise Interrupted(_swallowed.pop())
+
+
+def _unraisable(hook: Any) -> None:
+    """Keep an Interrupted raised where Python cannot raise it (a finalizer) for `check_stop`; report the rest."""
+    if isinstance(hook.exc_value, Interrupted):
+        _swallowed.append(hook.exc_value.signum)
+        return
+    sys.__unraisablehook__(hook)
 
 
 def stage() -> str | None:
@@ -57,6 +76,8 @@ def handle_stop_signals() -> dict[int, Any]:
     the handlers they replace."""
     if threading.current_thread() is not threading.main_thread():
         return {}
+    _swallowed.clear()
+    sys.unraisablehook = _unraisable
     return {number: signal.signal(number, _stop) for number in EXIT_CODES}
 
 
@@ -65,6 +86,8 @@ def restore_stop_signals(previous: dict[int, Any], *, process_ends: bool) -> Non
     signals instead: the work is done or abandoned, and Python's shutdown would otherwise die of them silently."""
     for number, handler in previous.items():
         signal.signal(number, signal.SIG_IGN if process_ends else handler)
+    if previous:
+        sys.unraisablehook = sys.__unraisablehook__
 
 
 def interrupted(error: KeyboardInterrupt) -> tuple[str, int]:

@@ -286,3 +286,41 @@ def test_write_errno_reads_library_messages() -> None:
     assert write_errno(ValueError("Read-only file system (os error 30)")) == errno.EROFS
     assert write_errno(OSError(errno.ENOENT, "missing")) is None
     assert write_errno(ValueError("bad value")) is None
+
+
+def test_taking_the_lock_removes_a_killed_runs_temporaries_but_not_the_shared_caches(tmp_path: Path) -> None:
+    """A SIGKILL leaves `atomic_path` / `atomic_dir` temporaries; the next lock holder removes them before any
+    stage runs (found by the soak: a run stopped early left a killed run's temporary behind)."""
+    from eztag.runlock import run_lock
+
+    run = tmp_path / "run"
+    stale = [run / "tag" / "shards" / ".part-00000.parquet.x1y2.tmp", run / "encode" / ".labels.partial" / "a.npy"]
+    kept = [run / "cache" / "judge" / ".part-1.parquet.z9.tmp", run / "tag" / "tags.parquet"]
+    for path in stale + kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    with run_lock(run):
+        assert not stale[0].exists() and not stale[1].parent.exists()
+        assert all(path.exists() for path in kept)
+
+
+def test_a_stop_signal_landing_in_a_finalizer_is_not_lost(capfd: pytest.CaptureFixture[str]) -> None:
+    """Python swallows an exception raised inside `__del__`; a SIGTERM whose handler runs there must still stop the
+    run at the next checkpoint, without a traceback (found by the soak: a run exited 0 after a SIGTERM)."""
+    from eztag import runstate
+
+    class SignalledWhileCollected:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler runs here, inside the finalizer
+
+    previous = runstate.handle_stop_signals()
+    try:
+        SignalledWhileCollected()  # collected at once: the finalizer runs and swallows Interrupted
+        with pytest.raises(runstate.Interrupted) as stopped:
+            runstate.progress(1, 2, "chunks")
+        assert stopped.value.signum == signal.SIGTERM
+        runstate.check_stop()  # raised once, not again
+    finally:
+        runstate.restore_stop_signals(previous, process_ends=False)
+    assert "Exception ignored" not in capfd.readouterr().err
