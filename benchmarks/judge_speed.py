@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from eztag.artifacts import RunDir  # noqa: E402
-from eztag.judges.vllm import cpu_environment, server_command  # noqa: E402
+from eztag.judges.vllm import cpu_environment, cpu_flags, server_command  # noqa: E402
 from eztag.models import resolve_judge_folder  # noqa: E402
 from eztag.pipeline import Pipeline  # noqa: E402
 from eztag.stages import judge as judge_stage  # noqa: E402
@@ -182,7 +182,7 @@ def host_check() -> str:
     """The CPU's bf16-related flags and the time of a bf16 GEMM relative to float32 on this host, measured now."""
     import torch
 
-    flags = set(Path("/proc/cpuinfo").read_text().split("flags")[1].split("\n")[0].split())
+    flags = cpu_flags()
     wanted = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
     seconds = {}
     for dtype in (torch.float32, torch.bfloat16) * 2:  # interleaved, the second round kept
