@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from eztag.artifacts import RunDir  # noqa: E402
+from eztag.devices import bf16_gemm_speedup  # noqa: E402
 from eztag.judges.vllm import cpu_environment, cpu_flags, server_command  # noqa: E402
 from eztag.models import resolve_judge_folder  # noqa: E402
 from eztag.pipeline import Pipeline  # noqa: E402
@@ -184,16 +185,8 @@ def host_check() -> str:
 
     flags = cpu_flags()
     wanted = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    seconds = {}
-    for dtype in (torch.float32, torch.bfloat16) * 2:  # interleaved, the second round kept
-        left, right = torch.randn(512, 1536, dtype=dtype), torch.randn(1536, 1536, dtype=dtype)
-        left @ right
-        begun = time.perf_counter()
-        for _ in range(50):
-            left @ right
-        seconds[dtype] = time.perf_counter() - begun
     present = ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in wanted)
-    ratio = seconds[torch.bfloat16] / seconds[torch.float32]
+    ratio = 1 / bf16_gemm_speedup(size=512, repeats=50)
     return (
         f"Host: {present}; a 512x1536 by 1536x1536 GEMM takes {ratio:.2f}x as long in bfloat16 as in float32 "
         f"here (torch {torch.__version__}, {torch.get_num_threads()} threads, measured with the table)."

@@ -3,11 +3,13 @@ environment over defaults."""
 
 from __future__ import annotations
 
+import math
 import os
 
 import pytest
 
-from eztag.judges.vllm import auto_dtype, cpu_environment, cpu_flags, cpu_list
+from eztag.devices import bf16_gemm_speedup
+from eztag.judges.vllm import BF16_MIN_SPEEDUP, auto_dtype, cpu_environment, cpu_flags, cpu_list
 
 
 def test_cpu_list_compresses_core_ranges() -> None:
@@ -41,8 +43,20 @@ def test_options_beat_the_environment_which_beats_defaults(monkeypatch: pytest.M
     assert env["VLLM_CACHE_ROOT"] == str(tmp_path)
 
 
-def test_auto_dtype_is_bfloat16_on_gpus_and_amx_cpus_only() -> None:
-    assert auto_dtype(on_cpu=False, flags=set()) == "bfloat16"
-    assert auto_dtype(on_cpu=True, flags={"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}) == "bfloat16"
-    assert auto_dtype(on_cpu=True, flags={"avx512f", "avx512_bf16"}) == "float32"
+def test_auto_dtype_is_bfloat16_on_gpus_amx_and_cpus_where_it_measures_faster() -> None:
+    def unmeasured() -> float:
+        raise AssertionError("a GPU or an AMX CPU needs no measurement")
+
+    assert auto_dtype(on_cpu=False, flags=set(), bf16_speedup=unmeasured) == "bfloat16"
+    amx = {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
+    assert auto_dtype(on_cpu=True, flags=amx, bf16_speedup=unmeasured) == "bfloat16"
+    avx512_bf16 = {"avx512f", "avx512_bf16"}
+    assert auto_dtype(on_cpu=True, flags=avx512_bf16, bf16_speedup=lambda: 2.2) == "bfloat16"  # measured: AMD EPYC
+    assert auto_dtype(on_cpu=True, flags=avx512_bf16, bf16_speedup=lambda: 0.6) == "float32"  # measured: no-AMX Intel
+    assert auto_dtype(on_cpu=True, flags=avx512_bf16, bf16_speedup=lambda: BF16_MIN_SPEEDUP - 0.01) == "float32"
     assert "fpu" in cpu_flags() or not os.path.exists("/proc/cpuinfo")  # this host's flags are read
+
+
+def test_bf16_speedup_is_measured_on_this_host() -> None:
+    speedup = bf16_gemm_speedup(size=64, repeats=3)
+    assert math.isfinite(speedup) and speedup > 0

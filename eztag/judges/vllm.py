@@ -6,7 +6,8 @@ document's prompt prefix across its labels; a stage batch is one `generate` call
 raw, before sampling. vLLM reads no GGUF: a GGUF (a named judge such as `smollm2-135m`, or a path) is converted once
 to a bfloat16 folder in the user cache (`eztag.models.resolve_judge_folder`).
 
-`dtype = "auto"` is bfloat16 on GPUs and on CPUs with AMX, float32 on other CPUs (bf16 is slower there).
+`dtype = "auto"` is bfloat16 on GPUs, on CPUs with AMX and on CPUs where a bf16 matrix product measures at least
+BF16_MIN_SPEEDUP times as fast as float32 (checked at start-up); float32 elsewhere.
 On a CPU host the engine is set up as measured on 2 AVX-512 cores (issue 18): OpenMP threads bound to every core this
 process may use (vLLM's default keeps one idle: half the speed), none reserved, `block_size=32` (the CPU default of
 128 is longer than a judge prompt, so prefix caching would share nothing), a bounded KV cache, compile caches
@@ -18,15 +19,17 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from eztag.devices import bf16_gemm_speedup
 from eztag.errors import EztagError, did_you_mean
 from eztag.judges import Judge, Judgment, judgment_from_classes
 from eztag.models import cache_root, resolve_judge_folder
 from eztag.prompts import Pair, PromptTemplate, class_token_ids, prompt_token_ids, truncate_tokens
 
 DEVICES = ("auto", "cpu", "cuda")
+BF16_MIN_SPEEDUP = 1.25  # dtype "auto" on a CPU without AMX: bf16 only when measured this much faster
 
 
 def cpu_list(cores: set[int]) -> str:
@@ -80,10 +83,14 @@ def cpu_flags() -> set[str]:
     return set(line.partition(":")[2].split())
 
 
-def auto_dtype(on_cpu: bool, flags: set[str]) -> str:
-    """bfloat16 on a GPU or on a CPU with AMX; float32 on other CPUs, where a bf16 GEMM is slower than fp32 (measured
-    1.8x as long on AVX512_BF16 without AMX, benchmarks/results/judge-speed.md)."""
-    return "bfloat16" if not on_cpu or "amx_bf16" in flags else "float32"
+def auto_dtype(on_cpu: bool, flags: set[str], bf16_speedup: Callable[[], float]) -> str:
+    """bfloat16 on a GPU, on a CPU with AMX, or on a CPU where `bf16_speedup()` (a measurement) is at least
+    BF16_MIN_SPEEDUP; float32 elsewhere. AVX512_BF16 alone says nothing: a bf16 GEMM took 0.45x the float32 time on
+    one such host and 1.4-1.8x on another (benchmarks/results/judge-speed.md). The margin keeps the choice, which is
+    part of the judge cache key, from flipping between runs on one host."""
+    if not on_cpu or "amx_bf16" in flags:
+        return "bfloat16"
+    return "bfloat16" if bf16_speedup() >= BF16_MIN_SPEEDUP else "float32"
 
 
 def server_command(
@@ -130,7 +137,7 @@ class VLLMJudge(Judge):
 
         on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
         if dtype == "auto":
-            dtype = auto_dtype(on_cpu, cpu_flags())
+            dtype = auto_dtype(on_cpu, cpu_flags(), bf16_gemm_speedup)
         if on_cpu:  # before the engine starts: its processes read these when spawned
             os.environ.update(
                 cpu_environment(
