@@ -1,0 +1,239 @@
+"""Distil the judge chosen on dev into the student, and the gain the judge can be credited with, on debtags.
+
+    python benchmarks/distil_judge_debtags.py [--smollm2]   # writes benchmarks/results/distil-judge-debtags.{json,md}
+
+The judge, label prompt, k and teacher come from benchmarks/results/teacher-debtags-dev.json (orderings of 300 dev
+packages against their labels). Training: pipelines/cold-start.toml on runs/teacher-bench/dev-train.jsonl (the
+other 1,069 dev packages; no labels read before evaluate), every package mined, the same settings and seeds in
+every arm:
+  - "judge": the chosen judge and teacher, rounds with label-free stopping;
+  - "self-training": teacher weight 0, the student's own scores (the judge still scores the held-out packages that
+    pick the round);
+  - "smollm2" (with --smollm2): SmolLM2-135M-Instruct as the judge, the same teacher.
+Test split (5,735 packages): every round of every arm, paired bootstrap intervals against zero-shot, and the judge
+arm's kept round against the self-training arm's kept round: the judge's credit. On a random subset of test packages
+the judge reranks the zero-shot top-k (the teacher's ceiling); the cost per package of tagging with the student and
+of judge-reranking is measured in this run. Every judgment is cached (runs/judge-cache): a rerun judges nothing twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.distil_debtags import (
+    interval,
+    paired_bootstrap,
+    per_document,
+    rerank_table,
+    run_pipeline,
+    save,
+    subset_metrics,
+    subset_table,
+    teacher_set,
+    test_run,
+    test_table,
+)
+from benchmarks.teacher_debtags import PROMPTS, split_dev
+from eztag.artifacts import RunDir
+
+REPO = Path(__file__).resolve().parents[1]
+RUNS = REPO / "runs" / "distil-judge"
+PIPELINE = REPO / "pipelines" / "cold-start.toml"
+CHOICES = REPO / "benchmarks" / "results" / "teacher-debtags-dev.json"
+TEST_DOCUMENTS = REPO / "data" / "debtags" / "test.jsonl.gz"
+ARMS = ("judge", "self-training", "smollm2")
+TRAIN_DOCUMENTS = 1069  # every package of dev-train.jsonl
+TEST_SUBSET = 100
+# vLLM in bfloat16: on this session's host (AMD EPYC, AVX512_BF16, no AMX) a bf16 GEMM takes 0.45x the float32
+# time (judge_speed.host_check); one generate call per 400 pairs
+JUDGE_BACKEND = ['judge.backend="vllm"', 'judge.options={max_model_len=1024, dtype="bfloat16"}', "judge.shard_size=400"]
+TRAINING = ["distil.rounds=2", "distil.epochs=1"]  # one epoch over 800 packages a round: the 2-core CPU budget
+
+
+def judge_settings(model: str, prompt: str) -> list[str]:
+    """The judge stage's overrides: the same for every arm that uses `model`."""
+    label_template, description_template = PROMPTS[prompt]
+    return [
+        *JUDGE_BACKEND,
+        'judge.template="yes-no"',
+        f'judge.model="{model}"',
+        f'judge.label_template="{label_template}"',
+        f'judge.description_template="{description_template}"',
+    ]
+
+
+def teacher_settings(teacher: str) -> list[str]:
+    """distil.teacher (and weight) of a dev ordering name: "judge" or "combined w=0.75"."""
+    if teacher == "judge":
+        return ['distil.teacher="log_odds"']
+    return ['distil.teacher="combined"', f"distil.teacher_weight={float(teacher.removeprefix('combined w='))}"]
+
+
+def arm_settings(name: str, chosen: dict) -> list[str]:
+    """Every override of one training arm (the same documents, mining, training and seeds in each)."""
+    train = split_dev().parent / "dev-train.jsonl"
+    base = [f'ingest.documents="{train}"', f"mine.k={chosen['k']}", f"mine.documents_limit={TRAIN_DOCUMENTS}"]
+    judge = judge_settings("smollm2-135m" if name == "smollm2" else chosen["judge"], chosen["prompt"])
+    teacher = ['distil.teacher="combined"', "distil.teacher_weight=0.0"]  # self-training: no judge in the teacher
+    if name != "self-training":
+        teacher = teacher_settings(chosen["teacher"])
+    return [*base, *TRAINING, *judge, *teacher]
+
+
+def arm(name: str, chosen: dict) -> dict:
+    """Run one training arm on dev-train (all stages) in a process of its own (one vLLM engine per process);
+    its distil report and stage times."""
+    subprocess.run([sys.executable, __file__, "--only-arm", name], check=True)
+    run_dir = RUNS / name
+    report = json.loads((run_dir / "distil" / "report.json").read_text())
+    stages = RunDir(run_dir).manifest()["stages"]
+    return {
+        "settings": arm_settings(name, chosen),
+        "best_round": report["best_round"],
+        "rounds": report["rounds"],
+        "stage_seconds": {stage: round(entry["seconds"], 1) for stage, entry in stages.items()},
+        "teacher_set": teacher_set(run_dir),
+    }
+
+
+def judge_rerank(model: str, prompt: str, k: int) -> tuple[Path, pl.DataFrame, dict]:
+    """The judge on the zero-shot top-k of TEST_SUBSET random test packages: run dir, judgments, judge report."""
+    run_dir = run_pipeline(
+        PIPELINE,
+        RUNS / "test-judge-rerank",
+        [
+            f'ingest.documents="{TEST_DOCUMENTS}"',
+            f"mine.k={k}",
+            f"mine.documents_limit={TEST_SUBSET}",
+            "mine.seed=2",
+            *judge_settings(model, prompt),
+        ],
+        until="judge",
+    )
+    report = json.loads((run_dir / "judge" / "report.json").read_text())
+    return run_dir, pl.read_parquet(run_dir / "judge" / "judgments.parquet"), report
+
+
+def markdown(result: dict) -> str:
+    """The results as Markdown tables."""
+    chosen = result["choices"]
+    lines = [f"# Distilling {chosen['judge']} into all-MiniLM-L6-v2 on debtags", ""]
+    lines += [f"Generated by `{result['command']}` on {result['date']}. {result['note']}", ""]
+    lines += test_table(result["test"])
+    lines += [
+        "",
+        "Kept rounds (label-free selection): "
+        + ", ".join(f"{name} round {arm['best_round']}" for name, arm in result["arms"].items())
+        + ".",
+    ]
+    lines += ["", "### The judge's credit: kept round of each arm against self-training's kept round", ""]
+    lines += ["| arm | P@1 difference | nDCG@5 difference |", "|---|---:|---:|"]
+    for name, versus in result["credit"].items():
+        lines.append(f"| {name} | " + " | ".join(interval(v) for v in versus.values()) + " |")
+    subset = result["test_subset"]
+    lines += subset_table(subset)
+    cost = result["cost"]
+    lines += [
+        "",
+        f"Cost per package, this machine, this run: the student tags in {cost['student_ms']} ms (encode + top-100 "
+        f"search, all 5,735 test packages); judge-reranking its top-{subset['k']} adds {cost['judge_ms']} ms "
+        f"({cost['judge_pairs_per_s']} pairs/s). Ratio: {cost['ratio']}x.",
+    ]
+    lines += ["", "## Rounds: the label-free score (held-out dev packages) beside the test metric", ""]
+    lines += [
+        "| arm | round | LLM-P@1 | LLM-P@5 | Spearman with judge | pairs judged | train s | test P@1 | test nDCG@5 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, arm_result in result["arms"].items():
+        for row in arm_result["rounds"]:
+            free, test = row["label_free"], result["test"][round_name(name, row["round"])]["metrics"]
+            lines.append(
+                f"| {name} | {row['round']} | {free['llm_p@1']:.4f} | {free['llm_p@5']:.4f} | "
+                f"{row['agreement']['spearman']} | {row['judge']['judged_now']} | "
+                f"{row.get('training', {}).get('seconds', '-')} | {test['P@1']:.4f} | {test['nDCG@5']:.4f} |"
+            )
+    lines += ["", "## Wall time by stage (seconds, this 2-core CPU)", ""]
+    stages = list(next(iter(result["arms"].values()))["stage_seconds"])
+    lines += ["| arm | " + " | ".join(stages) + " |", "|---|" + "---:|" * len(stages)]
+    for name, arm_result in result["arms"].items():
+        times = arm_result["stage_seconds"]
+        lines.append(f"| {name} | " + " | ".join(str(times.get(stage, "-")) for stage in stages) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def round_name(arm_name: str, number: int) -> str:
+    """The test table's row of one arm's round (round 0 is the zero-shot student in every arm)."""
+    return "zero-shot" if number == 0 else f"{arm_name} round {number}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smollm2", action="store_true", help="also train with SmolLM2-135M as the judge")
+    parser.add_argument("--only-arm", choices=ARMS, help="run this training arm's pipeline, nothing else")
+    args = parser.parse_args()
+    chosen = json.loads(CHOICES.read_text())["chosen"]
+    if args.only_arm:
+        run_pipeline(PIPELINE, RUNS / args.only_arm, arm_settings(args.only_arm, chosen))
+        return
+    started = time.perf_counter()
+    arms = {name: arm(name, chosen) for name in ARMS if name != "smollm2" or args.smollm2}
+    models = {"zero-shot": "default"}
+    for name, arm_result in arms.items():
+        models.update({round_name(name, row["round"]): row["model"] for row in arm_result["rounds"][1:]})
+    test = {name: test_run(name.replace(" ", "-"), model, RUNS) for name, model in models.items()}
+
+    subset_dir, judgments, judge_report = judge_rerank(chosen["judge"], chosen["prompt"], chosen["k"])
+    ingest_dir, doc_ids = subset_dir / "ingest", set(judgments["doc_id"])
+    rows = rerank_table(subset_dir, judgments)
+    tags = {name: pl.read_parquet(REPO / row["run_dir"] / "tag" / "tags.parquet") for name, row in test.items()}
+    for name, frame in tags.items():
+        rows[f"{name} (top-100 retrieval)"] = subset_metrics(ingest_dir, frame, doc_ids)
+    scores = {name: per_document(ingest_dir, frame) for name, frame in tags.items()}
+    for name, row in test.items():
+        if name != "zero-shot":
+            row["vs zero-shot"] = paired_bootstrap(scores[name], scores["zero-shot"])
+    kept = {name: round_name(name, arm_result["best_round"]) for name, arm_result in arms.items()}
+    credit = {
+        name: paired_bootstrap(scores[kept[name]], scores[kept["self-training"]])
+        for name in arms
+        if name != "self-training"
+    }
+    student_ms = test["zero-shot"]["ms_per_document"]  # scoring time: the model load is start-up, not per package
+    judge_ms = round(1000 * judge_report["scoring_seconds"] / len(doc_ids), 1)
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "command": "python benchmarks/distil_judge_debtags.py" + (" --smollm2" if args.smollm2 else ""),
+        "note": (
+            f"CPU only (2 cores, no AMX); judge {chosen['judge']} ({', '.join(JUDGE_BACKEND)}), encoder "
+            f"all-MiniLM-L6-v2. Judge, label prompt `{chosen['prompt']}`, k = {chosen['k']} and teacher "
+            f"`{chosen['teacher']}` chosen on 300 dev packages (teacher-debtags-dev.md); training on the other "
+            f"{TRAIN_DOCUMENTS} dev packages' texts ({', '.join(TRAINING)}); test labels read only for the tables."
+        ),
+        "choices": chosen,
+        "arms": arms,
+        "test": test,
+        "credit": credit,
+        "test_subset": {"documents": len(doc_ids), "k": chosen["k"], "judge": judge_report, "rows": rows},
+        "cost": {
+            "student_ms": student_ms,
+            "judge_ms": judge_ms,
+            "judge_pairs_per_s": judge_report["pairs_per_second"],
+            "ratio": round((student_ms + judge_ms) / student_ms, 1),
+        },
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    save("distil-judge-debtags", result, markdown(result))
+
+
+if __name__ == "__main__":
+    main()
