@@ -52,7 +52,7 @@ CHOICES = REPO / "benchmarks" / "results" / "teacher-debtags-dev.json"
 TEST_DOCUMENTS = REPO / "data" / "debtags" / "test.jsonl.gz"
 ARMS = ("judge", "self-training", "smollm2")
 TRAIN_DOCUMENTS = 1069  # every package of dev-train.jsonl
-TEST_SUBSET = 100
+TEST_SUBSET = 60  # test packages the judge reranks (--test-subset)
 # vLLM in bfloat16: on this session's host (AMD EPYC, AVX512_BF16, no AMX) a bf16 GEMM takes 0.45x the float32
 # time (judge_speed.host_check); one generate call per 400 pairs
 JUDGE_BACKEND = ['judge.backend="vllm"', 'judge.options={max_model_len=1024, dtype="bfloat16"}', "judge.shard_size=400"]
@@ -105,15 +105,15 @@ def arm(name: str, chosen: dict) -> dict:
     }
 
 
-def judge_rerank(model: str, prompt: str, k: int) -> tuple[Path, pl.DataFrame, dict]:
-    """The judge on the zero-shot top-k of TEST_SUBSET random test packages: run dir, judgments, judge report."""
+def judge_rerank(model: str, prompt: str, k: int, documents: int) -> tuple[Path, pl.DataFrame, dict]:
+    """The judge on the zero-shot top-k of `documents` random test packages: run dir, judgments, judge report."""
     run_dir = run_pipeline(
         PIPELINE,
         RUNS / "test-judge-rerank",
         [
             f'ingest.documents="{TEST_DOCUMENTS}"',
             f"mine.k={k}",
-            f"mine.documents_limit={TEST_SUBSET}",
+            f"mine.documents_limit={documents}",
             "mine.seed=2",
             *judge_settings(model, prompt),
         ],
@@ -179,6 +179,7 @@ def round_name(arm_name: str, number: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smollm2", action="store_true", help="also train with SmolLM2-135M as the judge")
+    parser.add_argument("--test-subset", type=int, default=TEST_SUBSET, help="test packages the judge reranks")
     parser.add_argument("--only-arm", choices=ARMS, help="run this training arm's pipeline, nothing else")
     args = parser.parse_args()
     chosen = json.loads(CHOICES.read_text())["chosen"]
@@ -192,7 +193,7 @@ def main() -> None:
         models.update({round_name(name, row["round"]): row["model"] for row in arm_result["rounds"][1:]})
     test = {name: test_run(name.replace(" ", "-"), model, RUNS) for name, model in models.items()}
 
-    subset_dir, judgments, judge_report = judge_rerank(chosen["judge"], chosen["prompt"], chosen["k"])
+    subset_dir, judgments, judge_report = judge_rerank(chosen["judge"], chosen["prompt"], chosen["k"], args.test_subset)
     ingest_dir, doc_ids = subset_dir / "ingest", set(judgments["doc_id"])
     rows = rerank_table(subset_dir, judgments)
     tags = {name: pl.read_parquet(REPO / row["run_dir"] / "tag" / "tags.parquet") for name, row in test.items()}
@@ -212,7 +213,7 @@ def main() -> None:
     judge_ms = round(1000 * judge_report["scoring_seconds"] / len(doc_ids), 1)
     result = {
         "date": time.strftime("%Y-%m-%d"),
-        "command": "python benchmarks/distil_judge_debtags.py" + (" --smollm2" if args.smollm2 else ""),
+        "command": " ".join(["python benchmarks/distil_judge_debtags.py", *sys.argv[1:]]),
         "note": (
             f"CPU only (2 cores, no AMX); judge {chosen['judge']} ({', '.join(JUDGE_BACKEND)}), encoder "
             f"all-MiniLM-L6-v2. Judge, label prompt `{chosen['prompt']}`, k = {chosen['k']} and teacher "
