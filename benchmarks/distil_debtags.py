@@ -121,33 +121,43 @@ def teacher_set(dev: Path) -> dict:
     return {"documents": judgments["doc_id"].n_unique(), **{key: report[key] for key in keep}}
 
 
-def judge_only(dev: Path) -> dict:
-    """One round on the pure judge teacher (log-odds, no retrieval score), no re-mining: does the student move
-    toward the judge, on its training documents and on the held-out ones?"""
+def one_round(dev: Path, teacher: dict[str, object], out: Path, name: str) -> dict:
+    """One round of training from the zero-shot student on the round-0 judgments of the distil run in `dev`, with
+    its recorded settings and `teacher` instead of its own, no re-mining (so no label-free score); its training
+    report and the student's agreement with the judge before (zero-shot) and after (`name`), on the training
+    documents and on the held-out ones."""
     recorded = RunDir(dev).stage_config("distil")
-    config = from_dict(distil.Config, {**recorded, "teacher": "log_odds"}, section="distil")
+    config = from_dict(distil.Config, {**recorded, **teacher}, section="distil")
     runs = RunDir(dev)
-    configs = {name: from_dict(STAGES[name].Config, runs.stage_config(name), section=name) for name in distil.REQUIRES}
-    state = distil.Rounds(config, StageInputs({name: runs.stage_dir(name) for name in distil.REQUIRES}, configs))
+    configs = {
+        stage: from_dict(STAGES[stage].Config, runs.stage_config(stage), section=stage) for stage in distil.REQUIRES
+    }
+    state = distil.Rounds(config, StageInputs({stage: runs.stage_dir(stage) for stage in distil.REQUIRES}, configs))
     judgments = pl.read_parquet(dev / "judge" / "judgments.parquet")
     source = file_checksum(dev / "judge" / "judgments.parquet")
-    out = RUNS / "judge-only"
-    if not (out / "report.json").exists() or json.loads((out / "report.json").read_text()).get("judgments") != source:
+    report = out / "report.json"
+    if not report.exists() or json.loads(report.read_text()).get("judgments") != source:
         shutil.rmtree(out, ignore_errors=True)
         columns, data = state.training_set(judgments)
         trained = distil_training.train("default", columns, config, out)
-        write_json(out / "report.json", {"judgments": source, "training_set": data, **trained})
-    result = json.loads((out / "report.json").read_text())
+        write_json(report, {"judgments": source, "teacher": teacher, "training_set": data, **trained})
+    result = json.loads(report.read_text())
     training = set(state.doc_ids) - state.holdout
-    for name, model in (("zero-shot", resolve_encoder("default")), ("judge-only round", str(out / "model"))):
-        _, doc_vectors, label_vectors = state.mine(Path(model), out / name.replace(" ", "-"))
-        result[name] = {
+    for model_name, model in (("zero-shot", resolve_encoder("default")), (name, str(out / "model"))):
+        _, doc_vectors, label_vectors = state.mine(Path(model), out / model_name.replace(" ", "-"))
+        result[model_name] = {
             part: distil_selection.agreement(
                 state.reference(judgments, docs), state.doc_row, doc_vectors, label_vectors
             )
             for part, docs in (("training documents", training), ("held-out documents", state.holdout))
         }
     return result
+
+
+def judge_only(dev: Path) -> dict:
+    """One round on the pure judge teacher (log-odds, no retrieval score), no re-mining: does the student move
+    toward the judge, on its training documents and on the held-out ones?"""
+    return one_round(dev, {"teacher": "log_odds"}, RUNS / "judge-only", "judge-only round")
 
 
 def choose(dev: Path) -> dict:

@@ -7,11 +7,12 @@ packages against their labels). Training: pipelines/cold-start.toml on runs/teac
 other 1,069 dev packages; no labels read before evaluate), every package mined, the same settings and seeds in
 every arm:
   - "judge": the chosen judge and teacher, rounds with label-free stopping;
-  - "self-training": teacher weight 0, the student's own scores (the judge still scores the held-out packages that
-    pick the round);
+  - "self-training": round 1 on the judge arm's round-0 training rows with teacher weight 0 (each package's top-1
+    by the student as its positive, the student's own scores as the soft targets): the same packages, rows, seed and
+    schedule, no judge; trained directly (benchmarks/distil_debtags.one_round), so no re-mining, no label-free score;
   - "smollm2" (with --smollm2): SmolLM2-135M-Instruct as the judge, the same teacher.
-Test split (5,735 packages): every round of every arm, paired bootstrap intervals against zero-shot, and the judge
-arm's kept round against the self-training arm's kept round: the judge's credit. On a random subset of test packages
+Test split (5,735 packages): every round of every arm, paired bootstrap intervals against zero-shot, and each
+judge arm's round 1 against self-training's round 1: the judge's credit. On a random subset of test packages
 the judge reranks the zero-shot top-k (the teacher's ceiling); the cost per package of tagging with the student and
 of judge-reranking is measured in this run. Every judgment is cached (runs/judge-cache): a rerun judges nothing twice.
 """
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.distil_debtags import (
     interval,
+    one_round,
     paired_bootstrap,
     per_document,
     rerank_table,
@@ -50,13 +52,14 @@ RUNS = REPO / "runs" / "distil-judge"
 PIPELINE = REPO / "pipelines" / "cold-start.toml"
 CHOICES = REPO / "benchmarks" / "results" / "teacher-debtags-dev.json"
 TEST_DOCUMENTS = REPO / "data" / "debtags" / "test.jsonl.gz"
-ARMS = ("judge", "self-training", "smollm2")
+ARMS = ("judge", "smollm2")  # pipeline arms; self-training is one_round on the judge arm's rows
 TRAIN_DOCUMENTS = 1069  # every package of dev-train.jsonl
 TEST_SUBSET = 60  # test packages the judge reranks (--test-subset)
 # vLLM in bfloat16: on this session's host (AMD EPYC, AVX512_BF16, no AMX) a bf16 GEMM takes 0.45x the float32
 # time (judge_speed.host_check); one generate call per 400 pairs
 JUDGE_BACKEND = ['judge.backend="vllm"', 'judge.options={max_model_len=1024, dtype="bfloat16"}', "judge.shard_size=400"]
-TRAINING = ["distil.rounds=2", "distil.epochs=1"]  # one epoch over 800 packages a round: the 2-core CPU budget
+# one round of one epoch over the 802 training packages: the 2-core CPU budget (a round re-judges ~2,600 new pairs)
+TRAINING = ["distil.rounds=1", "distil.epochs=1"]
 
 
 def judge_settings(model: str, prompt: str) -> list[str]:
@@ -83,10 +86,7 @@ def arm_settings(name: str, chosen: dict) -> list[str]:
     train = split_dev().parent / "dev-train.jsonl"
     base = [f'ingest.documents="{train}"', f"mine.k={chosen['k']}", f"mine.documents_limit={TRAIN_DOCUMENTS}"]
     judge = judge_settings("smollm2-135m" if name == "smollm2" else chosen["judge"], chosen["prompt"])
-    teacher = ['distil.teacher="combined"', "distil.teacher_weight=0.0"]  # self-training: no judge in the teacher
-    if name != "self-training":
-        teacher = teacher_settings(chosen["teacher"])
-    return [*base, *TRAINING, *judge, *teacher]
+    return [*base, *TRAINING, *judge, *teacher_settings(chosen["teacher"])]
 
 
 def arm(name: str, chosen: dict) -> dict:
@@ -135,7 +135,7 @@ def markdown(result: dict) -> str:
         + ", ".join(f"{name} round {arm['best_round']}" for name, arm in result["arms"].items())
         + ".",
     ]
-    lines += ["", "### The judge's credit: kept round of each arm against self-training's kept round", ""]
+    lines += ["", "### The judge's credit: round 1 of each judge arm against self-training's round 1", ""]
     lines += ["| arm | P@1 difference | nDCG@5 difference |", "|---|---:|---:|"]
     for name, versus in result["credit"].items():
         lines.append(f"| {name} | " + " | ".join(interval(v) for v in versus.values()) + " |")
@@ -161,6 +161,17 @@ def markdown(result: dict) -> str:
                 f"{row['agreement']['spearman']} | {row['judge']['judged_now']} | "
                 f"{row.get('training', {}).get('seconds', '-')} | {test['P@1']:.4f} | {test['nDCG@5']:.4f} |"
             )
+    only = result["self_training"]
+    lines += [
+        "",
+        "Self-training round 1 (no re-mining, so no label-free score): agreement with the judge's "
+        "round-0 verdicts (mean Spearman over each package's candidates, top-1 agreement):",
+        "",
+    ]
+    lines += ["| model | packages | Spearman with judge | top-1 agreement |", "|---|---|---:|---:|"]
+    for name in ("zero-shot", "self-training round 1"):
+        for part, values in only[name].items():
+            lines.append(f"| {name} | {part} | {values['spearman']} | {values['top1_agreement']} |")
     lines += ["", "## Wall time by stage (seconds, this 2-core CPU)", ""]
     stages = list(next(iter(result["arms"].values()))["stage_seconds"])
     lines += ["| arm | " + " | ".join(stages) + " |", "|---|" + "---:|" * len(stages)]
@@ -188,9 +199,13 @@ def main() -> None:
         return
     started = time.perf_counter()
     arms = {name: arm(name, chosen) for name in ARMS if name != "smollm2" or args.smollm2}
+    self_training = one_round(
+        RUNS / "judge", {"teacher": "combined", "teacher_weight": 0.0}, RUNS / "self-training", "self-training round 1"
+    )
     models = {"zero-shot": "default"}
     for name, arm_result in arms.items():
         models.update({round_name(name, row["round"]): row["model"] for row in arm_result["rounds"][1:]})
+    models["self-training round 1"] = str(RUNS / "self-training" / "model")
     test = {name: test_run(name.replace(" ", "-"), model, RUNS) for name, model in models.items()}
 
     subset_dir, judgments, judge_report = judge_rerank(chosen["judge"], chosen["prompt"], chosen["k"], args.test_subset)
@@ -203,12 +218,7 @@ def main() -> None:
     for name, row in test.items():
         if name != "zero-shot":
             row["vs zero-shot"] = paired_bootstrap(scores[name], scores["zero-shot"])
-    kept = {name: round_name(name, arm_result["best_round"]) for name, arm_result in arms.items()}
-    credit = {
-        name: paired_bootstrap(scores[kept[name]], scores[kept["self-training"]])
-        for name in arms
-        if name != "self-training"
-    }
+    credit = {name: paired_bootstrap(scores[f"{name} round 1"], scores["self-training round 1"]) for name in arms}
     student_ms = test["zero-shot"]["ms_per_document"]  # scoring time: the model load is start-up, not per package
     judge_ms = round(1000 * judge_report["scoring_seconds"] / len(doc_ids), 1)
     result = {
@@ -222,6 +232,7 @@ def main() -> None:
         ),
         "choices": chosen,
         "arms": arms,
+        "self_training": self_training,
         "test": test,
         "credit": credit,
         "test_subset": {"documents": len(doc_ids), "k": chosen["k"], "judge": judge_report, "rows": rows},
