@@ -141,7 +141,9 @@ def test_kill_anywhere_then_resume(tmp_path: Path, tiny_llama_dir: Path) -> None
     assert "Traceback" not in final.stderr
     print(f"\nkill points survived: {sum(hits.values())} {dict(hits)}")
     assert sum(hits[stage] for stage in STAGES) >= 20, hits
-    assert sum(hits[stage] > 0 for stage in STAGES) >= 5, hits  # timing decides the rest; the summary shows all
+    # the stages that keep partial work (encode's batches, judge's shards) must be hit; which of the fast ones
+    # (ingest, index, mine, tag: tens of ms) a kill lands in is the host's timing (a fast host hit 4 stages of 7)
+    assert hits["encode"] and hits["judge"] and sum(hits[stage] > 0 for stage in STAGES) >= 3, hits
     assert not list(run_dir.rglob("*.tmp"))
     assert_same_run(run_dir, reference)
     lost, duplicated = count_lost_and_duplicated(run_dir)
