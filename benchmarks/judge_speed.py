@@ -127,8 +127,7 @@ def run_setting(setting: str, model: str, out: Path, work: Path) -> dict[str, ob
     def timed_build(config: judge_stage.Config) -> object:
         begun = time.perf_counter()
         judge = build(config)
-        if config.backend == "transformers":
-            judge.model  # noqa: B018 -- loaded on first use otherwise: start-up, not judging
+        judge.load()  # loaded on first use otherwise: start-up, not judging
         startup.append(time.perf_counter() - begun)
         return judge
 

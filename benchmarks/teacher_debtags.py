@@ -32,7 +32,6 @@ from benchmarks.distil_debtags import paired_bootstrap, per_document, reranked, 
 from eztag.artifacts import write_json, write_text
 from eztag.distillation import data as distil_data
 from eztag.stages import distil
-from eztag.stages import judge as judge_stage
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "runs" / "teacher-bench"
@@ -66,20 +65,6 @@ def split_dev() -> Path:
     return select
 
 
-def one_engine_per_judge() -> None:
-    """Build each judge once in this process: the prompt variants share its engine (and its prefix cache)."""
-    built: dict[str, object] = {}
-    build = judge_stage.build_judge
-
-    def cached(config: judge_stage.Config) -> object:
-        key = json.dumps([config.backend, config.model, config.template, config.domain, config.options])
-        if key not in built:
-            built[key] = build(config)
-        return built[key]
-
-    judge_stage.build_judge = cached  # type: ignore[assignment]
-
-
 def orderings(run_dir: Path, judgments: pl.DataFrame, k: int) -> dict[str, dict[str, object]]:
     """For each k: the student's order and the judge's and combined teachers' orders of the student's top-k, each
     with P@1 and nDCG@5 and the paired bootstrap difference to the student."""
@@ -109,9 +94,8 @@ def run_dir_of(model: str, prompt: str) -> Path:
 
 
 def judge_prompts(model: str, prompts: list[str], k: int, backend: str) -> None:
-    """Run ingest..judge for every label prompt with one judge (one vLLM engine for all of them)."""
+    """Run ingest..judge for every label prompt with one judge (`build_judge` keeps one vLLM engine for all)."""
     select = split_dev()
-    one_engine_per_judge()
     base = [
         f'ingest.documents="{select}"',
         f"mine.k={k}",

@@ -7,9 +7,11 @@ import errno
 import json
 import os
 import sys
+import typing
 from pathlib import Path
 
 from eztag import __version__, runstate
+from eztag.engines import EngineName
 from eztag.errors import EztagError
 from eztag.stages import STAGES
 
@@ -31,6 +33,11 @@ def _pipeline_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECTION.KEY=VALUE",
         dest="overrides",
         help="override a config value (TOML syntax), e.g. --set tag.k=10",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=typing.get_args(EngineName),
+        help="where encode, judge and tag run (default: [pipeline] engine, else local); ray: see [pipeline.ray]",
     )
     parser.add_argument(
         "--wait",
@@ -97,7 +104,8 @@ def _run_pipeline(args: argparse.Namespace) -> None:
     from eztag.stages.evaluate import NAME as EVALUATE
     from eztag.stages.evaluate import markdown_table
 
-    pipeline = Pipeline.load(args.pipeline, args.overrides)
+    engine = [f'pipeline.engine="{args.engine}"'] if args.engine else []
+    pipeline = Pipeline.load(args.pipeline, [*args.overrides, *engine])
     run_dir = args.run_dir or pipeline.default_run_dir()
     until = None if args.command == "run" else args.command
     with run_lock(run_dir, args.wait):

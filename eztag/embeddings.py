@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from eztag import runstate
 from eztag.artifacts import write_json, write_npy
+from eztag.engines import Engine, LocalEngine
 
 META = "meta.json"
 
@@ -37,6 +38,30 @@ class EmbeddingStore:
     def dim(self) -> int:
         return int(self.meta["dim"])
 
+    def pending(self, count: int, chunk_size: int) -> list[tuple[int, int, int]]:
+        """(chunk, start row, stop row) of every chunk of `count` rows not yet on disk."""
+        spans = [(i, i * chunk_size, min((i + 1) * chunk_size, count)) for i in range(chunk_count(count, chunk_size))]
+        return [span for span in spans if not self.chunk_path(span[0]).exists()]
+
+    def put(self, chunk: int, vectors: np.ndarray, dtype: str) -> None:
+        """Write one chunk's vectors atomically."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        write_npy(self.chunk_path(chunk), np.ascontiguousarray(vectors, dtype=dtype))
+
+    def finish(self, count: int, chunk_size: int, dtype: str) -> None:
+        """Write meta.json once every chunk is on disk."""
+        dim = int(np.load(self.chunk_path(0), mmap_mode="r").shape[1])
+        write_json(
+            self.directory / META,
+            {
+                "count": count,
+                "dim": dim,
+                "dtype": dtype,
+                "chunk_size": chunk_size,
+                "chunks": chunk_count(count, chunk_size),
+            },
+        )
+
     def write(
         self,
         texts: Sequence[Any],
@@ -46,30 +71,8 @@ class EmbeddingStore:
         dtype: str = "float32",
         description: str = "encoding",
     ) -> None:
-        """Encode `texts` chunk by chunk, skipping chunks already on disk, then write meta.json."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        n_chunks = max(1, -(-len(texts) // chunk_size))
-        done = sum(self.chunk_path(i).exists() for i in range(n_chunks))
-        dim = None
-        runstate.progress(0, n_chunks, f"chunks ({description})")
-        with tqdm(total=len(texts), desc=description, unit="text", disable=None) as bar:
-            for i in range(n_chunks):
-                start, stop = i * chunk_size, min((i + 1) * chunk_size, len(texts))
-                path = self.chunk_path(i)
-                if path.exists():
-                    dim = int(np.load(path, mmap_mode="r").shape[1])
-                else:
-                    vectors = np.ascontiguousarray(encode(texts[start:stop]), dtype=dtype)
-                    dim = vectors.shape[1]
-                    write_npy(path, vectors)
-                bar.update(stop - start)
-                runstate.progress(i + 1, n_chunks, f"chunks ({description})")
-        if done:
-            print(f"{description}: resumed, {done} of {n_chunks} chunks were already on disk")
-        write_json(
-            self.directory / META,
-            {"count": len(texts), "dim": dim, "dtype": dtype, "chunk_size": chunk_size, "chunks": n_chunks},
-        )
+        """Encode `texts` chunk by chunk in this process, skipping chunks already on disk, then write meta.json."""
+        write_stores(LocalEngine(), lambda: encode, [(self, texts, description)], chunk_size=chunk_size, dtype=dtype)
 
     def iter_chunks(self) -> Iterator[np.ndarray]:
         """Each chunk as a read-only memory map, in row order."""
@@ -79,6 +82,42 @@ class EmbeddingStore:
     def load(self) -> np.ndarray:
         """All vectors in one array (float32)."""
         return np.concatenate([np.asarray(chunk, dtype=np.float32) for chunk in self.iter_chunks()])
+
+
+def write_stores(
+    engine: Engine,
+    make_encoder: Callable[[], Callable[[Sequence[Any]], np.ndarray]],
+    jobs: Sequence[tuple[EmbeddingStore, Sequence[Any], str]],
+    *,
+    chunk_size: int,
+    dtype: str,
+) -> None:
+    """Encode each (store, texts, description) chunk by chunk on `engine` (`make_encoder` builds the encode
+    function once per worker), skipping chunks already on disk; each chunk is written atomically as it comes back,
+    then each store's meta.json."""
+    units: list[Sequence[Any]] = []
+    owners: list[tuple[EmbeddingStore, int]] = []
+    for store, texts, description in jobs:
+        pending = store.pending(len(texts), chunk_size)
+        chunks = chunk_count(len(texts), chunk_size)
+        if len(pending) < chunks:
+            print(f"{description}: resumed, {chunks - len(pending)} of {chunks} chunks were already on disk")
+        units += [texts[start:stop] for _, start, stop in pending]
+        owners += [(store, chunk) for chunk, _, _ in pending]
+    description = " + ".join(description for _, _, description in jobs)
+    with tqdm(total=len(units), desc=description, unit="chunk", disable=None) as bar:
+        for done, (position, vectors) in enumerate(engine.map(make_encoder, units, description=description), 1):
+            store, chunk = owners[position]
+            store.put(chunk, vectors, dtype)
+            bar.update()
+            runstate.progress(done, len(units), f"chunks ({description})")
+    for store, texts, _ in jobs:
+        store.finish(len(texts), chunk_size, dtype)
+
+
+def chunk_count(count: int, chunk_size: int) -> int:
+    """Chunks of a store of `count` rows (one, empty, when there are none)."""
+    return max(1, -(-count // chunk_size))
 
 
 def gather_rows(store: EmbeddingStore, rows: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ from typing import Any
 from eztag import runstate
 from eztag.artifacts import RunDir, config_hash
 from eztag.config import apply_overrides, from_dict, load_toml, to_dict
+from eztag.engines import Engine, EngineName, RayOptions, get_engine
 from eztag.errors import EztagError, did_you_mean
 from eztag.stages import STAGES, StageInputs
 
@@ -24,6 +25,8 @@ class PipelineSection:
     stages: list[str]
     name: str = "pipeline"
     run_dir: str | None = None
+    engine: EngineName = "local"  # where encode, judge (and distil's re-judging) and tag run their work units
+    ray: RayOptions = dataclasses.field(default_factory=RayOptions)
 
 
 class Pipeline:
@@ -105,6 +108,7 @@ class Pipeline:
         wanted = self._upstream(until) if until else set(self.stages)
         forced = set().union(*(self._downstream(name) for name in force))
         runs = RunDir(run_dir)
+        engine: Engine | None = None
         summaries = {}
         for stage in self.stages:
             if stage not in wanted:
@@ -119,7 +123,8 @@ class Pipeline:
             out_dir = runs.begin(stage, stage_hash)
             print(f"[{stage}] running")
             started = time.perf_counter()
-            inputs = StageInputs({name: runs.stage_dir(name) for name in self.inputs(stage)}, self.configs)
+            engine = engine or get_engine(self.section.engine, self.section.ray)
+            inputs = StageInputs({name: runs.stage_dir(name) for name in self.inputs(stage)}, self.configs, engine)
             summaries[stage] = module.run(self.configs[stage], out_dir, inputs)
             seconds = time.perf_counter() - started
             runs.finish(stage, stage_hash, to_dict(self.configs[stage]), seconds)

@@ -69,6 +69,9 @@ class Judge(ABC):
     def __init__(self, template: PromptTemplate) -> None:
         self.template = template
 
+    def load(self) -> None:  # noqa: B027 -- a no-op for backends with nothing to load
+        """Load the model now (backends that load it on first use), so that scoring times exclude loading."""
+
     @abstractmethod
     def score(self, pairs: Sequence[Pair]) -> list[Judgment]:
         """One judgment per pair, in input order; failures carry a reason and no score."""

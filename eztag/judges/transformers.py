@@ -64,6 +64,9 @@ class TransformersJudge(Judge):
             raise _load_error(self.name, error) from None
         return loaded.to(self.device).eval()
 
+    def load(self) -> None:
+        self.model  # noqa: B018 -- the cached property loads it
+
     def truncate(self, documents: Sequence[str], max_tokens: int) -> list[str]:
         return truncate_tokens(self.tokenizer, documents, max_tokens)
 

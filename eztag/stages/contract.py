@@ -6,17 +6,21 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from eztag.engines import Engine, LocalEngine
+
 
 class StageInputs(Mapping[str, Path]):
     """The finished upstream stages a stage reads (its REQUIRES and the OPTIONAL ones in the pipeline).
 
     `inputs["encode"]` is the encode stage's folder, `"synonyms" in inputs` tells whether an optional stage is
     there, `inputs.get("distil")` is its folder or None, and `inputs.config("encode")` the config it ran with.
+    `inputs.engine` runs the stage's work units (`[pipeline] engine`; this process by default).
     """
 
-    def __init__(self, dirs: Mapping[str, Path], configs: Mapping[str, Any]) -> None:
+    def __init__(self, dirs: Mapping[str, Path], configs: Mapping[str, Any], engine: Engine | None = None) -> None:
         self._dirs = dict(dirs)
         self._configs = {name: configs[name] for name in self._dirs}
+        self.engine = engine or LocalEngine()
 
     def __getitem__(self, stage: str) -> Path:
         return self._dirs[stage]

@@ -118,6 +118,7 @@ class Rounds:
         if self.mine_config.k < TOP_K:
             raise EztagError(f"distil needs mine.k >= {TOP_K} for LLM-P@{TOP_K}", field="[mine]")
         self.cache_dir = judge_stage.judge_cache(self.judge_config, judge_dir)
+        self.engine = inputs.engine
         self.documents = pl.read_parquet(ingest_dir / "documents.parquet")
         self.labels = pl.read_parquet(ingest_dir / "labels.parquet")
         self.doc_rows = mine_stage.pick_documents(self.documents.height, self.mine_config)
@@ -174,7 +175,9 @@ class Rounds:
         candidates = candidates.filter(~held_out | (pl.col("student_rank") <= TOP_K))
         if self.judge is None:
             self.judge = judge_stage.build_judge(self.judge_config)
-        return judge_stage.judge_candidates(self.judge_config, self.judge, self.ingest_dir, candidates, self.cache_dir)
+        return judge_stage.judge_candidates(
+            self.judge_config, self.judge, self.ingest_dir, candidates, self.cache_dir, self.engine
+        )
 
 
 def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
@@ -232,8 +235,8 @@ def _finish(state: Rounds, history: list[dict], best: int, out_dir: Path, inputs
     encode_config = dataclasses.replace(state.encode_config, model=str(out_dir / MODEL_DIR))
     dirs = {"ingest": inputs["ingest"], "encode": out_dir / ENCODE_DIR}
     configs = {"ingest": inputs.config("ingest"), "encode": encode_config}
-    encode_stage.run(encode_config, dirs["encode"], StageInputs({"ingest": dirs["ingest"]}, configs))
-    index_stage.run(state.index_config, out_dir / INDEX_DIR, StageInputs(dirs, configs))
+    encode_stage.run(encode_config, dirs["encode"], StageInputs({"ingest": dirs["ingest"]}, configs, inputs.engine))
+    index_stage.run(state.index_config, out_dir / INDEX_DIR, StageInputs(dirs, configs, inputs.engine))
     rounds = history[1:]
     summary = {
         "best_round": best,

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import polars as pl
 
 from eztag.artifacts import atomic_path, config_hash
+from eztag.config import to_dict
 from eztag.devices import check_device
-from eztag.embeddings import META, EmbeddingStore
+from eztag.embeddings import META, EmbeddingStore, write_stores
 from eztag.encoders import get_encoder
 from eztag.models import model_files, resolve_encoder
 from eztag.stages.contract import StageInputs, no_pipeline_checks
@@ -55,8 +60,9 @@ def fingerprint(config: Config) -> list[tuple[str, int, int]]:
     return model_files(Path(resolve_encoder(config.model)))
 
 
-def load_encoder(config: Config) -> Any:
-    """The configured encoder backend."""
+@functools.lru_cache(maxsize=1)
+def _loaded_encoder(key: str) -> Any:
+    config = Config(**json.loads(key)["config"])
     return get_encoder(
         config.backend,
         config.model,
@@ -67,31 +73,42 @@ def load_encoder(config: Config) -> Any:
     )
 
 
+def load_encoder(config: Config) -> Any:
+    """The configured encoder backend; loaded once per process for the same config and model files."""
+    return _loaded_encoder(json.dumps({"config": to_dict(config), "files": fingerprint(config)}, sort_keys=True))
+
+
+def encoder_worker(config: Config) -> Callable[[Sequence[str]], np.ndarray]:
+    """An engine worker: the encoder's `encode` (texts -> vectors)."""
+    return load_encoder(config).encode
+
+
 def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     """Write `labels/` and `documents/` embedding stores; label vectors come from `label_cache` when it has them."""
     ingest_dir = inputs["ingest"]
-    encoder = load_encoder(config)
     labels = pl.read_parquet(ingest_dir / "labels.parquet")
     documents = pl.read_parquet(ingest_dir / "documents.parquet")
     label_texts = render_rows(labels, config.label_template)
-    reused = False
-    if config.label_cache is None:
-        write_store(out_dir / "labels", label_texts, encoder, config, "encode labels")
-    else:
+    label_store, reused = EmbeddingStore(out_dir / "labels"), False
+    if config.label_cache is not None:
+        encoder = load_encoder(config)
         key = config_hash([encoder.fingerprint, config.chunk_size, config.dtype, label_texts])
-        cached = Path(config.label_cache) / key
-        reused = (cached / META).exists()
-        if not reused:
-            write_store(cached, label_texts, encoder, config, "encode labels (into the label cache)")
-        copy_store(cached, out_dir / "labels")
-    write_store(
-        out_dir / "documents", render_rows(documents, config.document_template), encoder, config, "encode documents"
+        label_store = EmbeddingStore(Path(config.label_cache) / key)
+        reused = (label_store.directory / META).exists()
+    jobs = [(label_store, label_texts, "encode labels")] if not reused else []
+    jobs.append(
+        (EmbeddingStore(out_dir / "documents"), render_rows(documents, config.document_template), "encode documents")
     )
-    return {"labels": labels.height, "documents": documents.height, "dim": encoder.dim, "labels_from_cache": reused}
+    make_encoder = functools.partial(encoder_worker, config)
+    write_stores(inputs.engine, make_encoder, jobs, chunk_size=config.chunk_size, dtype=config.dtype)
+    if config.label_cache is not None:
+        copy_store(label_store.directory, out_dir / "labels")
+    dim = EmbeddingStore(out_dir / "documents").dim
+    return {"labels": labels.height, "documents": documents.height, "dim": dim, "labels_from_cache": reused}
 
 
 def write_store(directory: Path, rows: list[str], encoder: Any, config: Config, description: str) -> None:
-    """Encode `rows` into the embedding store at `directory`, chunk by chunk, resuming finished chunks."""
+    """Encode `rows` in this process into the embedding store at `directory`, resuming finished chunks."""
     EmbeddingStore(directory).write(
         rows, encoder.encode, chunk_size=config.chunk_size, dtype=config.dtype, description=description
     )

@@ -9,10 +9,12 @@ stored. Failures are kept in the shards for the record but are judged again by t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,9 @@ from tqdm import tqdm
 
 from eztag import runstate
 from eztag.artifacts import atomic_path, cache_location, read_shards, write_json, write_parquet, write_shard
+from eztag.engines import Engine, LocalEngine
 from eztag.errors import EztagError
-from eztag.judges import JUDGES, Judge, get_judge
+from eztag.judges import JUDGES, Judge, Judgment, get_judge
 from eztag.prompts import Pair, PromptTemplate
 from eztag.stages.contract import StageInputs, no_fingerprint, no_pipeline_checks
 from eztag.templates import DOCUMENT_COLUMNS, LABEL_COLUMNS, check_template, render_rows
@@ -96,9 +99,35 @@ def load_cache(cache_dir: Path) -> dict[str, tuple[float | None, float | None]]:
 
 
 def build_judge(config: Config) -> Judge:
-    """The configured judge backend."""
-    template = PromptTemplate.named(config.template, config.domain)
-    return get_judge(config.backend, config.model, template, **config.options)
+    """The configured judge backend; built once per process for the same backend, model, prompt and options (a
+    vLLM engine or a loaded model is kept for the next stage or round that asks for it)."""
+    return _built_judge(json.dumps([config.backend, config.model, config.template, config.domain, config.options]))
+
+
+@functools.lru_cache(maxsize=1)
+def _built_judge(key: str) -> Judge:
+    backend, model, template, domain, options = json.loads(key)
+    return get_judge(backend, model, PromptTemplate.named(template, domain), **options)
+
+
+def judge_worker(config: Config, model_id: str) -> Callable[[list[Pair]], tuple[list[Judgment], float]]:
+    """An engine worker: (judgments, seconds scoring) of a shard of pairs, by the judge checked to be the model the
+    driver keyed the cache with, loaded before the first shard."""
+    judge = build_judge(config)
+    if judge.model_id != model_id:
+        raise EztagError(
+            f"the judge on this worker is '{judge.model_id}' but the driver keys the cache with '{model_id}' "
+            "(another device or dtype was picked there): set judge.options device and dtype/precision explicitly",
+            field="judge.options",
+        )
+    judge.load()
+
+    def timed_score(pairs: list[Pair]) -> tuple[list[Judgment], float]:
+        started = time.perf_counter()
+        judgments = judge.score(pairs)
+        return judgments, time.perf_counter() - started
+
+    return timed_score
 
 
 def candidate_pairs(config: Config, judge: Judge, ingest_dir: Path, candidates: pl.DataFrame) -> list[Pair]:
@@ -133,7 +162,7 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     judge = build_judge(config)
     cache_dir = judge_cache(config, out_dir)
     candidates = pl.read_parquet(mine_dir / "candidates.parquet")
-    judgments, report = judge_candidates(config, judge, ingest_dir, candidates, cache_dir)
+    judgments, report = judge_candidates(config, judge, ingest_dir, candidates, cache_dir, inputs.engine)
     write_parquet(out_dir / "judgments.parquet", judgments)
     report.update(model=judge.model_id, template=judge.template.key, backend=config.backend)
     write_json(out_dir / "report.json", report)
@@ -142,23 +171,31 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
 
 
 def judge_candidates(
-    config: Config, judge: Judge, ingest_dir: Path, candidates: pl.DataFrame, cache_dir: Path
+    config: Config,
+    judge: Judge,
+    ingest_dir: Path,
+    candidates: pl.DataFrame,
+    cache_dir: Path,
+    engine: Engine | None = None,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """(judgments, report) of mined candidates; only pairs with no stored score in `cache_dir` are judged."""
+    """(judgments, report) of mined candidates; only pairs with no stored score in `cache_dir` are judged, shard by
+    shard on `engine` (this process by default), each shard written to the cache as it comes back."""
+    engine = engine or LocalEngine()
     pairs = candidate_pairs(config, judge, ingest_dir, candidates)
     keys = [pair_key(judge.model_id, judge.template, pair) for pair in pairs]
     cache_dir.mkdir(parents=True, exist_ok=True)
     stored = load_cache(cache_dir)
     todo = {key: pair for key, pair in zip(keys, pairs, strict=True) if key not in stored}
     failures: dict[str, str] = {}
-    scoring_seconds = 0.0
     todo_items = list(todo.items())
+    shards = [todo_items[start : start + config.shard_size] for start in range(0, len(todo_items), config.shard_size)]
+    make_worker = functools.partial(judge_worker, config, judge.model_id)
+    units = [[pair for _, pair in shard] for shard in shards]
+    scoring_seconds, done = 0.0, 0
     with tqdm(total=len(todo_items), desc="judge", unit="pair", disable=None) as bar:
-        for start in range(0, len(todo_items), config.shard_size):
-            batch = todo_items[start : start + config.shard_size]
-            started = time.perf_counter()
-            scored = judge.score([pair for _, pair in batch])
-            scoring_seconds += time.perf_counter() - started
+        for position, (scored, seconds) in engine.score(judge, make_worker, units):
+            scoring_seconds += seconds
+            batch = shards[position]
             shard = pl.DataFrame(
                 {
                     "key": [key for key, _ in batch],
@@ -174,8 +211,9 @@ def judge_candidates(
                     stored[key] = (judgment.score, judgment.log_odds)
                 else:
                     failures[key] = judgment.failure
+            done += len(batch)
             bar.update(len(batch))
-            runstate.progress(start + len(batch), len(todo_items), "pairs to judge")
+            runstate.progress(done, len(todo_items), "pairs to judge")
     judgments = _judgments_frame(candidates, keys, stored, failures)
     report = judgment_report(
         judgments, unique_pairs=len(set(keys)), judged_now=len(todo_items), seconds=scoring_seconds

@@ -5,7 +5,8 @@ PECOS / pyxclib layout)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -180,6 +181,33 @@ def shard_frame(
     return pl.DataFrame(columns)
 
 
+def tag_worker(
+    config: Config,
+    index_dir: Path,
+    encode_dir: Path,
+    calibrator: calibration.Calibrator | None,
+    label_ids: np.ndarray,
+) -> Callable[[tuple[int, list[str], Path]], pl.DataFrame]:
+    """An engine worker: the label index (and ConSE's label vectors) loaded once; it turns one document chunk
+    (first row, doc ids, its .npy) into the chunk's ranked-list rows."""
+    index = index_stage.load_index(index_dir)
+    label_vectors = EmbeddingStore(encode_dir / "labels").load() if config.conse else None
+
+    def tag_chunk(unit: tuple[int, list[str], Path]) -> pl.DataFrame:
+        offset, doc_ids, path = unit
+        vectors = np.load(path).astype(np.float32, copy=False)
+        scores, rows = search(index, vectors, config.k, config.conse, label_vectors)
+        scores = np.where(rows >= 0, scores, -np.inf)
+        probabilities = None
+        if calibrator is not None:
+            probabilities = calibrator.predict(scores, np.arange(1, scores.shape[1] + 1)[None, :])
+        selected = select(scores, probabilities, config)
+        frame = shard_frame(doc_ids, label_ids, scores, rows, probabilities, selected)
+        return frame.with_columns(pl.col("doc_row") + offset)
+
+    return tag_chunk
+
+
 def load_calibrator(config: Config, inputs: StageInputs) -> calibration.Calibrator | None:
     """The calibrator (calibrate stage's, or `config.calibrator`), checked against this run's encoder and labels."""
     calibrate_dir = inputs.get(calibrate_stage.NAME)
@@ -201,29 +229,18 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
         print(
             f"tag: k = {config.k} is more than the {len(label_ids)} labels; each document gets at most {len(label_ids)}"
         )
-    index = index_stage.load_index(index_dir)
-    label_vectors = EmbeddingStore(encode_dir / "labels").load() if config.conse else None
     store = EmbeddingStore(encode_dir / "documents")
     shards = out_dir / "shards"
     shards.mkdir(exist_ok=True)
-    offset = 0
-    with tqdm(total=store.count, desc="tag", unit="doc", disable=None) as bar:
-        for i, chunk in enumerate(store.iter_chunks()):
-            shard = shards / f"part-{i:05d}.parquet"
-            if not shard.exists():
-                scores, rows = search(index, np.asarray(chunk, dtype=np.float32), config.k, config.conse, label_vectors)
-                scores = np.where(rows >= 0, scores, -np.inf)
-                probabilities = None
-                if calibrator is not None:
-                    probabilities = calibrator.predict(scores, np.arange(1, scores.shape[1] + 1)[None, :])
-                selected = select(scores, probabilities, config)
-                frame = shard_frame(
-                    doc_ids[offset : offset + len(chunk)], label_ids, scores, rows, probabilities, selected
-                )
-                write_parquet(shard, frame.with_columns(pl.col("doc_row") + offset))
-            offset += len(chunk)
-            bar.update(len(chunk))
-            runstate.progress(offset, store.count, "documents")
+    offsets = np.cumsum([0, *(len(chunk) for chunk in store.iter_chunks())])
+    pending = [i for i in range(len(offsets) - 1) if not (shards / f"part-{i:05d}.parquet").exists()]
+    units = [(int(offsets[i]), doc_ids[offsets[i] : offsets[i + 1]], store.chunk_path(i)) for i in pending]
+    make_worker = functools.partial(tag_worker, config, index_dir, encode_dir, calibrator, label_ids)
+    with tqdm(total=len(pending), desc="tag", unit="chunk", disable=None) as bar:
+        for done, (position, frame) in enumerate(inputs.engine.map(make_worker, units, description="tag"), 1):
+            write_parquet(shards / f"part-{pending[position]:05d}.parquet", frame)
+            bar.update()
+            runstate.progress(done, len(pending), "document chunks to tag")
     tags = pl.concat([pl.read_parquet(path) for path in sorted(shards.glob("part-*.parquet"))])
     chosen = tags.filter(pl.col("selected"))
     value = "probability" if calibrator is not None else "score"
