@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     debtags.add_argument("--out", type=Path, required=True, help="output folder")
     debtags.add_argument("--lists-dir", type=Path, help="keep the downloaded apt lists here")
     debtags.add_argument("--sample-size", type=int, default=300, help="documents in the demo sample (from dev)")
+    debtags.add_argument(
+        "--bare-labels-only",
+        action="store_true",
+        help="only write labels-bare.jsonl (tag names' own words, no descriptions) from OUT/labels.jsonl; offline",
+    )
     return parser
 
 
@@ -136,8 +141,11 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.command == "data":
         from eztag.datasets import debtags
 
-        stats = debtags.build(args.out, args.lists_dir, sample_size=args.sample_size)
-        print(f"wrote {args.out}: {stats['splits']}")
+        if args.bare_labels_only:
+            print(f"wrote {debtags.write_bare_labels(args.out)}")
+        else:
+            stats = debtags.build(args.out, args.lists_dir, sample_size=args.sample_size)
+            print(f"wrote {args.out}: {stats['splits']}")
     else:
         _run_pipeline(args)
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from eztag.datasets import debtags
 from eztag.datasets.debtags import (
     Package,
     _write_jsonl,
@@ -326,3 +327,21 @@ def test_write_jsonl_gzip_is_reproducible(tmp_path: Path) -> None:
     assert (tmp_path / "a.jsonl.gz").read_bytes() == (tmp_path / "b.jsonl.gz").read_bytes()
     lines = gzip.decompress((tmp_path / "a.jsonl.gz").read_bytes()).decode().splitlines()
     assert [json.loads(line) for line in lines] == records
+
+
+def test_bare_label_variant_keeps_only_the_tag_name(tmp_path: Path) -> None:
+    described = [
+        debtags.Label(id="works-with::audio", text="Audio", description="Works with", facet="works-with"),
+        debtags.Label(
+            id="accessibility::accessible-via:at-spi",
+            text="Accessibility through AT-SPI",
+            description="Accessibility Support",
+            facet="accessibility",
+        ),
+    ]
+    (tmp_path / "labels.jsonl").write_text("".join(json.dumps(vars(label)) + "\n" for label in described))
+    bare = [json.loads(line) for line in debtags.write_bare_labels(tmp_path).read_text().splitlines()]
+    assert [(label["id"], label["text"], label["description"]) for label in bare] == [
+        ("works-with::audio", "audio", ""),
+        ("accessibility::accessible-via:at-spi", "accessible via at spi", ""),
+    ]

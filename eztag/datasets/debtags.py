@@ -466,13 +466,28 @@ def _write_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
         path.write_bytes(payload)
 
 
+def bare_label(label: Label) -> Label:
+    """The bare-label variant of a tag: its name's own words (the id after the facet, separators as spaces), no
+    description: 'works-with::audio' -> 'audio', 'accessibility::accessible-via:at-spi' -> 'accessible via at spi'."""
+    words = label.id.partition("::")[2].replace("-", " ").replace(":", " ").replace("_", " ")
+    return Label(id=label.id, text=" ".join(words.split()), description="", facet=label.facet)
+
+
+def write_bare_labels(out_dir: Path) -> Path:
+    """Write ``labels-bare.jsonl`` (the bare-label variant) from the ``labels.jsonl`` of a build in ``out_dir``."""
+    lines = (Path(out_dir) / "labels.jsonl").read_text(encoding="utf-8").splitlines()
+    labels = [bare_label(Label(**json.loads(line))) for line in lines]
+    _write_jsonl(Path(out_dir) / "labels-bare.jsonl", (vars(label) for label in labels))
+    return Path(out_dir) / "labels-bare.jsonl"
+
+
 # --------------------------------------------------------------------------- build
 
 
 def build(out_dir: Path, lists_dir: Path | None = None, sample_size: int = 300, seed: int = 0) -> dict[str, Any]:
     """Fetch the lists and vocabulary, build the benchmark in ``out_dir``, return stats.
 
-    Writes ``labels.jsonl``, ``dev.jsonl.gz``, ``test.jsonl.gz``,
+    Writes ``labels.jsonl`` (and its bare-label variant ``labels-bare.jsonl``), ``dev.jsonl.gz``, ``test.jsonl.gz``,
     ``sample.jsonl`` (``sample_size`` dev documents) and ``stats.json``.
     ``lists_dir`` holds apt's package lists (a temporary directory when None).
     """
@@ -512,6 +527,7 @@ def build(out_dir: Path, lists_dir: Path | None = None, sample_size: int = 300, 
 
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_jsonl(out_dir / "labels.jsonl", (vars(label) for label in labels))
+    write_bare_labels(out_dir)
     for name, docs in splits.items():
         _write_jsonl(out_dir / f"{name}.jsonl.gz", (document_record(p) for p in docs))
     _write_jsonl(out_dir / "sample.jsonl", (document_record(p) for p in sample))
