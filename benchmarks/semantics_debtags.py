@@ -2,12 +2,18 @@
 
     OMP_NUM_THREADS=1 python benchmarks/semantics_debtags.py                   # default encoder (all-MiniLM-L6-v2)
     OMP_NUM_THREADS=1 python benchmarks/semantics_debtags.py --encoder PATH --name distilled
+    OMP_NUM_THREADS=1 python benchmarks/semantics_debtags.py --labels bare     # bare tag names, SmolLM2 synonyms
+    OMP_NUM_THREADS=1 python benchmarks/semantics_debtags.py --llm qwen
+    OMP_NUM_THREADS=1 python benchmarks/semantics_debtags.py --llm qwen --labels bare
 
-Rows: zero-shot; + synonyms (SmolLM2-135M, from the generation cache; generated when missing) with max, centroid
-and local-centre aggregation (ε and local k chosen on dev); + refinement of the best of these (threshold and
-pseudo-positive depth chosen on dev, pseudo-positives from the dev texts, no labels); + ConSE on top (T, alpha,
-temperature chosen on dev); zero-shot + ConSE alone. Each encoder's results are kept under its name in
-benchmarks/results/semantics-debtags.json and the Markdown table lists every encoder run so far.
+Rows: zero-shot; + synonyms (SmolLM2-135M on the CPU, or Qwen2.5-Coder-1.5B through vLLM with `--llm qwen`; from
+the generation cache, generated when missing) with max, centroid and local-centre aggregation (ε and local k chosen
+on dev); + refinement of the best of these (threshold and pseudo-positive depth chosen on dev, pseudo-positives from
+the dev texts, no labels); + ConSE on top (T, alpha, temperature chosen on dev); zero-shot + ConSE alone.
+`--labels bare` reads data/debtags/labels-bare.jsonl (the tags' bare names, no descriptions) for both the label
+vectors and the synonym prompts. Each run's results are kept under its row name (the encoder, plus the LLM and the
+labels when they are not the defaults) in benchmarks/results/semantics-debtags.json, with the generation throughput
+and the synonyms' statistics, and the Markdown table lists every row run so far.
 """
 
 from __future__ import annotations
@@ -25,13 +31,14 @@ import numpy as np
 import polars as pl
 
 from eztag import metrics, semantics
-from eztag.artifacts import config_hash, write_json, write_npy, write_text
+from eztag.artifacts import config_hash, read_shards, write_json, write_npy, write_text
 from eztag.embeddings import EmbeddingStore
 from eztag.encoders import get_encoder
 from eztag.indexes.exact import ExactIndex
 from eztag.indexes.multi import MultiVectorIndex
 from eztag.stages import synonyms as synonyms_stage
 from eztag.stages.tag import ConSE, search
+from eztag.templates import render
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "debtags"
 VECTOR_CACHE = Path("runs/semantics-debtags")
@@ -43,6 +50,12 @@ REFINE_GRID = [(m, t) for m in (3, 10) for t in (0.0, 0.2, 0.4, 0.6, 0.7, 0.8)]
 CONSE_GRID = [
     ConSE(top, alpha, temp) for top in (1, 3, 5, 10) for alpha in (0.1, 0.2, 0.3, 0.5) for temp in (0.02, 0.1)
 ]
+LABEL_TEMPLATE = "{text}[ ({description})]"  # a bare label (empty description) is its text alone
+LABEL_FILES = {"described": "labels.jsonl", "bare": "labels-bare.jsonl"}
+SYNONYM_LLMS: dict[str, dict[str, Any]] = {  # synonyms_stage.Config fields besides n and domain
+    "smollm2": {"shard_size": 32, "options": {"device": "cpu"}},
+    "qwen": {"backend": "vllm", "model": "qwen2.5-coder-1.5b", "shard_size": 392, "options": {"max_model_len": 1024}},
+}
 
 
 def read_split(name: str) -> tuple[list[str], list[list[str]]]:
@@ -51,18 +64,34 @@ def read_split(name: str) -> tuple[list[str], list[list[str]]]:
     return [row["text"] for row in rows], [row["labels"] for row in rows]
 
 
+def generate(
+    config: synonyms_stage.Config, pairs: list[tuple[str, str]], cache_dir: Path
+) -> tuple[list[str], dict[str, Any]]:
+    """The raw generation of each (label, description) and its throughput: the labels the cache lacked and the wall
+    seconds of the generation (model loading included), or that everything came from the cache."""
+    stored = dict(read_shards(cache_dir, synonyms_stage.CACHE_SCHEMA).iter_rows())
+    todo = len({synonyms_stage.cache_key(config, label, description) for label, description in pairs} - stored.keys())
+    started = time.perf_counter()
+    raw = synonyms_stage.generate(config, pairs, cache_dir)
+    seconds = time.perf_counter() - started
+    if not todo:
+        return raw, {"from_cache": True}
+    return raw, {"labels_generated": todo, "seconds": round(seconds, 2), "labels_per_second": round(todo / seconds, 3)}
+
+
 class Bench:
     """Encoded labels, synonyms and both splits, and the scoring of one configuration."""
 
-    def __init__(self, encoder_name: str, cache_dir: Path, work: Path) -> None:
+    def __init__(
+        self, encoder_name: str, labels: Path, config: synonyms_stage.Config, cache_dir: Path, work: Path
+    ) -> None:
         self.work = work
-        self.labels = pl.read_ndjson(DATA / "labels.jsonl").rename({"id": "label_id"})
+        self.labels = pl.read_ndjson(labels).rename({"id": "label_id"})
         self.row_of = {label_id: i for i, label_id in enumerate(self.labels["label_id"])}
         encoder = get_encoder("sentence-transformers", encoder_name, device="cpu", precision="float32")
         self.encode = encoder.encode
-        self.own = semantics.unit(
-            self.encode([f"{t} ({d})" for t, d in self.labels.select("text", "description").iter_rows()])
-        )
+        pairs = [(t, d or "") for t, d in self.labels.select("text", "description").iter_rows()]
+        self.own = self.encode_labels(pairs)
         self.splits = {}
         self.encode_ms = {}
         for split in ("dev", "test"):
@@ -71,25 +100,34 @@ class Bench:
                 self.documents(encoder.fingerprint, split, texts),
                 [{self.row_of[label] for label in labels} for labels in gold],
             )
-        config = synonyms_stage.Config(n=5, domain="software package", shard_size=32, options={"device": "cpu"})
-        pairs = [(t, d or "") for t, d in self.labels.select("text", "description").iter_rows()]
-        raw = synonyms_stage.generate(config, pairs, cache_dir)
+        raw, self.generation = generate(config, pairs, cache_dir)
         self.table = synonyms_stage.candidate_rows(self.labels, raw, config)
         candidates = self.table.filter(pl.col("reason").is_null())
         self.owners = candidates["label_row"].to_numpy()
-        descriptions = [pairs[row][1] for row in self.owners]
-        self.synonyms = semantics.unit(
-            self.encode([f"{s} ({d})" for s, d in zip(candidates["synonym"], descriptions, strict=True)])
+        self.synonyms = self.encode_labels(
+            [(s, pairs[row][1]) for s, row in zip(candidates["synonym"], self.owners, strict=True)]
         )
+        self.synonym_stats = {
+            "generated_lines": self.table.height,
+            "dropped_by_reason": dict(self.table["reason"].drop_nulls().value_counts(sort=True).iter_rows()),
+            "candidates_after_cleaning": len(self.owners),
+            "labels_with_a_synonym_after_cleaning": len(np.unique(self.owners)),
+        }
         self.own_store = self.store("own", self.own)
         self.agreement = {
             m: synonyms_stage.refine_agreement(self.own_store, self.splits["dev"][0], self.synonyms, self.owners, m)
             for m in sorted({m for m, _ in REFINE_GRID})
         }
 
+    def encode_labels(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        """Unit vectors of (text, description) pairs rendered through LABEL_TEMPLATE; never cached on disk, so label
+        and synonym vectors always follow the chosen label file and LLM."""
+        return semantics.unit(self.encode([render(LABEL_TEMPLATE, {"text": t, "description": d}) for t, d in pairs]))
+
     def documents(self, fingerprint: dict, split: str, texts: list[str]) -> np.ndarray:
         """Document vectors of a split, cached under runs/semantics-debtags by the encoder's fingerprint (its model
-        files, so a model retrained in place is encoded again); encoding is the slow part on a CPU."""
+        files, so a model retrained in place is encoded again) and shared by every label file and LLM; encoding is
+        the slow part on a CPU."""
         path = VECTOR_CACHE / config_hash([fingerprint, split, len(texts)]) / "documents.npy"
         timing = path.with_name("encode_ms.json")
         if not path.exists():
@@ -221,16 +259,26 @@ def ablation(bench: Bench) -> dict[str, Any]:
     return {
         "rows": table,
         "encode_ms_per_doc": bench.encode_ms["test"],
+        "synonym_generation": bench.generation,
+        "synonym_stats": bench.synonym_stats,
         "synonyms": {
             "labels": len(bench.own),
-            "generated_lines": bench.table.height,
-            "candidates_after_sanitising": len(bench.owners),
-            "dropped_by_sanitising": dict(bench.table["reason"].drop_nulls().value_counts().iter_rows()),
+            "generated_lines": bench.synonym_stats["generated_lines"],
+            "candidates_after_sanitising": bench.synonym_stats["candidates_after_cleaning"],
+            "dropped_by_sanitising": bench.synonym_stats["dropped_by_reason"],
             "kept_in_best_setting": int(kept.sum()),
             "labels_with_a_kept_synonym": len(np.unique(bench.owners[kept])),
         },
         "holdout": bench.holdout(best_semantics),
     }
+
+
+MARKDOWN_NOTES = (
+    ("synonym_generation", "Synonym generation"),
+    ("synonym_stats", "Synonym statistics"),
+    ("synonyms", "Synonyms"),
+    ("holdout", "Hold-out check"),
+)
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -253,13 +301,10 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {row['row']} | {row['setting']} | {cells} | {row['dev']['nDCG@5']:.4f} | "
                 f"{test['extra_vectors']} | {test['ms_per_doc']:.3f} | {test.get('recall@10_vs_exhaustive', '-')} |"
             )
-        lines += [
-            "",
-            f"Synonyms: `{json.dumps(result['synonyms'])}`",
-            "",
-            f"Hold-out check: `{json.dumps(result['holdout'])}`",
-            "",
-        ]
+        lines.append("")
+        for key, title in MARKDOWN_NOTES:
+            if key in result:  # rows stored before a note existed lack it
+                lines += [f"{title}: `{json.dumps(result[key])}`", ""]
     return "\n".join(lines)
 
 
@@ -268,15 +313,28 @@ def main() -> None:
     parser.add_argument(
         "--encoder", default="default", help="sentence-transformers model path (default all-MiniLM-L6-v2)"
     )
-    parser.add_argument("--name", default=None, help="row name of this encoder (default: the --encoder value)")
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="row name of this encoder (default: the --encoder value); the LLM and the labels are appended when they "
+        "are not the defaults",
+    )
+    parser.add_argument("--llm", choices=SYNONYM_LLMS, default="smollm2", help="the LLM that writes the synonyms")
+    parser.add_argument(
+        "--labels", choices=LABEL_FILES, default="described", help="label texts: with descriptions, or bare tag names"
+    )
     parser.add_argument("--cache-dir", type=Path, default=Path("runs/synonym-cache"), help="synonym generation cache")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
     path = args.out / "semantics-debtags.json"
     results = json.loads(path.read_text()) if path.exists() else {}
+    name = args.name or args.encoder
+    if (args.llm, args.labels) != ("smollm2", "described"):
+        name = f"{name} · {args.llm} synonyms · {args.labels} labels"
+    config = synonyms_stage.Config(n=5, domain="software package", **SYNONYM_LLMS[args.llm])
     with tempfile.TemporaryDirectory() as work:
-        bench = Bench(args.encoder, args.cache_dir, Path(work))
-        results[args.name or args.encoder] = ablation(bench)
+        bench = Bench(args.encoder, DATA / LABEL_FILES[args.labels], config, args.cache_dir, Path(work))
+        results[name] = ablation(bench)
     write_json(path, results)
     write_text(args.out / "semantics-debtags.md", markdown(results))
     print(markdown(results))
