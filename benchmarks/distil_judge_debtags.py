@@ -1,9 +1,11 @@
 """Distil the judge chosen on dev into the student, and the gain the judge can be credited with, on debtags.
 
     python benchmarks/distil_judge_debtags.py [--smollm2]   # writes benchmarks/results/distil-judge-debtags.{json,md}
+    python benchmarks/distil_judge_debtags.py --smollm2 --keep-choices   # add the SmolLM2 arm to the stored run
 
 The judge, label prompt, k and teacher come from benchmarks/results/teacher-debtags-dev.json (orderings of 300 dev
-packages against their labels). Training: pipelines/cold-start.toml on runs/teacher-bench/dev-train.jsonl (the
+packages against their labels), or with --keep-choices from the stored result (the arms already run are then up
+to date and only what is new runs). Training: pipelines/cold-start.toml on runs/teacher-bench/dev-train.jsonl (the
 other 1,069 dev packages; no labels read before evaluate), every package mined, the same settings and seeds in
 every arm:
   - "judge": the chosen judge and teacher, rounds with label-free stopping;
@@ -89,10 +91,10 @@ def arm_settings(name: str, chosen: dict) -> list[str]:
     return [*base, *TRAINING, *judge, *teacher_settings(chosen["teacher"])]
 
 
-def arm(name: str, chosen: dict) -> dict:
-    """Run one training arm on dev-train (all stages) in a process of its own (one vLLM engine per process);
-    its distil report and stage times."""
-    subprocess.run([sys.executable, __file__, "--only-arm", name], check=True)
+def arm(name: str, chosen: dict, flags: list[str]) -> dict:
+    """Run one training arm on dev-train (all stages) in a process of its own (one vLLM engine per process), with
+    this run's choice `flags`; its distil report and stage times."""
+    subprocess.run([sys.executable, __file__, "--only-arm", name, *flags], check=True)
     run_dir = RUNS / name
     report = json.loads((run_dir / "distil" / "report.json").read_text())
     stages = RunDir(run_dir).manifest()["stages"]
@@ -192,13 +194,22 @@ def main() -> None:
     parser.add_argument("--smollm2", action="store_true", help="also train with SmolLM2-135M as the judge")
     parser.add_argument("--test-subset", type=int, default=TEST_SUBSET, help="test packages the judge reranks")
     parser.add_argument("--only-arm", choices=ARMS, help="run this training arm's pipeline, nothing else")
+    parser.add_argument(
+        "--keep-choices",
+        action="store_true",
+        help="train with the choices of the stored result (distil-judge-debtags.json), not the dev table's best now",
+    )
     args = parser.parse_args()
-    chosen = json.loads(CHOICES.read_text())["chosen"]
+    stored = REPO / "benchmarks" / "results" / "distil-judge-debtags.json"
+    chosen = (
+        json.loads(stored.read_text())["choices"] if args.keep_choices else json.loads(CHOICES.read_text())["chosen"]
+    )
     if args.only_arm:
         run_pipeline(PIPELINE, RUNS / args.only_arm, arm_settings(args.only_arm, chosen))
         return
     started = time.perf_counter()
-    arms = {name: arm(name, chosen) for name in ARMS if name != "smollm2" or args.smollm2}
+    flags = ["--keep-choices"] if args.keep_choices else []
+    arms = {name: arm(name, chosen, flags) for name in ARMS if name != "smollm2" or args.smollm2}
     self_training = one_round(
         RUNS / "judge", {"teacher": "combined", "teacher_weight": 0.0}, RUNS / "self-training", "self-training round 1"
     )
