@@ -96,21 +96,25 @@ def write_stores(
     function once per worker), skipping chunks already on disk; each chunk is written atomically as it comes back,
     then each store's meta.json."""
     units: list[Sequence[Any]] = []
-    owners: list[tuple[EmbeddingStore, int]] = []
-    for store, texts, description in jobs:
+    owners: list[tuple[int, int]] = []  # (job, chunk) of each unit
+    stored, chunks = [], []  # per job: chunks on disk, chunks in all
+    for job, (store, texts, description) in enumerate(jobs):
         pending = store.pending(len(texts), chunk_size)
-        chunks = chunk_count(len(texts), chunk_size)
-        if len(pending) < chunks:
-            print(f"{description}: resumed, {chunks - len(pending)} of {chunks} chunks were already on disk")
+        chunks.append(chunk_count(len(texts), chunk_size))
+        stored.append(chunks[-1] - len(pending))
+        if stored[-1]:
+            print(f"{description}: resumed, {stored[-1]} of {chunks[-1]} chunks were already on disk")
         units += [texts[start:stop] for _, start, stop in pending]
-        owners += [(store, chunk) for chunk, _, _ in pending]
-    description = " + ".join(description for _, _, description in jobs)
-    with tqdm(total=len(units), desc=description, unit="chunk", disable=None) as bar:
-        for done, (position, vectors) in enumerate(engine.map(make_encoder, units, description=description), 1):
-            store, chunk = owners[position]
-            store.put(chunk, vectors, dtype)
+        owners += [(job, chunk) for chunk, _, _ in pending]
+    if jobs:
+        runstate.progress(stored[0], chunks[0], f"chunks ({jobs[0][2]})")
+    with tqdm(total=len(units), desc="encode", unit="chunk", disable=None) as bar:
+        for position, vectors in engine.map(make_encoder, units, description="encode"):
+            job, chunk = owners[position]
+            jobs[job][0].put(chunk, vectors, dtype)
+            stored[job] += 1
             bar.update()
-            runstate.progress(done, len(units), f"chunks ({description})")
+            runstate.progress(stored[job], chunks[job], f"chunks ({jobs[job][2]})")
     for store, texts, _ in jobs:
         store.finish(len(texts), chunk_size, dtype)
 

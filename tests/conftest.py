@@ -165,3 +165,13 @@ def vllm_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("EZTAG_CACHE_DIR", str(directory))
         yield directory
+
+
+@pytest.fixture(scope="session")
+def ray_instance() -> Iterator[str]:
+    """A local Ray instance with 2 CPUs for the tests of the ray engine; its GCS address."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

@@ -15,7 +15,7 @@ import pytest
 from eztag.artifacts import read_shards
 from eztag.errors import EztagError
 from eztag.pipeline import Pipeline
-from eztag.stages.judge import SHARD_SCHEMA
+from eztag.stages.judge import SHARD_SCHEMA, release_judge
 from tests.conftest import cli_env, run_cli, write_jsonl
 
 TOPICS = ("audio player", "video editor", "chess game", "C compiler", "web browser", "mail client", "text editor")
@@ -92,6 +92,7 @@ def test_config_change_keeps_the_cache(tmp_path: Path, tiny_llama_dir: Path, mon
     a run with nothing left to judge never loads the model."""
     from transformers import AutoModelForCausalLM
 
+    release_judge()  # build_judge keeps one judge per process: another test may have loaded this model
     loads = []
     load = AutoModelForCausalLM.from_pretrained
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", lambda *a, **k: loads.append(a) or load(*a, **k))

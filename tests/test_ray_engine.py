@@ -1,6 +1,6 @@
-"""The ray engine on a local Ray instance (2 CPUs) started here: the same artifacts as the local engine for encode,
-judge (SmolLM2; the loopback OpenAI test server) and tag, and a killed worker or driver loses and duplicates
-nothing."""
+"""The ray engine on a local Ray instance (2 CPUs, `ray_instance` in conftest): the same artifacts as the local
+engine for encode, judge (SmolLM2 on Ray Data's vLLM processor; a transformers judge and the loopback OpenAI test
+server in the actor pool) and tag, and a killed worker or driver loses and duplicates nothing."""
 
 from __future__ import annotations
 
@@ -11,16 +11,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import psutil
 import pytest
-import ray
 import scipy.sparse as sp
-import torch
 
 from eztag.artifacts import read_shards
 from eztag.engines import get_engine
@@ -30,28 +27,22 @@ from eztag.pipeline import Pipeline
 from eztag.prompts import PromptTemplate
 from eztag.stages import judge as judge_stage
 from eztag.stages.judge import SHARD_SCHEMA
-from tests.conftest import DEBTAGS, REPO, cli_env
+from tests.conftest import DEBTAGS, REPO, cli_env, run_cli
 from tests.openai_server import CompletionsServer
 from tests.test_resume import count_lost_and_duplicated
 
 RAY = "pipeline.ray={actors=2, cpus_per_actor=1}"
 
 
-@pytest.fixture(scope="module")
-def ray_instance() -> Iterator[str]:
-    """A local Ray instance with 2 CPUs for this module; its GCS address."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
-
-
-def write_pipeline(folder: Path, documents: int, judge: str = "", stages: tuple[str, ...] = ()) -> Path:
+def write_pipeline(
+    folder: Path, documents: int, judge: str = "", stages: tuple[str, ...] = (), shard_size: int = 5
+) -> Path:
     """`documents` debtags sample packages, the 392 real labels, 8-text encode chunks; `judge`: the [judge] table
-    (with mine k = 5, shards of 5 pairs) or nothing; `stages` after ingest, encode, index."""
+    (with mine k = 5, shards of `shard_size` pairs) or nothing; `stages` after ingest, encode, index."""
     folder.mkdir(parents=True, exist_ok=True)
     lines = (DEBTAGS / "sample.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
     (folder / "docs.jsonl").write_text("".join(lines[:documents]), encoding="utf-8")
-    judging = f"[mine]\nk = 5\n[judge]\nshard_size = 5\n{judge}\n" if judge else ""
+    judging = f"[mine]\nk = 5\n[judge]\nshard_size = {shard_size}\n{judge}\n" if judge else ""
     path = folder / "pipeline.toml"
     path.write_text(
         f"[pipeline]\nstages = {json.dumps(['ingest', 'encode', 'index', *stages])}\n"
@@ -71,8 +62,8 @@ def judgments(run_dir: Path) -> pl.DataFrame:
 
 
 def assert_same_judgments(run_dir: Path, reference: Path) -> None:
-    """Identical judgments: the same shards are the same batches, and one torch thread per process on both sides
-    (Ray gives an actor of one CPU one thread) makes the same float32 forward passes."""
+    """Identical judgments: the same shards are the same batches, and one thread per process on both sides makes
+    the same float32 forward passes."""
     assert judgments(run_dir).equals(judgments(reference))
 
 
@@ -96,25 +87,15 @@ def test_encode_and_tag_equal_the_local_engine(ray_instance: str, tmp_path: Path
 
 
 @pytest.fixture(scope="module")
-def smollm2_local(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(pipeline, run dir) of SmolLM2 (transformers, CPU, one thread) judging 12 packages' top-5 on the local engine."""
-    folder = tmp_path_factory.mktemp("smollm2")
-    pipeline = write_pipeline(folder, 12, '[judge.options]\ndevice = "cpu"', stages=("mine", "judge"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the Ray actors of one CPU each
-    try:
-        run(pipeline, folder / "local")
-    finally:
-        torch.set_num_threads(threads)
+def tiny_local(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> tuple[Path, Path]:
+    """(pipeline, run dir) of the tiny random Llama (transformers, CPU, one thread) judging 60 packages' top-5 in
+    shards of 2 pairs (150 shards) on the local engine."""
+    folder = tmp_path_factory.mktemp("tiny")
+    judge = f'model = "{tiny_llama_dir}"\n[judge.options]\ndevice = "cpu"'
+    pipeline = write_pipeline(folder, 60, judge, stages=("mine", "judge"), shard_size=2)
+    # a process of its own with one thread, as a Ray actor of one CPU gets (Ray sets OMP_NUM_THREADS=1)
+    run_cli("run", str(pipeline), "--run-dir", str(folder / "local"), env={"OMP_NUM_THREADS": "1"})
     return pipeline, folder / "local"
-
-
-def test_smollm2_judgments_equal_the_local_engine(ray_instance: str, smollm2_local: tuple[Path, Path]) -> None:
-    pipeline, local = smollm2_local
-    run(pipeline, local.parent / "ray", 'pipeline.engine="ray"', RAY)
-    got = judgments(local.parent / "ray")
-    assert got.height == 60 and got["failure"].null_count() == 60
-    assert_same_judgments(local.parent / "ray", local)
 
 
 def test_openai_server_judgments_equal_the_local_engine(
@@ -140,24 +121,19 @@ def test_vllm_judge_runs_as_ray_data_vllm_processor(ray_instance: str, tmp_path:
     options = '[judge.options]\nmax_model_len = 512\ndtype = "bfloat16"\nkv_cache_gib = 1\nenforce_eager = true'
     pipeline = write_pipeline(tmp_path, 12, f'backend = "vllm"\nmodel = "smollm2-135m"\n{options}', ("mine", "judge"))
     run(pipeline, tmp_path / "ray", 'pipeline.engine="ray"', "pipeline.ray={actors=1, cpus_per_actor=1}")
-    driver_judge = judge_stage.build_judge(Pipeline.load(pipeline).configs["judge"])  # the one the stage built
+    config = Pipeline.load(pipeline).configs["judge"]
+    driver_judge = judge_stage.build_judge(config)  # the one the stage built
     assert "llm" not in vars(driver_judge), "the driver started a vLLM engine of its own"
-    local = subprocess.run(
-        [sys.executable, "-m", "eztag.cli", "run", str(pipeline), "--run-dir", str(tmp_path / "local")],
-        cwd=REPO,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-    )
-    assert local.returncode == 0, local.stderr
     got = judgments(tmp_path / "ray")
     assert got.height == 60 and got["failure"].null_count() == 60
     assert json.loads((tmp_path / "ray/judge/report.json").read_text())["model"] == "smollm2-135m@vllm-bfloat16"
-    assert got.drop("score", "log_odds").equals(judgments(tmp_path / "local").drop("score", "log_odds"))
+    # the local engine's scores of the same pairs: the driver's judge starts its vLLM engine here, in-process
+    candidates = pl.read_parquet(tmp_path / "ray/mine/candidates.parquet")
+    pairs = judge_stage.candidate_pairs(config, driver_judge, tmp_path / "ray/ingest", candidates)
+    local = [judgment.log_odds for judgment in driver_judge.score(pairs)]
+    judge_stage.release_judge()
     # one engine per process, batched differently: bf16 kernels may round the last bits differently
-    np.testing.assert_allclose(
-        got["log_odds"].to_numpy(), judgments(tmp_path / "local")["log_odds"].to_numpy(), atol=0.05
-    )
+    np.testing.assert_allclose(got["log_odds"].to_numpy(), np.array(local), atol=0.05)
 
 
 def actor_processes() -> list[psutil.Process]:
@@ -170,8 +146,10 @@ def actor_processes() -> list[psutil.Process]:
     return found
 
 
-def test_a_killed_worker_loses_and_duplicates_nothing(ray_instance: str, smollm2_local: tuple[Path, Path]) -> None:
-    pipeline, local = smollm2_local
+def test_transformers_judgments_equal_the_local_engine_with_a_worker_killed(
+    ray_instance: str, tiny_local: tuple[Path, Path]
+) -> None:
+    pipeline, local = tiny_local
     run_dir = local.parent / "ray-killed"
     killed: list[int] = []
 
@@ -191,19 +169,19 @@ def test_a_killed_worker_loses_and_duplicates_nothing(ray_instance: str, smollm2
     killer.join()
     assert killed, "no actor was running while the judge stage had written shards"
     stored = len(read_shards(run_dir / "cache/judge", SHARD_SCHEMA))
-    assert stored == 60, "a shard was lost or written twice"
+    assert stored == 300, "a shard was lost or written twice"
     assert count_lost_and_duplicated(run_dir) == (0, 0)
-    np.testing.assert_allclose(
-        judgments(run_dir)["log_odds"].to_numpy(), judgments(local)["log_odds"].to_numpy(), atol=1e-5
-    )
+    assert judgments(run_dir)["failure"].null_count() == 300
+    assert_same_judgments(run_dir, local)
 
 
-def test_a_killed_driver_resumes(ray_instance: str, smollm2_local: tuple[Path, Path]) -> None:
-    pipeline, local = smollm2_local
+def test_a_killed_driver_resumes(ray_instance: str, tiny_local: tuple[Path, Path]) -> None:
+    pipeline, local = tiny_local
     run_dir = local.parent / "driver-killed"
     command = [sys.executable, "-m", "eztag.cli", "run", str(pipeline), "--run-dir", str(run_dir), "--engine", "ray"]
     environment = cli_env(RAY_ADDRESS=ray_instance)
-    driver = subprocess.Popen([*command, "--set", RAY], cwd=REPO, env=environment, stdout=subprocess.DEVNULL)
+    one_actor = "pipeline.ray={actors=1, cpus_per_actor=1}"
+    driver = subprocess.Popen([*command, "--set", one_actor], cwd=REPO, env=environment, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while len(list((run_dir / "cache/judge").glob("part-*.parquet"))) < 2 and time.monotonic() < deadline:
         assert driver.poll() is None, "the run ended before it was killed"
@@ -211,15 +189,13 @@ def test_a_killed_driver_resumes(ray_instance: str, smollm2_local: tuple[Path, P
     driver.kill()
     assert driver.wait() == -9
     stored_at_kill = len(read_shards(run_dir / "cache/judge", SHARD_SCHEMA))
-    assert 0 < stored_at_kill < 60
-    resumed = subprocess.run([*command, "--set", RAY], cwd=REPO, env=environment, capture_output=True, text=True)
+    assert 0 < stored_at_kill < 300
+    resumed = subprocess.run([*command, "--set", one_actor], cwd=REPO, env=environment, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     report = json.loads((run_dir / "judge/report.json").read_text())
-    assert report["cache_hits"] >= stored_at_kill and report["judged_now"] == 60 - report["cache_hits"]
+    assert report["cache_hits"] >= stored_at_kill and report["judged_now"] == 300 - report["cache_hits"]
     assert count_lost_and_duplicated(run_dir) == (0, 0)
-    np.testing.assert_allclose(
-        judgments(run_dir)["log_odds"].to_numpy(), judgments(local)["log_odds"].to_numpy(), atol=1e-5
-    )
+    assert_same_judgments(run_dir, local)
 
 
 def test_ray_missing_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:

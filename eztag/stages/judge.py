@@ -27,6 +27,7 @@ from eztag.artifacts import atomic_path, cache_location, read_shards, write_json
 from eztag.engines import Engine, LocalEngine
 from eztag.errors import EztagError
 from eztag.judges import JUDGES, Judge, Judgment, get_judge
+from eztag.models import model_files
 from eztag.prompts import Pair, PromptTemplate
 from eztag.stages.contract import StageInputs, no_fingerprint, no_pipeline_checks
 from eztag.templates import DOCUMENT_COLUMNS, LABEL_COLUMNS, check_template, render_rows
@@ -99,15 +100,23 @@ def load_cache(cache_dir: Path) -> dict[str, tuple[float | None, float | None]]:
 
 
 def build_judge(config: Config) -> Judge:
-    """The configured judge backend; built once per process for the same backend, model, prompt and options (a
-    vLLM engine or a loaded model is kept for the next stage or round that asks for it)."""
-    return _built_judge(json.dumps([config.backend, config.model, config.template, config.domain, config.options]))
+    """The configured judge backend; built once per process for the same backend, model (and model files),
+    prompt and options: a vLLM engine or a loaded model is kept for the next stage or round that asks for it,
+    until `release_judge` or another judge is built."""
+    files = model_files(Path(config.model))  # a model folder retrained in place is a new judge
+    fields = [config.backend, config.model, files, config.template, config.domain, config.options]
+    return _built_judge(json.dumps(fields))
 
 
 @functools.lru_cache(maxsize=1)
 def _built_judge(key: str) -> Judge:
-    backend, model, template, domain, options = json.loads(key)
+    backend, model, _, template, domain, options = json.loads(key)
     return get_judge(backend, model, PromptTemplate.named(template, domain), **options)
+
+
+def release_judge() -> None:
+    """Drop the judge `build_judge` keeps (its model or engine is freed when nothing else holds it)."""
+    _built_judge.cache_clear()
 
 
 def judge_worker(config: Config, model_id: str) -> Callable[[list[Pair]], tuple[list[Judgment], float]]:
