@@ -109,7 +109,7 @@ def write_stores(
     if jobs:
         runstate.progress(stored[0], chunks[0], f"chunks ({jobs[0][2]})")
     with tqdm(total=len(units), desc="encode", unit="chunk", disable=None) as bar:
-        for position, vectors in engine.map(make_encoder, units, description="encode"):
+        for position, vectors in engine.map(make_encoder, units):
             job, chunk = owners[position]
             jobs[job][0].put(chunk, vectors, dtype)
             stored[job] += 1

@@ -46,14 +46,10 @@ class RayOptions:
 
 
 class Engine(ABC):
-    """Runs a stage's work units; `name` is the engine's setting."""
-
-    name: str
+    """Runs a stage's work units."""
 
     @abstractmethod
-    def map(
-        self, make_worker: Callable[[], Worker], units: Sequence[Any], *, description: str
-    ) -> Iterator[tuple[int, Any]]:
+    def map(self, make_worker: Callable[[], Worker], units: Sequence[Any]) -> Iterator[tuple[int, Any]]:
         """(position in `units`, result) of every unit, each yielded once as it finishes (any order)."""
 
     def score(
@@ -61,17 +57,13 @@ class Engine(ABC):
     ) -> Iterator[tuple[int, tuple[list[Judgment], float]]]:
         """(position, (judgments, seconds scoring)) of each unit of pairs: `make_worker`'s judge on the engine's
         workers."""
-        return self.map(make_worker, units, description="judge")
+        return self.map(make_worker, units)
 
 
 class LocalEngine(Engine):
     """Every unit in this process, in order, with one worker."""
 
-    name = "local"
-
-    def map(
-        self, make_worker: Callable[[], Worker], units: Sequence[Any], *, description: str
-    ) -> Iterator[tuple[int, Any]]:
+    def map(self, make_worker: Callable[[], Worker], units: Sequence[Any]) -> Iterator[tuple[int, Any]]:
         if not units:
             return
         work = make_worker()

@@ -38,8 +38,6 @@ class _UnitWorker:
 class RayEngine(Engine):
     """Connects to the cluster at `options.address` (or RAY_ADDRESS), else starts a local instance."""
 
-    name = "ray"
-
     def __init__(self, options: RayOptions) -> None:
         self.options = options
         if not ray.is_initialized():
@@ -52,9 +50,7 @@ class RayEngine(Engine):
         context.enable_progress_bars = False
         context.print_on_execution_start = False
 
-    def map(
-        self, make_worker: Callable[[], Worker], units: Sequence[Any], *, description: str
-    ) -> Iterator[tuple[int, Any]]:
+    def map(self, make_worker: Callable[[], Worker], units: Sequence[Any]) -> Iterator[tuple[int, Any]]:
         if not units:
             return
         rows = [{"position": position, "unit": pickle.dumps(unit, protocol=5)} for position, unit in enumerate(units)]

@@ -237,7 +237,7 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     units = [(int(offsets[i]), doc_ids[offsets[i] : offsets[i + 1]], store.chunk_path(i)) for i in pending]
     make_worker = functools.partial(tag_worker, config, index_dir, encode_dir, calibrator, label_ids)
     with tqdm(total=len(pending), desc="tag", unit="chunk", disable=None) as bar:
-        for done, (position, frame) in enumerate(inputs.engine.map(make_worker, units, description="tag"), 1):
+        for done, (position, frame) in enumerate(inputs.engine.map(make_worker, units), 1):
             write_parquet(shards / f"part-{pending[position]:05d}.parquet", frame)
             bar.update()
             runstate.progress(done, len(pending), "document chunks to tag")
