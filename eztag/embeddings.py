@@ -40,8 +40,7 @@ class EmbeddingStore:
 
     def pending(self, count: int, chunk_size: int) -> list[tuple[int, int, int]]:
         """(chunk, start row, stop row) of every chunk of `count` rows not yet on disk."""
-        spans = [(i, i * chunk_size, min((i + 1) * chunk_size, count)) for i in range(chunk_count(count, chunk_size))]
-        return [span for span in spans if not self.chunk_path(span[0]).exists()]
+        return [span for span in chunk_spans(count, chunk_size) if not self.chunk_path(span[0]).exists()]
 
     def put(self, chunk: int, vectors: np.ndarray, dtype: str) -> None:
         """Write one chunk's vectors atomically."""
@@ -117,6 +116,11 @@ def write_stores(
             runstate.progress(stored[job], chunks[job], f"chunks ({jobs[job][2]})")
     for store, texts, _ in jobs:
         store.finish(len(texts), chunk_size, dtype)
+
+
+def chunk_spans(count: int, chunk_size: int) -> list[tuple[int, int, int]]:
+    """(chunk, start row, stop row) of every chunk of a store of `count` rows."""
+    return [(i, i * chunk_size, min((i + 1) * chunk_size, count)) for i in range(chunk_count(count, chunk_size))]
 
 
 def chunk_count(count: int, chunk_size: int) -> int:

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from eztag import calibration, runstate
 from eztag.artifacts import atomic_path, file_checksum, write_json, write_parquet
-from eztag.embeddings import EmbeddingStore
+from eztag.embeddings import EmbeddingStore, chunk_spans
 from eztag.errors import EztagError
 from eztag.indexes import LabelIndex
 from eztag.semantics import conse_queries
@@ -232,13 +232,13 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     store = EmbeddingStore(encode_dir / "documents")
     shards = out_dir / "shards"
     shards.mkdir(exist_ok=True)
-    offsets = np.cumsum([0, *(len(chunk) for chunk in store.iter_chunks())])
-    pending = [i for i in range(len(offsets) - 1) if not (shards / f"part-{i:05d}.parquet").exists()]
-    units = [(int(offsets[i]), doc_ids[offsets[i] : offsets[i + 1]], store.chunk_path(i)) for i in pending]
+    spans = chunk_spans(store.count, int(store.meta["chunk_size"]))
+    pending = [span for span in spans if not (shards / f"part-{span[0]:05d}.parquet").exists()]
+    units = [(start, doc_ids[start:stop], store.chunk_path(chunk)) for chunk, start, stop in pending]
     make_worker = functools.partial(tag_worker, config, index_dir, encode_dir, calibrator, label_ids)
     with tqdm(total=len(pending), desc="tag", unit="chunk", disable=None) as bar:
         for done, (position, frame) in enumerate(inputs.engine.map(make_worker, units), 1):
-            write_parquet(shards / f"part-{pending[position]:05d}.parquet", frame)
+            write_parquet(shards / f"part-{pending[position][0]:05d}.parquet", frame)
             bar.update()
             runstate.progress(done, len(pending), "document chunks to tag")
     tags = pl.concat([pl.read_parquet(path) for path in sorted(shards.glob("part-*.parquet"))])
