@@ -49,10 +49,10 @@ TEMPLATES: dict[str, dict[str, str]] = {
 SYNONYM_PROMPT: dict[str, str] = {
     # Label synonyms for synonym spaces (S³, arXiv 2412.04925); name@version is part of the generation cache key.
     "name": "synonyms",
-    "version": "1",
+    "version": "2",  # 2: the tag group line is left out for a bare label (no description)
     "system": "You write short synonyms for the tags of a {domain} catalogue.",
     "user": (
-        "Tag: {label}\nTag group: {description}\n\n"
+        "Tag: {label}\n[Tag group: {description}\n]\n"
         "Write {n} different short synonyms or paraphrases of this tag, one per line, "
         "with no numbering and no explanation."
     ),

@@ -8,6 +8,8 @@ import numpy as np
 import polars as pl
 
 from eztag.pipeline import Pipeline
+from eztag.prompts import synonym_messages
+from eztag.stages import synonyms as synonyms_stage
 from tests.conftest import pipeline_file
 
 
@@ -42,3 +44,15 @@ def test_synonyms_pipeline(tmp_path: Path, small_inputs: tuple[Path, Path], tiny
     pipeline.run(run_dir, force=["synonyms"])
     assert sorted((tmp_path / "cache").glob("part-*.parquet")) == shards, "a cached generation was redone"
     assert pl.read_parquet(run_dir / "synonyms" / "synonyms.parquet").equals(synonyms)
+
+
+def test_bare_label_prompt_has_no_empty_group_and_keys_differ_by_description() -> None:
+    """A bare label (no description, as in debtags' bare variant) is asked about without an empty "Tag group:" line;
+    the same label with and without a description are two cache entries."""
+    bare = synonym_messages("accessible via at spi", "", 5, "software package")[1]["content"]
+    described = synonym_messages("accessible via at spi", "Accessibility Support", 5, "software package")[1]["content"]
+    assert "Tag group" not in bare and bare.startswith("Tag: accessible via at spi\n\nWrite 5 ")
+    assert "Tag group: Accessibility Support\n\nWrite 5 " in described
+    config = synonyms_stage.Config()
+    keys = {synonyms_stage.cache_key(config, "accessible via at spi", d) for d in ("", "Accessibility Support")}
+    assert len(keys) == 2
