@@ -22,6 +22,7 @@ import argparse
 import gzip
 import json
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +31,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.distil_debtags import paired_bootstrap
 from eztag import metrics, semantics
 from eztag.artifacts import config_hash, read_shards, write_json, write_npy, write_text
 from eztag.embeddings import EmbeddingStore
@@ -169,14 +173,23 @@ class Bench:
         shutil.rmtree(store.directory)  # the index holds the vectors in memory now
         return index
 
-    def score(self, setting: dict[str, Any], split: str) -> dict[str, float]:
+    def score(self, setting: dict[str, Any], split: str) -> dict[str, Any]:
+        """Mean metrics of `setting` on `split`, its extra vectors and search ms/document; `per_document` holds each
+        document's P@1 and nDCG@5 (documents with ground truth) for the paired intervals."""
         index = self.index(setting)
         queries, gold = self.splits[split]
         started = time.perf_counter()
         _, rows = search(index, queries, max(KS), setting.get("conse"), self.own)
         seconds = time.perf_counter() - started
         values = metrics.evaluate(rows, gold, len(self.own), KS)
-        out = {column: round(values[column], 4) for column in COLUMNS}
+        out: dict[str, Any] = {column: round(values[column], 4) for column in COLUMNS}
+        labelled = [row for row, labels in enumerate(gold) if labels]
+        hits = metrics.hit_matrix(rows[labelled], [gold[row] for row in labelled])
+        n_gold = np.array([len(gold[row]) for row in labelled], dtype=np.float64)
+        out["per_document"] = {
+            "P@1": metrics.per_document(hits, n_gold, 1)["P@1"],
+            "nDCG@5": metrics.per_document(hits, n_gold, 5)["nDCG@5"],
+        }
         out["ms_per_doc"] = round(1000 * seconds / len(queries), 3)
         out["extra_vectors"] = int(index.vectors.shape[0] - len(self.own)) if isinstance(index, MultiVectorIndex) else 0
         if isinstance(index, MultiVectorIndex) and setting.get("conse") is None:
@@ -215,6 +228,43 @@ class Bench:
             self.agreement = agreement
         return {"held_out_labels": len(held), "R@10_of_held_out_labels": found}
 
+    def label_changes(self, setting: dict[str, Any], shown: int = 5) -> dict[str, Any]:
+        """Per label, how many of its test documents retrieve it in their top 10 under `setting` and under zero-shot:
+        how many labels gained and lost, and the `shown` labels that lost and gained most, with their kept
+        synonyms (why a method helps or hurts)."""
+        queries, gold = self.splits["test"]
+        found = {}
+        for name, current in (("zero_shot", {"aggregation": None}), ("setting", setting)):
+            _, rows = search(self.index(current), queries, 10, current.get("conse"), self.own)
+            hits = np.zeros(len(self.own), dtype=np.int64)
+            for row, labels in zip(rows, gold, strict=True):
+                hits[list(labels & set(row.tolist()))] += 1
+            found[name] = hits
+        documents = np.zeros(len(self.own), dtype=np.int64)
+        for labels in gold:
+            documents[list(labels)] += 1
+        change = found["setting"] - found["zero_shot"]
+        kept = self.keep_mask(setting["eps"], setting.get("refine"))
+        synonyms = self.table.filter(pl.col("reason").is_null())["synonym"].to_numpy()
+
+        def label(row: int) -> dict[str, Any]:
+            return {
+                "label": self.labels["text"][int(row)],
+                "test_documents": int(documents[row]),
+                "found_zero_shot": int(found["zero_shot"][row]),
+                "found": int(found["setting"][row]),
+                "kept_synonyms": synonyms[kept & (self.owners == row)].tolist(),
+            }
+
+        order = np.argsort(change, kind="stable")
+        return {
+            "labels_gained": int((change > 0).sum()),
+            "labels_lost": int((change < 0).sum()),
+            "labels_unchanged_with_test_documents": int(((change == 0) & (documents > 0)).sum()),
+            "most_lost": [label(row) for row in order[:shown] if change[row] < 0],
+            "most_gained": [label(row) for row in order[::-1][:shown] if change[row] > 0],
+        }
+
 
 def describe(setting: dict[str, Any]) -> str:
     parts = []
@@ -247,14 +297,14 @@ def ablation(bench: Bench) -> dict[str, Any]:
     rows.append(("zero-shot + ConSE", bench.best([{"aggregation": None, "conse": conse} for conse in CONSE_GRID])[0]))
     table = []
     for name, setting in rows:
-        table.append(
-            {
-                "row": name,
-                "setting": describe(setting),
-                "dev": bench.score(setting, "dev"),
-                "test": bench.score(setting, "test"),
-            }
-        )
+        dev, test = bench.score(setting, "dev"), bench.score(setting, "test")
+        del dev["per_document"]
+        table.append({"row": name, "setting": describe(setting), "dev": dev, "test": test})
+    zero_shot = table[0]["test"]["per_document"]
+    for row in table:
+        row["vs_zero_shot"] = paired_bootstrap(row["test"]["per_document"], zero_shot)
+    for row in table:
+        del row["test"]["per_document"]
     kept = bench.keep_mask(best_semantics["eps"], best_semantics.get("refine"))
     return {
         "rows": table,
@@ -270,6 +320,7 @@ def ablation(bench: Bench) -> dict[str, Any]:
             "labels_with_a_kept_synonym": len(np.unique(bench.owners[kept])),
         },
         "holdout": bench.holdout(best_semantics),
+        "label_changes": bench.label_changes(best_semantics),
     }
 
 
@@ -278,7 +329,19 @@ MARKDOWN_NOTES = (
     ("synonym_stats", "Synonym statistics"),
     ("synonyms", "Synonyms"),
     ("holdout", "Hold-out check"),
+    (
+        "label_changes",
+        "Labels that moved most in the best synonym setting (test documents finding the label in their top 10)",
+    ),
 )
+
+
+def interval(row: dict[str, Any], metric: str) -> str:
+    """`+0.0123 [+0.0050, +0.0200]`, or - for the zero-shot row and rows stored before intervals were kept."""
+    if "vs_zero_shot" not in row or row["row"] == "zero-shot":
+        return "-"
+    value = row["vs_zero_shot"][metric]
+    return f"{value['difference']:+.4f} [{value['low']:+.4f}, {value['high']:+.4f}]"
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -290,15 +353,16 @@ def markdown(results: dict[str, Any]) -> str:
             f"Test split (5,735 documents, 392 labels); every setting chosen on dev by nDCG@5. Document encoding: "
             f"{result['encode_ms_per_doc']} ms/doc (not in ms/doc below, which is search + aggregation + ConSE).",
             "",
-            "| row | setting (chosen on dev) | P@1 | P@5 | R@10 | nDCG@5 | dev nDCG@5 | extra vectors | ms/doc "
-            "| R@10 vs exhaustive |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| row | setting (chosen on dev) | P@1 | P@5 | R@10 | nDCG@5 | nDCG@5 vs zero-shot [95%] "
+            "| P@1 vs zero-shot [95%] | dev nDCG@5 | extra vectors | ms/doc | R@10 vs exhaustive |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for row in result["rows"]:
             test = row["test"]
             cells = " | ".join(f"{test[column]:.4f}" for column in COLUMNS)
+            versus = " | ".join(interval(row, metric) for metric in ("nDCG@5", "P@1"))
             lines.append(
-                f"| {row['row']} | {row['setting']} | {cells} | {row['dev']['nDCG@5']:.4f} | "
+                f"| {row['row']} | {row['setting']} | {cells} | {versus} | {row['dev']['nDCG@5']:.4f} | "
                 f"{test['extra_vectors']} | {test['ms_per_doc']:.3f} | {test.get('recall@10_vs_exhaustive', '-')} |"
             )
         lines.append("")
