@@ -2,6 +2,7 @@
 
     python benchmarks/distil_judge_debtags.py [--smollm2]   # writes benchmarks/results/distil-judge-debtags.{json,md}
     python benchmarks/distil_judge_debtags.py --smollm2 --keep-choices   # add the SmolLM2 arm to the stored run
+    python benchmarks/distil_judge_debtags.py --add-arm smollm2    # the same, where the stored run dirs are gone
 
 The judge, label prompt, k and teacher come from benchmarks/results/teacher-debtags-dev.json (orderings of 300 dev
 packages against their labels), or with --keep-choices from the stored result (the arms already run are then up
@@ -14,7 +15,10 @@ every arm:
     schedule, no judge; trained directly (benchmarks/distil_debtags.one_round), so no re-mining, no label-free score;
   - "smollm2" (with --smollm2): SmolLM2-135M-Instruct as the judge, the same teacher.
 Test split (5,735 packages): every round of every arm, paired bootstrap intervals against zero-shot, and each
-judge arm's round 1 against self-training's round 1: the judge's credit. On a random subset of test packages
+judge arm's round 1 against self-training's round 1: the judge's credit. `--add-arm` trains one arm into the stored
+result on a machine without its run directories: self-training is retrained on that arm's round-0 rows (the same
+packages and candidates, the judge unread at teacher weight 0) and zero-shot and self-training are tested again, their
+metrics recorded beside the stored ones as a reproduction check. On a random subset of test packages
 the judge reranks the zero-shot top-k (the teacher's ceiling); the cost per package of tagging with the student and
 of judge-reranking is measured in this run. Every judgment is cached (runs/judge-cache): a rerun judges nothing twice.
 """
@@ -174,6 +178,11 @@ def markdown(result: dict) -> str:
     for name in ("zero-shot", "self-training round 1"):
         for part, values in only[name].items():
             lines.append(f"| {name} | {part} | {values['spearman']} | {values['top1_agreement']} |")
+    for model_name, values in result.get("reproduced", {}).items():
+        lines.append(
+            f"\nReproduced with the added arm ({', '.join(result['added_arms'])}): {model_name} test metrics "
+            f"{values['now']} (stored run: {values['stored']})."
+        )
     lines += ["", "## Wall time by stage (seconds, this 2-core CPU)", ""]
     stages = list(next(iter(result["arms"].values()))["stage_seconds"])
     lines += ["| arm | " + " | ".join(stages) + " |", "|---|" + "---:|" * len(stages)]
@@ -189,11 +198,52 @@ def round_name(arm_name: str, number: int) -> str:
     return "zero-shot" if number == 0 else f"{arm_name} round {number}"
 
 
+def add_arm(name: str, stored: Path) -> None:
+    """Train arm `name` with the stored result's choices and add its rounds, test rows and credit to the result."""
+    result = json.loads(stored.read_text())
+    chosen = result["choices"]
+    started = time.perf_counter()
+    result["arms"][name] = arm(name, chosen, ["--keep-choices"])
+    self_training_dir = RUNS / f"self-training-from-{name}"
+    one_round(RUNS / name, {"teacher": "combined", "teacher_weight": 0.0}, self_training_dir, "self-training round 1")
+    models = {"zero-shot": "default", "self-training round 1": str(self_training_dir / "model")}
+    models.update({round_name(name, row["round"]): row["model"] for row in result["arms"][name]["rounds"][1:]})
+    test = {model_name: test_run(model_name.replace(" ", "-"), model, RUNS) for model_name, model in models.items()}
+    ingest_dir = REPO / test["zero-shot"]["run_dir"] / "ingest"
+    scores = {
+        model_name: per_document(ingest_dir, pl.read_parquet(REPO / row["run_dir"] / "tag" / "tags.parquet"))
+        for model_name, row in test.items()
+    }
+    for model_name in models:
+        if model_name.startswith(name):
+            test[model_name]["vs zero-shot"] = paired_bootstrap(scores[model_name], scores["zero-shot"])
+            result["test"][model_name] = test[model_name]
+    result["credit"][name] = paired_bootstrap(scores[f"{name} round 1"], scores["self-training round 1"])
+    result["reproduced"] = {
+        model_name: {"stored": result["test"][model_name]["metrics"], "now": test[model_name]["metrics"]}
+        for model_name in ("zero-shot", "self-training round 1")
+    }
+    result["added_arms"] = {
+        **result.get("added_arms", {}),
+        name: {
+            "command": " ".join(["python benchmarks/distil_judge_debtags.py", *sys.argv[1:]]),
+            "date": time.strftime("%Y-%m-%d"),
+            "seconds": round(time.perf_counter() - started, 1),
+        },
+    }
+    save("distil-judge-debtags", result, markdown(result))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smollm2", action="store_true", help="also train with SmolLM2-135M as the judge")
     parser.add_argument("--test-subset", type=int, default=TEST_SUBSET, help="test packages the judge reranks")
     parser.add_argument("--only-arm", choices=ARMS, help="run this training arm's pipeline, nothing else")
+    parser.add_argument(
+        "--add-arm",
+        choices=ARMS[1:],
+        help="train this arm with the stored result's choices and add it to that result (its run dirs may be gone)",
+    )
     parser.add_argument(
         "--keep-choices",
         action="store_true",
@@ -201,6 +251,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     stored = REPO / "benchmarks" / "results" / "distil-judge-debtags.json"
+    if args.add_arm:
+        add_arm(args.add_arm, stored)
+        return
     chosen = (
         json.loads(stored.read_text())["choices"] if args.keep_choices else json.loads(CHOICES.read_text())["chosen"]
     )
