@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -149,6 +150,26 @@ def debtags_texts() -> tuple[list[str], list[str]]:
     return documents, labels
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A pytest-xdist worker hands its reliability tally to the controller (`pytest_testnodedown`)."""
+    from tests.reliability import KILLS_BY_STAGE, TALLY
+
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["reliability"] = {"tally": dict(TALLY), "kills": dict(KILLS_BY_STAGE)}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """The controller adds a finished pytest-xdist worker's reliability tally to its own."""
+    from tests.reliability import KILLS_BY_STAGE, TALLY
+
+    handed = getattr(node, "workeroutput", {}).get("reliability")
+    if handed:
+        TALLY.update(handed["tally"])
+        KILLS_BY_STAGE.update(handed["kills"])
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """One line summing up the reliability tests that ran: kill points, bad inputs, server faults, lost work."""
     from tests.reliability import summary_line
@@ -156,6 +177,17 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     line = summary_line()
     if line:
         terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def cpu_dtype() -> str:
+    """The dtype a judge's `dtype = "auto"` picks on this CPU (bfloat16 only where measured faster). The vLLM tests
+    run vLLM, and the transformers judge they check it against, in it: a CPU whose bf16 path is slow (no AVX-512: a
+    tenth of float32's speed) would spend minutes per test."""
+    from eztag.devices import bf16_gemm_speedup
+    from eztag.judges.vllm import auto_dtype, cpu_flags
+
+    return auto_dtype(on_cpu=True, flags=cpu_flags(), bf16_speedup=bf16_gemm_speedup)
 
 
 @pytest.fixture(scope="session")

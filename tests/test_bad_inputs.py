@@ -14,6 +14,8 @@ from tests.bad_inputs import CASES, DOCS, LABELS, SKIP_DOCUMENT_COUNTS, Case, js
 from tests.conftest import assert_one_line_error, eztag
 from tests.reliability import TALLY
 
+pytestmark = pytest.mark.xdist_group("bad-inputs")  # one worker: the module fixture runs once
+
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess[str]]:

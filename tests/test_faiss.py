@@ -13,6 +13,9 @@ from eztag.indexes.exact import ExactIndex
 from eztag.indexes.faiss import FaissIndex, estimate_bytes
 from eztag.stages.index import recall_against_exact
 
+pytestmark = pytest.mark.xdist_group("faiss")  # one worker: the module fixture encodes once
+
+
 faiss = pytest.importorskip("faiss")
 
 

