@@ -182,8 +182,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture(scope="session")
 def cpu_dtype() -> str:
     """The dtype a judge's `dtype = "auto"` picks on this CPU (bfloat16 only where measured faster). The vLLM tests
-    run vLLM, and the transformers judge they check it against, in it: a CPU whose bf16 path is slow (no AVX-512: a
-    tenth of float32's speed) would spend minutes per test."""
+    run vLLM, and the transformers judge they check it against, in it: on a CPU whose bf16 is emulated (no
+    AVX512_BF16: vLLM judged an eighth as fast as in float32) they would take minutes more."""
     from eztag.devices import bf16_gemm_speedup
     from eztag.judges.vllm import auto_dtype, cpu_flags
 

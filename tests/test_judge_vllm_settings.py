@@ -45,7 +45,7 @@ def test_options_beat_the_environment_which_beats_defaults(monkeypatch: pytest.M
 
 def test_auto_dtype_is_bfloat16_on_gpus_amx_and_cpus_where_it_measures_faster() -> None:
     def unmeasured() -> float:
-        raise AssertionError("a GPU or an AMX CPU needs no measurement")
+        raise AssertionError("a GPU, an AMX CPU or a CPU without AVX512_BF16 needs no measurement")
 
     assert auto_dtype(on_cpu=False, flags=set(), bf16_speedup=unmeasured) == "bfloat16"
     amx = {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
@@ -54,6 +54,7 @@ def test_auto_dtype_is_bfloat16_on_gpus_amx_and_cpus_where_it_measures_faster() 
     assert auto_dtype(on_cpu=True, flags=avx512_bf16, bf16_speedup=lambda: 2.2) == "bfloat16"  # measured: AMD EPYC
     assert auto_dtype(on_cpu=True, flags=avx512_bf16, bf16_speedup=lambda: 0.6) == "float32"  # measured: no-AMX Intel
     assert auto_dtype(on_cpu=True, flags=avx512_bf16, bf16_speedup=lambda: BF16_MIN_SPEEDUP - 0.01) == "float32"
+    assert auto_dtype(on_cpu=True, flags={"avx2", "avx512f"}, bf16_speedup=unmeasured) == "float32"  # emulated bf16
     assert "fpu" in cpu_flags() or not os.path.exists("/proc/cpuinfo")  # this host's flags are read
 
 

@@ -87,12 +87,15 @@ def cpu_flags() -> set[str]:
 
 
 def auto_dtype(on_cpu: bool, flags: set[str], bf16_speedup: Callable[[], float]) -> str:
-    """bfloat16 on a GPU, on a CPU with AMX, or on a CPU where `bf16_speedup()` (a measurement) is at least
-    BF16_MIN_SPEEDUP; float32 elsewhere. AVX512_BF16 alone says nothing: a bf16 GEMM took 0.45x the float32 time on
-    one such host and 1.4-1.8x on another (benchmarks/results/judge-speed.md). The margin keeps the choice, which is
-    part of the judge cache key, from flipping between runs on one host."""
+    """bfloat16 on a GPU, on a CPU with AMX, or on an AVX512_BF16 CPU where `bf16_speedup()` (a measurement) is at
+    least BF16_MIN_SPEEDUP; float32 elsewhere. AVX512_BF16 alone says nothing: a bf16 GEMM took 0.45x the float32 time
+    on one such host and 1.4-1.8x on another (benchmarks/results/judge-speed.md). Without it bf16 is emulated: a
+    bf16 GEMM took 134x the float32 time on an AVX2-only AMD EPYC, and the measurement 131 s, so it is not measured.
+    The margin keeps the choice, which is part of the judge cache key, from flipping between runs on one host."""
     if not on_cpu or "amx_bf16" in flags:
         return "bfloat16"
+    if "avx512_bf16" not in flags:
+        return "float32"
     return "bfloat16" if bf16_speedup() >= BF16_MIN_SPEEDUP else "float32"
 
 
