@@ -61,21 +61,23 @@ TEST_DOCUMENTS = REPO / "data" / "debtags" / "test.jsonl.gz"
 ARMS = ("judge", "smollm2")  # pipeline arms; self-training is one_round on the judge arm's rows
 TRAIN_DOCUMENTS = 1069  # every package of dev-train.jsonl
 TEST_SUBSET = 60  # test packages the judge reranks (--test-subset)
-# vLLM, one generate call per 400 pairs, in bfloat16 by default (--judge-dtype): on the host of the stored run (AMD
-# EPYC, AVX512_BF16, no AMX) a bf16 GEMM takes 0.45x the float32 time (judge_speed.host_check); on a host without
-# AVX-512 vLLM's CPU bf16 path is several times slower than float32
-JUDGE_BACKEND = ['judge.backend="vllm"', "judge.shard_size=400"]
-JUDGE_DTYPES = ("bfloat16", "float32", "auto")
+JUDGE_DTYPES = ("bfloat16", "float32", "auto")  # --judge-dtype; the first is the default
 # one round of one epoch over the 802 training packages: the 2-core CPU budget (a round re-judges ~2,600 new pairs)
 TRAINING = ["distil.rounds=1", "distil.epochs=1"]
+
+
+def judge_backend(dtype: str) -> list[str]:
+    """vLLM in `dtype`, one generate call per 400 pairs. bfloat16 by default: on the host of the stored run (AMD EPYC,
+    AVX512_BF16, no AMX) a bf16 GEMM takes 0.45x the float32 time (judge_speed.host_check); on a host without
+    AVX-512 vLLM's CPU bf16 path judged SmolLM2 8x slower than float32."""
+    return ['judge.backend="vllm"', f'judge.options={{max_model_len=1024, dtype="{dtype}"}}', "judge.shard_size=400"]
 
 
 def judge_settings(model: str, prompt: str, dtype: str) -> list[str]:
     """The judge stage's overrides: the same for every arm that uses `model`."""
     label_template, description_template = PROMPTS[prompt]
     return [
-        *JUDGE_BACKEND,
-        f'judge.options={{max_model_len=1024, dtype="{dtype}"}}',
+        *judge_backend(dtype),
         'judge.template="yes-no"',
         f'judge.model="{model}"',
         f'judge.label_template="{label_template}"',
@@ -313,13 +315,12 @@ def main() -> None:
     credit = {name: paired_bootstrap(scores[f"{name} round 1"], scores["self-training round 1"]) for name in arms}
     student_ms = test["zero-shot"]["ms_per_document"]  # scoring time: the model load is start-up, not per package
     judge_ms = round(1000 * judge_report["scoring_seconds"] / len(doc_ids), 1)
-    backend = judge_settings(chosen["judge"], chosen["prompt"], args.judge_dtype)[:3]
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "command": " ".join(["python benchmarks/distil_judge_debtags.py", *sys.argv[1:]]),
         "note": (
-            f"CPU only (2 cores, no AMX); judge {chosen['judge']} ({', '.join(backend)}), encoder "
-            f"all-MiniLM-L6-v2. Judge, label prompt `{chosen['prompt']}`, k = {chosen['k']} and teacher "
+            f"CPU only (2 cores, no AMX); judge {chosen['judge']} ({', '.join(judge_backend(args.judge_dtype))}), "
+            f"encoder all-MiniLM-L6-v2. Judge, label prompt `{chosen['prompt']}`, k = {chosen['k']} and teacher "
             f"`{chosen['teacher']}` chosen on 300 dev packages (teacher-debtags-dev.md); training on the other "
             f"{TRAIN_DOCUMENTS} dev packages' texts ({', '.join(TRAINING)}); test labels read only for the tables."
         ),

@@ -184,10 +184,9 @@ def cpu_dtype() -> str:
     """The dtype a judge's `dtype = "auto"` picks on this CPU (bfloat16 only where measured faster). The vLLM tests
     run vLLM, and the transformers judge they check it against, in it: on a CPU whose bf16 is emulated (no
     AVX512_BF16: vLLM judged an eighth as fast as in float32) they would take minutes more."""
-    from eztag.devices import bf16_gemm_speedup
-    from eztag.judges.vllm import auto_dtype, cpu_flags
+    from eztag.judges.vllm import host_dtype
 
-    return auto_dtype(on_cpu=True, flags=cpu_flags(), bf16_speedup=bf16_gemm_speedup)
+    return host_dtype(on_cpu=True)
 
 
 @pytest.fixture(scope="session")

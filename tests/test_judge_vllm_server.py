@@ -61,13 +61,14 @@ def client(url: str, folder: str, **options: object) -> OpenAIJudge:
 
 @dataclasses.dataclass
 class Server:
-    """The module's vLLM server: its address, log and processes (the running one last; the kill test restarts it)."""
+    """The module's vLLM server: its address, log, command and processes (the running one last; the kill test
+    restarts it with the same command)."""
 
     url: str
     port: int
     log: Path
+    command: list[str]
     processes: list[subprocess.Popen[bytes]]
-    dtype: str
 
 
 @pytest.fixture(scope="module")
@@ -75,13 +76,8 @@ def server(folder: str, cpu_dtype: str, tmp_path_factory: pytest.TempPathFactory
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
     log = tmp_path_factory.mktemp("vllm-server") / "server.log"
-    running = Server(
-        url,
-        port,
-        log,
-        [start_server(server_command(folder, port, cpu_dtype), url, log, env=server_env(), timeout=600)],
-        cpu_dtype,
-    )
+    command = server_command(folder, port, cpu_dtype)
+    running = Server(url, port, log, command, [start_server(command, url, log, env=server_env(), timeout=600)])
     try:
         yield running
     finally:
@@ -124,8 +120,7 @@ def test_vllm_server_killed_mid_run_is_retried_nothing_lost_or_repeated(
             time.sleep(0.01)
         kill(server.processes[-1])
         killed.set()
-        command = server_command(folder, server.port, server.dtype)
-        server.processes.append(start_server(command, server.url, server.log, env=server_env(), timeout=600))
+        server.processes.append(start_server(server.command, server.url, server.log, env=server_env(), timeout=600))
 
     restarter = threading.Thread(target=kill_and_restart)
     restarter.start()

@@ -99,6 +99,11 @@ def auto_dtype(on_cpu: bool, flags: set[str], bf16_speedup: Callable[[], float])
     return "bfloat16" if bf16_speedup() >= BF16_MIN_SPEEDUP else "float32"
 
 
+def host_dtype(on_cpu: bool) -> str:
+    """What `dtype = "auto"` is on this host (`auto_dtype` with this CPU's flags and, where needed, a measurement)."""
+    return auto_dtype(on_cpu, cpu_flags(), bf16_gemm_speedup)
+
+
 def server_command(
     folder: str, port: int, *, name: str, max_model_len: int = 1024, max_logprobs: int = 20, dtype: str = "bfloat16"
 ) -> list[str]:
@@ -142,7 +147,7 @@ class VLLMJudge(Judge):
 
         on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
         if dtype == "auto":
-            dtype = auto_dtype(on_cpu, cpu_flags(), bf16_gemm_speedup)
+            dtype = host_dtype(on_cpu)
         # the engine's environment (set here before it starts: its processes read it when spawned; Ray Data's
         # vLLM processor gives it to its actors)
         self.environment: dict[str, str] = {}
