@@ -180,22 +180,26 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 @pytest.fixture(scope="session")
-def cpu_dtype() -> str:
-    """The dtype a judge's `dtype = "auto"` picks on this CPU (bfloat16 only where measured faster). The vLLM tests
-    run vLLM, and the transformers judge they check it against, in it: on a CPU whose bf16 is emulated (no
-    AVX512_BF16: vLLM judged an eighth as fast as in float32) they would take minutes more."""
-    from eztag.judges.vllm import host_dtype
-
-    return host_dtype(on_cpu=True)
-
-
-@pytest.fixture(scope="session")
 def vllm_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """EZTAG_CACHE_DIR for the vLLM tests: SmolLM2 converted once to bf16 there, vLLM's compile caches beside it."""
     directory = tmp_path_factory.mktemp("eztag-cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("EZTAG_CACHE_DIR", str(directory))
         yield directory
+
+
+@pytest.fixture(scope="session")
+def smollm2_float32_scores(vllm_cache: Path) -> list[float]:
+    """The transformers judge's P(yes) on `tests.judge_pairs.PAIRS` in float32, from SmolLM2's bf16 folder (the one
+    vLLM serves): the reference of the vLLM agreement tests."""
+    from eztag.judges.transformers import TransformersJudge
+    from eztag.models import resolve_judge_folder
+    from eztag.prompts import PromptTemplate
+    from tests.judge_pairs import PAIRS
+
+    template = PromptTemplate.named("yes-no", domain="software package")
+    judge = TransformersJudge(resolve_judge_folder("smollm2-135m"), template, device="cpu", precision="float32")
+    return [judgment.score for judgment in judge.score(PAIRS)]
 
 
 @pytest.fixture(scope="session")

