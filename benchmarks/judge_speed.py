@@ -40,8 +40,8 @@ from eztag.stages import judge as judge_stage  # noqa: E402
 from tests.servers import free_port, kill, start_server  # noqa: E402
 
 SETTINGS = {
-    "transformers-fp32": ("transformers", {"device": "cpu", "precision": "float32", "prefix_reuse": True}),
-    "transformers-bf16": ("transformers", {"device": "cpu", "precision": "bfloat16", "prefix_reuse": True}),
+    "transformers-fp32": ("transformers", {"device": "cpu", "precision": "float32", "scoring": "per-document"}),
+    "transformers-bf16": ("transformers", {"device": "cpu", "precision": "bfloat16", "scoring": "per-document"}),
     "vllm": ("vllm", {"max_model_len": 1024, "dtype": "bfloat16"}),
     "vllm-fp32": ("vllm", {"max_model_len": 1024, "dtype": "float32"}),  # what dtype "auto" picks on a CPU without AMX
     "vllm-served": ("openai", {"route": "completions", "concurrency": 16, "top_logprobs": 20, "timeout": 600.0}),

@@ -43,7 +43,7 @@ WEIGHTS = (1.0, 0.75, 0.5, 0.25)
 JUDGES = ("qwen2.5-coder-1.5b", "smollm2-135m")
 BACKENDS = {  # judge.backend, judge.options
     "vllm": ("vllm", "{max_model_len=1024}"),  # dtype auto (bf16 where it measures faster), prefix caching
-    "transformers": ("transformers", '{device="cpu", precision="float32", prefix_reuse=true}'),
+    "transformers": ("transformers", '{device="cpu", precision="float32", scoring="per-document"}'),
 }
 PROMPTS = {  # name -> (judge.label_template, judge.description_template), template yes-no
     "tag, facet description": ("{text}", "{description}"),

@@ -118,7 +118,7 @@ def test_smollm2_converts_once_to_a_bf16_folder_scoring_like_the_gguf(cache: Pat
 
     template = PromptTemplate.named("yes-no", domain="software package")
     pairs = [Pair("vlc: a media player for audio and video", label, "") for label in ("Audio", "Chess", "Mail")]
-    options = {"device": "cpu", "precision": "bfloat16", "prefix_reuse": False}
+    options = {"device": "cpu", "precision": "bfloat16", "scoring": "naive"}
     from_folder = TransformersJudge(str(folder), template, **options).score(pairs)
     from_gguf = TransformersJudge("smollm2-135m", template, **options).score(pairs)
     assert [j.score for j in from_folder] == [j.score for j in from_gguf]

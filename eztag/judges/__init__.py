@@ -69,6 +69,11 @@ class Judge(ABC):
     def __init__(self, template: PromptTemplate) -> None:
         self.template = template
 
+    @property
+    def settings(self) -> dict[str, object]:
+        """How this judge scores (device, dtype, scoring path, batch sizes), for the judge report; {} if nothing."""
+        return {}
+
     def load(self) -> None:  # noqa: B027 -- a no-op for backends with nothing to load
         """Load the model now (backends that load it on first use), so that scoring times exclude loading."""
 

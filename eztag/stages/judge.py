@@ -53,8 +53,8 @@ LOG_ODDS_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 class Config:
     """Which judge, which prompt, and how the work is cut into cached shards.
 
-    `options` are keyword options of the backend, e.g. device, precision, batch_size, prefix_reuse (transformers);
-    base_url, tokenizer, concurrency, timeout, max_attempts (openai); tensor_parallel_size (vllm).
+    `options` are keyword options of the backend, e.g. device, precision, scoring, token_budget, batch_size
+    (transformers); base_url, tokenizer, concurrency, timeout, max_attempts (openai); tensor_parallel_size (vllm).
     """
 
     backend: str = "transformers"
@@ -173,7 +173,7 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     candidates = pl.read_parquet(mine_dir / "candidates.parquet")
     judgments, report = judge_candidates(config, judge, ingest_dir, candidates, cache_dir, inputs.engine)
     write_parquet(out_dir / "judgments.parquet", judgments)
-    report.update(model=judge.model_id, template=judge.template.key, backend=config.backend)
+    report.update(model=judge.model_id, template=judge.template.key, backend=config.backend, settings=judge.settings)
     write_json(out_dir / "report.json", report)
     plot_log_odds(judgments["log_odds"].drop_nulls().to_numpy(), out_dir / "log_odds.png")
     return report

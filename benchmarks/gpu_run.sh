@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The GPU measurements behind benchmarks/results/*-h200.*: one process per part, each with its own time limit (one
+# failure does not cost the others), on a GPU host with torch, transformers and sentence-transformers but no package
+# index. Wheels it lacks travel in .gpu/whl/ (git-ignored), fetched here with:
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+#     -d .gpu/whl polars==2.1.0 polars-runtime-32==2.1.0 datasets dill multiprocess
+# Run from the project's root: `bash benchmarks/gpu_run.sh [PART ...]` (parts: judge, exact, cold-start); output in
+# $OUT.
+set -u
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
+export PYTHONPATH=$PWD
+if ls .gpu/whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
+python3 -c "import sys, torch, transformers, sentence_transformers; print(sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'sentence-transformers', sentence_transformers.__version__)"
+T0=$(date +%s)
+step() { local limit=$1; shift; local s; s=$(date +%s); echo "### $* (limit ${limit}s) at +$((s-T0))s"; timeout -k 5 "$limit" "$@"; echo "### exit $? after $(( $(date +%s)-s ))s"; }
+M=/tmp/eztag-random-models
+PARTS=${*:-judge exact cold-start}
+step 120 python3 benchmarks/random_models.py "$M"
+for part in $PARTS; do
+  case $part in
+    judge) step 240 python3 benchmarks/judge_paths.py --model "$M/qwen2.5-coder-1.5b" --out "$OUT/judge-paths-h200" ;;
+    exact) step 150 python3 benchmarks/gpu_scale.py --out "$OUT/exact-h200" ;;
+    cold-start)
+      # pipelines/cold-start.toml on 1,069 documents with the random-weight models, the transformers judge at its
+      # GPU defaults (scoring auto = batched); stage times from the manifest
+      step 240 python3 -m eztag.cli run pipelines/cold-start.toml --run-dir /tmp/runs/cs \
+        --set encode.model=\"$M/all-minilm-l6-v2\" --set judge.backend=\"transformers\" \
+        --set judge.model=\"$M/qwen2.5-coder-1.5b\" --set 'judge.options={}' --set judge.shard_size=4096 \
+        --set judge.cache_dir=\"/tmp/runs/judge-cache\" --set mine.documents_limit=1069
+      cp /tmp/runs/cs/manifest.json "$OUT/cold-start-h200-manifest.json" 2>/dev/null
+      cp /tmp/runs/cs/judge/report.json "$OUT/cold-start-h200-judge-report.json" 2>/dev/null ;;
+  esac
+done
+echo "### total $(( $(date +%s)-T0 ))s"
