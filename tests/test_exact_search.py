@@ -78,3 +78,30 @@ def test_every_later_chunk_wins(tmp_path: Path) -> None:
     want_scores, want_rows = brute_force(queries, labels.astype(np.float32), 30)
     np.testing.assert_allclose(scores, want_scores, rtol=1e-5)
     np.testing.assert_array_equal(rows, want_rows)
+
+
+@pytest.mark.parametrize(("columns", "block", "k"), [(1000, 8, 10), (1003, 16, 5), (64, 8, 8), (40, 8, 7), (977, 1, 3)])
+def test_block_topk_equals_torch_topk_with_ties_and_duplicates(columns: int, block: int, k: int) -> None:
+    """The GPU path's two-stage selection (block maxima, then the best blocks) against torch.topk: the same scores,
+    and the same set of columns wherever the k-th score is not tied; planted duplicates, ties across the k-th place,
+    a whole block of equal maxima, and a partial last block."""
+    import torch
+
+    from eztag.indexes.exact import block_topk
+
+    generator = torch.Generator().manual_seed(columns + k)
+    scores = torch.randn(33, columns, generator=generator).half()  # fp16, as on the GPU
+    scores[0, :] = 0.5  # every column tied
+    scores[1, 3 * block : 4 * block] = 9.0  # a block of equal maxima, larger than k when block > k
+    scores[2, -1] = 20.0  # the best score in the partial last block (or the last block)
+    scores[3, ::7] = 4.0  # duplicates spread over many blocks, more than k of them
+    scores[4, : 2 * k] = scores[4].max()  # ties across the k-th place
+    got_scores, got_columns = block_topk(scores, k, block=block)
+    want_scores, want_columns = torch.topk(scores, k, dim=1)
+    torch.testing.assert_close(got_scores, want_scores, rtol=0, atol=0)
+    assert torch.equal(torch.gather(scores, 1, got_columns), got_scores)  # the columns hold those scores
+    assert all(len(set(row.tolist())) == k for row in got_columns)  # no column twice
+    for row in range(len(scores)):
+        kth = want_scores[row, -1]
+        if (scores[row] == kth).sum() == (want_scores[row] == kth).sum():  # no tie at the k-th place
+            assert set(got_columns[row].tolist()) == set(want_columns[row].tolist())

@@ -5,6 +5,11 @@ search and the top-k over each [queries, chunk] score matrix 27% of the rest (to
 into (score, index) pairs and partially sorts them). So chunks are views of the memory map, and after the first
 chunk `merge_above` keeps only the scores above each query's current k-th best, found with one comparison pass; with
 labels in any non-adversarial order few pass, so the top-k runs on a handful of candidates per query.
+
+On a GPU the matrix product runs near its peak and `torch.topk` over each [queries, chunk] score matrix took 90% of
+the search (H200, 10^5 x 10^6 labels: 0.94 s, 82 TFLOP/s). `block_topk` selects in two stages instead: the maximum
+of each block of SELECT_BLOCK columns (one read of the scores), the k best blocks, then the top-k of those blocks'
+scores only.
 """
 
 from __future__ import annotations
@@ -26,6 +31,32 @@ from eztag.safe_writes import write_npy_rows
 FILE = "labels.npy"
 GPU_LABEL_CHUNK, CPU_LABEL_CHUNK = 262_144, 4096
 GPU_QUERY_BATCH, CPU_QUERY_BATCH = 4096, 1024
+SELECT_BLOCK = 256  # columns per block in block_topk
+
+
+def block_topk(
+    scores: torch.Tensor, k: int, dim: int = 1, block: int = SELECT_BLOCK
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(top-k scores, their columns) of each row, as `torch.topk` gives them up to the order of ties, from the k
+    blocks of `block` columns with the highest maxima: every score above a row's k-th best lies in one of those
+    blocks (each such block holds one of the fewer than k scores above it), so the result is exact. Rows only
+    (`dim` 1), as in `torch.topk(scores, k, dim=1)`."""
+    assert dim == 1 and scores.dim() == 2
+    rows, columns = scores.shape
+    blocks = columns // block
+    if blocks <= k:
+        return torch.topk(scores, min(k, columns), dim=1)
+    grouped = scores[:, : blocks * block].view(rows, blocks, block)
+    chosen = torch.topk(grouped.amax(dim=2), k, dim=1).indices
+    candidates = torch.gather(grouped, 1, chosen[:, :, None].expand(-1, -1, block)).reshape(rows, k * block)
+    offsets = torch.arange(block, device=scores.device)
+    candidate_columns = (chosen[:, :, None] * block + offsets).reshape(rows, k * block)
+    if blocks * block < columns:  # the last, partial block is always a candidate
+        candidates = torch.cat([candidates, scores[:, blocks * block :]], dim=1)
+        tail = torch.arange(blocks * block, columns, device=scores.device).expand(rows, -1)
+        candidate_columns = torch.cat([candidate_columns, tail], dim=1)
+    top_scores, order = torch.topk(candidates, k, dim=1)
+    return top_scores, torch.gather(candidate_columns, 1, order)
 
 
 def merge_topk(
@@ -84,8 +115,9 @@ class ExactIndex(LabelIndex):
     def count(self) -> int:
         return sum(len(part) for part in self.parts)
 
-    def _set(self, parts: Iterable[np.ndarray]) -> None:
-        """Keep the label parts (memory maps stay on disk); on a GPU copy them into one resident matrix."""
+    def set_labels(self, parts: Iterable[np.ndarray]) -> None:
+        """Index these label vectors, [rows, dim] arrays in order: the parts are kept (memory maps stay on disk),
+        and on a GPU copied into one resident matrix."""
         self.parts = list(parts)
         if self.device.type == "cuda":
             self.resident = torch.empty((self.count, self.parts[0].shape[1]), dtype=self.dtype, device=self.device)
@@ -112,7 +144,7 @@ class ExactIndex(LabelIndex):
             offset += len(part)
 
     def build(self, labels: EmbeddingStore) -> None:
-        self._set(labels.iter_chunks())
+        self.set_labels(labels.iter_chunks())
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         assert self.parts, "build or load the index first"
@@ -130,7 +162,8 @@ class ExactIndex(LabelIndex):
                     best_scores, best_rows = merge_above(best_scores, best_rows, scores, offset)
                     continue
                 # top-k in the matmul's dtype: no float32 copy of the [batch, chunk] score matrix
-                top_scores, top_rows = torch.topk(scores, min(k, len(chunk)), dim=1)
+                select = block_topk if self.device.type == "cuda" else torch.topk
+                top_scores, top_rows = select(scores, min(k, len(chunk)), dim=1)
                 best_scores, best_rows = merge_topk(best_scores, best_rows, top_scores.float(), top_rows + offset, k)
             out_scores[start : start + len(batch)] = best_scores.cpu().numpy()
             out_rows[start : start + len(batch)] = best_rows.cpu().numpy()
@@ -147,5 +180,5 @@ class ExactIndex(LabelIndex):
     @classmethod
     def load(cls, directory: Path, **options: Any) -> ExactIndex:
         index = cls(**options)
-        index._set([np.load(directory / FILE, mmap_mode="r")])
+        index.set_labels([np.load(directory / FILE, mmap_mode="r")])
         return index
