@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--models-dir", type=Path, default=Path("/tmp/eztag-random-models"))
     parser.add_argument("--out", type=Path, required=True, help="OUT.json and OUT.md are written")
+    parser.add_argument("--profile", action="store_true", help="only profile the default path: OUT-profile.txt")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = args.model
@@ -130,6 +131,9 @@ def main() -> None:
         "rows": [],
     }
     print(json.dumps({key: value for key, value in report.items() if key != "rows"}), flush=True)
+    if args.profile:
+        profile(model, template, device, args)
+        return
     for workload, pairs in workloads(reference, args.documents).items():
         started = time.perf_counter()
         ids = reference.prompt_ids(pairs)
@@ -177,6 +181,28 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(markdown(report))
+
+
+def profile(model: str, template: PromptTemplate, device: str, args: argparse.Namespace) -> None:
+    """torch.profiler over the default scoring path on the stage workload: the operators by device and CPU time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+
+    judge = TransformersJudge(model, template, device=device, precision=args.precision)
+    pairs = workloads(judge, args.documents)["stage"]
+    judge.score(pairs[:64])  # warm-up
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profiler(activities=activities) as trace:
+        started = time.perf_counter()
+        judge.score(pairs)
+        sync()
+        seconds = time.perf_counter() - started
+    sort = "cuda_time_total" if device == "cuda" else "cpu_time_total"
+    table = trace.key_averages().table(sort_by=sort, row_limit=30)
+    text = f"{judge.settings} {len(pairs)} pairs in {seconds:.3f} s under the profiler\n{table}\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_name(args.out.name + "-profile.txt").write_text(text)
+    print(text)
 
 
 def markdown(report: dict[str, Any]) -> str:

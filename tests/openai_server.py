@@ -56,7 +56,8 @@ class CompletionsServer:
         """The `count` most likely next tokens of `prompt` as {token text: log-probability}."""
         ids = self.judge.tokenizer(prompt, add_special_tokens=self.judge.add_special_tokens)["input_ids"]
         with self.model_lock, torch.inference_mode():
-            row = self.judge._last_logprobs(input_ids=torch.tensor([ids]))[0]
+            logits = self.judge.model(input_ids=torch.tensor([ids]).to(self.judge.device)).logits[0, -1]
+            row = torch.log_softmax(logits.float(), dim=-1).cpu()
         values, indices = row.topk(min(count, row.numel()))
         top: dict[str, float] = {}
         for value, index in zip(values.tolist(), indices.tolist(), strict=True):
