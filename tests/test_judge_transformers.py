@@ -64,7 +64,9 @@ def test_scoring_paths_match_naive_smollm2() -> None:
         "token_budget": None,
         "batch_size": 32,
     }
-    assert_paths_match_naive(judge, MIXED, budgets=(300,))
+    # the real model on documents of different prefix lengths and a single candidate (the tiny Llama also takes the
+    # prompt longer than the budget: in full it is most of this test's time)
+    assert_paths_match_naive(judge, MIXED[:-2], budgets=(300,))
 
 
 def test_batched_packing_keeps_each_forward_within_the_token_budget(tiny_llama_dir: Path) -> None:
