@@ -31,10 +31,15 @@ from eztag.config import from_dict
 from eztag.distillation import data as distil_data
 from eztag.distillation import selection as distil_selection
 from eztag.distillation import training as distil_training
+from eztag.distillation.config import DistilConfig
+from eztag.distillation.rounds import Rounds
+from eztag.encoding import EncodeConfig
+from eztag.engines import LocalEngine
+from eztag.indexing import IndexConfig
+from eztag.judging import JudgeConfig, judgment_report
+from eztag.mining import MineConfig
 from eztag.models import resolve_encoder
 from eztag.pipeline import Pipeline
-from eztag.stages import STAGES, StageInputs, distil
-from eztag.stages import judge as judge_stage
 from eztag.stages.evaluate import load_predictions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,7 +111,7 @@ def rerank_table(run_dir: Path, judgments: pl.DataFrame) -> dict[str, dict[str, 
         "judge": subset_metrics(ingest_dir, reranked(judgments, "log_odds"), doc_ids),
     }
     for weight in TEACHER_WEIGHTS[1:]:
-        config = distil.Config(teacher="combined", teacher_weight=weight)
+        config = DistilConfig(teacher="combined", teacher_weight=weight)
         teacher = distil_data.teacher_scores(judgments, config)
         rows[f"combined w={weight}"] = subset_metrics(ingest_dir, reranked(teacher, "teacher"), doc_ids)
     return rows
@@ -116,7 +121,7 @@ def teacher_set(dev: Path) -> dict:
     """Statistics of every judgment the training used (judge stage and rounds), for the data card."""
     paths = [dev / "judge" / "judgments.parquet", *sorted((dev / "distil" / "rounds").glob("*/judgments.parquet"))]
     judgments = pl.concat([pl.read_parquet(path) for path in paths]).unique(["doc_id", "label_id"])
-    report = judge_stage.judgment_report(judgments, unique_pairs=judgments.height, judged_now=0, seconds=0.0)
+    report = judgment_report(judgments, unique_pairs=judgments.height, judged_now=0, seconds=0.0)
     keep = ("pairs", "failures", "fraction_p_yes_at_least", "log_odds_quantiles", "mean_labels_per_doc_p_yes_0.5")
     return {"documents": judgments["doc_id"].n_unique(), **{key: report[key] for key in keep}}
 
@@ -127,12 +132,18 @@ def one_round(dev: Path, teacher: dict[str, object], out: Path, name: str) -> di
     report and the student's agreement with the judge before (zero-shot) and after (`name`), on the training
     documents and on the held-out ones."""
     recorded = RunDir(dev).stage_config("distil")
-    config = from_dict(distil.Config, {**recorded, **teacher}, section="distil")
+    config = from_dict(DistilConfig, {**recorded, **teacher}, section="distil")
     runs = RunDir(dev)
-    configs = {
-        stage: from_dict(STAGES[stage].Config, runs.stage_config(stage), section=stage) for stage in distil.REQUIRES
-    }
-    state = distil.Rounds(config, StageInputs({stage: runs.stage_dir(stage) for stage in distil.REQUIRES}, configs))
+    upstream = tuple(
+        from_dict(kind, runs.stage_config(stage), section=stage)
+        for kind, stage in (
+            (EncodeConfig, "encode"),
+            (IndexConfig, "index"),
+            (MineConfig, "mine"),
+            (JudgeConfig, "judge"),
+        )
+    )
+    state = Rounds(config, runs.stage_dir("ingest"), runs.stage_dir("judge"), upstream, LocalEngine())  # type: ignore[arg-type]
     judgments = pl.read_parquet(dev / "judge" / "judgments.parquet")
     source = file_checksum(dev / "judge" / "judgments.parquet")
     report = out / "report.json"

@@ -34,9 +34,9 @@ sys.path.insert(0, str(REPO))
 from eztag.artifacts import RunDir  # noqa: E402
 from eztag.devices import bf16_gemm_speedup  # noqa: E402
 from eztag.judges.vllm import cpu_environment, cpu_flags, server_command  # noqa: E402
+from eztag.judging import P_YES, build_judge  # noqa: E402
 from eztag.models import resolve_judge_folder  # noqa: E402
 from eztag.pipeline import Pipeline  # noqa: E402
-from eztag.stages import judge as judge_stage  # noqa: E402
 from tests.servers import free_port, kill, start_server  # noqa: E402
 
 SETTINGS = {
@@ -122,26 +122,21 @@ def run_setting(setting: str, model: str, out: Path, work: Path) -> dict[str, ob
         server = start_server(command, url, run_dir / "server.log", env=env, timeout=900)
         options.update(base_url=url, tokenizer=folder)
     startup = [time.perf_counter() - started]
-    build = judge_stage.build_judge
-
-    def timed_build(config: judge_stage.Config) -> object:
-        begun = time.perf_counter()
-        judge = build(config)
-        judge.load()  # loaded on first use otherwise: start-up, not judging
-        startup.append(time.perf_counter() - begun)
-        return judge
-
-    judge_stage.build_judge = timed_build
     toml = run_dir / "pipeline.toml"
     toml.write_text(pipeline_toml(backend, model, options), encoding="utf-8")
+    pipeline = Pipeline.load(toml)
     try:
-        report = Pipeline.load(toml).run(run_dir, until="judge")["judge"]
+        begun = time.perf_counter()
+        # built and loaded here, kept by build_judge for the stage: start-up, not judging
+        build_judge(pipeline.configs["judge"]).load()
+        startup.append(time.perf_counter() - begun)
+        report = pipeline.run(run_dir, until="judge")["judge"]
     finally:
         if server is not None:
             kill(server)
         memory.stop.set()
-    # the judge stage's own wall time (the manifest's), less building the judge: judging, cache writes, outputs
-    judging = RunDir(run_dir).manifest()["stages"]["judge"]["seconds"] - startup[1]
+    # the judge stage's own wall time (the manifest's; the judge was built before it): judging, cache writes, outputs
+    judging = RunDir(run_dir).manifest()["stages"]["judge"]["seconds"]
     row = {
         "model": model,
         "setting": setting,
@@ -163,7 +158,7 @@ def agreement(work: Path, model: str, setting: str, reference: str) -> dict[str,
     paths = [work / f"{model}-{name}" / "judge" / "judgments.parquet" for name in (setting, reference)]
     if not all(path.is_file() for path in paths):
         return None
-    frames = [pl.read_parquet(path).select("doc_id", "label_id", judge_stage.P_YES) for path in paths]
+    frames = [pl.read_parquet(path).select("doc_id", "label_id", P_YES) for path in paths]
     joined = frames[0].join(frames[1], on=["doc_id", "label_id"], suffix="_ref").drop_nulls()
     difference = (joined["p_yes"] - joined["p_yes_ref"]).abs()
     same = ((joined["p_yes"] > 0.5) == (joined["p_yes_ref"] > 0.5)).sum()

@@ -35,11 +35,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eztag.embeddings import EmbeddingStore
+from eztag.encoding import EncodeConfig, load_encoder
 from eztag.indexes import LabelIndex
 from eztag.indexes.exact import ExactIndex
 from eztag.indexes.faiss import FaissIndex, estimate_bytes
 from eztag.pipeline import Pipeline
-from eztag.stages import encode
 
 ROOT = Path(__file__).resolve().parents[1]
 DEBTAGS = ROOT / "data" / "debtags"
@@ -102,7 +102,7 @@ SETTINGS = {"torch float32": {}, "torch bfloat16": {"precision": "bfloat16"}}  #
 def bench_encoders(texts: list[str], settings: dict[str, dict[str, str]], repeats: int, workdir: Path) -> dict:
     """Documents/s of each setting against SentenceTransformer.encode float32 (interleaved, median), the cosine of
     its vectors with float32's, and nDCG@5 of the recall benchmark (debtags test) run with it."""
-    encoders = {name: encode.load_encoder(encode.Config(device="cpu", **setting)) for name, setting in settings.items()}
+    encoders = {name: load_encoder(EncodeConfig(device="cpu", **setting)) for name, setting in settings.items()}
     plain = encoders["torch float32"].model
     seconds: dict[str, list[float]] = {"SentenceTransformer.encode float32": []} | {name: [] for name in encoders}
     for _ in range(repeats):
@@ -308,7 +308,7 @@ def main() -> None:
     print(json.dumps(encoders, indent=1), flush=True)
 
     label_texts, words, document_texts = vocabulary()
-    encoder = encode.load_encoder(encode.Config(device="cpu", precision="float32"))
+    encoder = load_encoder(EncodeConfig(device="cpu", precision="float32"))
     doc_sample = recombined(50, document_texts, rng)
     base_labels = encoder.encode(phrases(args.distinct, label_texts, words, rng))
     queries = perturbed(encoder.encode(doc_sample), args.exact_queries, args.sigma, seed=2)

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.distil_debtags import paired_bootstrap, per_document, reranked, run_pipeline
 from eztag.artifacts import write_json, write_text
 from eztag.distillation import data as distil_data
-from eztag.stages import distil
+from eztag.distillation.config import DistilConfig
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "runs" / "teacher-bench"
@@ -77,7 +77,7 @@ def orderings(run_dir: Path, judgments: pl.DataFrame, k: int) -> dict[str, dict[
         student = per_document(ingest_dir, reranked(top, "student_score"))
         teachers = {"student": student}
         for weight in WEIGHTS:
-            config = distil.Config(teacher="log_odds") if weight == 1.0 else distil.Config(teacher_weight=weight)
+            config = DistilConfig(teacher="log_odds") if weight == 1.0 else DistilConfig(teacher_weight=weight)
             name = "judge" if weight == 1.0 else f"combined w={weight}"
             teachers[name] = per_document(ingest_dir, reranked(distil_data.teacher_scores(top, config), "teacher"))
         for name, values in teachers.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -19,6 +20,8 @@ import polars as pl
 
 from eztag.errors import EztagError
 from eztag.safe_writes import check_write_error, write_npy_rows
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 STAGE_HASH_FILE = ".config_hash"
@@ -234,7 +237,7 @@ class RunDir:
         for name, checksum in (record["outputs"] if record else {}).items():
             path = stage_dir / name
             if path.is_file() and file_checksum(path) != checksum:
-                print(f"[{stage}] {name} does not match its checksum in the manifest; rebuilding it")
+                log.warning(f"[{stage}] {name} does not match its checksum in the manifest; rebuilding it")
                 path.unlink()
 
     def _forget(self, stage: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,7 +19,10 @@ import numpy as np
 
 from eztag.artifacts import atomic_path, write_json
 from eztag.config import from_dict
+from eztag.encoding import EncodeConfig
 from eztag.errors import EztagError
+from eztag.models import resolve_encoder
+from eztag.templates import render_rows
 
 FORMAT = 1
 FEATURES = ("score", "log_rank")
@@ -200,6 +204,24 @@ def labels_hash(label_ids: list[str], label_texts: list[str], multi_vector: Any)
     multi-vector settings (synonyms). Not the index's bytes: an HNSW index over the same vectors scores alike."""
     payload = json.dumps([label_ids, label_texts, multi_vector], ensure_ascii=False, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def tagging_identity(encode_config: EncodeConfig, artifacts: Mapping[str, Path], ingest_dir: Path) -> dict[str, str]:
+    """The encoder hash and indexed-label-set hash of the encoder and index a run tags with: `artifacts` (a stage's
+    `StageInputs.artifacts`) name the index and, when the run distils, the encoder; else the encode config's model."""
+    import polars as pl
+
+    encoder = artifacts.get("encoder")
+    model = str(encoder) if encoder is not None else resolve_encoder(encode_config.model)
+    index_dir = artifacts["index"]
+    label_ids = pl.read_parquet(index_dir / "label_ids.parquet")["label_id"].to_list()
+    labels = pl.read_parquet(ingest_dir / "labels.parquet")
+    texts = dict(zip(labels["label_id"].to_list(), render_rows(labels, encode_config.label_template), strict=True))
+    spec = json.loads((index_dir / "index.json").read_text())
+    return {
+        "encoder_hash": encoder_hash(model),
+        "labels_hash": labels_hash(label_ids, [texts[label] for label in label_ids], spec.get("multi_vector")),
+    }
 
 
 def expected_calibration_error(probabilities: np.ndarray, targets: np.ndarray, bins: int = 10) -> float:

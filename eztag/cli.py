@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import logging
 import os
 import sys
 import typing
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eztag", description="Extreme zero-shot multi-label tagging.")
     parser.add_argument("--version", action="version", version=f"eztag {__version__}")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="store_true", help="also print debug messages")
+    loudness.add_argument("-q", "--quiet", action="store_true", help="print only warnings and results")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser(
         "run",
@@ -150,10 +154,23 @@ def _dispatch(args: argparse.Namespace) -> None:
         _run_pipeline(args)
 
 
+def configure_logging(verbose: bool, quiet: bool) -> None:
+    """eztag's messages: progress (info, debug with -v, none with -q) to stdout, warnings to stderr."""
+    progress = logging.StreamHandler(sys.stdout)
+    progress.addFilter(lambda record: record.levelno < logging.WARNING)
+    warnings = logging.StreamHandler(sys.stderr)
+    warnings.setLevel(logging.WARNING)
+    logger = logging.getLogger("eztag")
+    logger.handlers = [progress, warnings]
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors and failed writes print one line and exit 2; SIGINT and SIGTERM print where the
     run stopped and exit 130 and 143."""
     args = build_parser().parse_args(argv)
+    configure_logging(args.verbose, args.quiet)
     previous = runstate.handle_stop_signals()
     try:
         try:

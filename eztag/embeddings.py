@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from tqdm import tqdm
 from eztag import runstate
 from eztag.artifacts import write_json, write_npy
 from eztag.engines import Engine, LocalEngine
+
+log = logging.getLogger(__name__)
 
 META = "meta.json"
 
@@ -102,7 +105,7 @@ def write_stores(
         chunks.append(chunk_count(len(texts), chunk_size))
         stored.append(chunks[-1] - len(pending))
         if stored[-1]:
-            print(f"{description}: resumed, {stored[-1]} of {chunks[-1]} chunks were already on disk")
+            log.info(f"{description}: resumed, {stored[-1]} of {chunks[-1]} chunks were already on disk")
         units += [texts[start:stop] for _, start, stop in pending]
         owners += [(job, chunk) for chunk, _, _ in pending]
     if jobs:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,6 +15,9 @@ from eztag.config import apply_overrides, from_dict, load_toml, to_dict
 from eztag.engines import Engine, EngineName, RayOptions, get_engine
 from eztag.errors import EztagError, did_you_mean
 from eztag.stages import STAGES, StageInputs
+from eztag.stages.contract import provided_artifacts
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 
@@ -116,19 +120,22 @@ class Pipeline:
             runstate.check_stop()
             stage_hash = self.stage_hash(stage)
             if stage not in forced and runs.is_finished(stage, stage_hash):
-                print(f"[{stage}] up to date, skipped")
+                log.info(f"[{stage}] up to date, skipped")
                 continue
             module = STAGES[stage]
             runstate.enter(stage)
             out_dir = runs.begin(stage, stage_hash)
-            print(f"[{stage}] running")
+            log.info(f"[{stage}] running")
             started = time.perf_counter()
             engine = engine or get_engine(self.section.engine, self.section.ray)
-            inputs = StageInputs({name: runs.stage_dir(name) for name in self.inputs(stage)}, self.configs, engine)
+            read = self.inputs(stage)
+            upstream = [(runs.stage_dir(name), STAGES[name].PROVIDES) for name in self.stages if name in read]
+            dirs = {name: runs.stage_dir(name) for name in read}
+            inputs = StageInputs(dirs, self.configs, engine, provided_artifacts(upstream))
             summaries[stage] = module.run(self.configs[stage], out_dir, inputs)
             seconds = time.perf_counter() - started
             runs.finish(stage, stage_hash, to_dict(self.configs[stage]), seconds)
-            print(f"[{stage}] done in {seconds:.1f} s: {_short(summaries[stage])}")
+            log.info(f"[{stage}] done in {seconds:.1f} s: {_short(summaries[stage])}")
         runstate.check_stop()
         return summaries
 

@@ -22,8 +22,8 @@ import polars as pl
 from eztag import __version__
 from eztag.artifacts import write_text
 from eztag.errors import EztagError
+from eztag.judging import P_YES
 from eztag.stages import evaluate
-from eztag.stages.judge import P_YES
 
 SAMPLE_DOCUMENTS = 12
 SAMPLE_TAGS = 10

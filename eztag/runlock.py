@@ -8,9 +8,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import socket
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +18,8 @@ from pathlib import Path
 from eztag.artifacts import remove_stale_temporaries
 from eztag.errors import EztagError
 from eztag.safe_writes import check_write_error
+
+log = logging.getLogger(__name__)
 
 LOCK_FILE = ".eztag.lock"
 POLL_SECONDS = 0.2
@@ -59,7 +61,7 @@ def run_lock(run_dir: Path, wait: float | None = None) -> Iterator[None]:
                     "wait for it to finish, or pass --wait [SECONDS]"
                 )
             limit = "" if wait < 0 else f" (up to {wait:g} s)"
-            print(f"eztag: run directory {run_dir} is in use ({holder}); waiting{limit}", file=sys.stderr, flush=True)
+            log.warning(f"eztag: run directory {run_dir} is in use ({holder}); waiting{limit}")
             deadline = None if wait < 0 else time.monotonic() + wait
             while not _try_lock(fd):
                 if deadline is not None and time.monotonic() >= deadline:

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from eztag.distillation import data, selection, training
-from eztag.stages import distil
+from eztag.distillation.config import DistilConfig
 from tests.conftest import run_cli, write_jsonl
 
 DOCUMENTS = {
@@ -24,7 +24,7 @@ DOCUMENTS = {
     "d6": "Arcade game where you shoot asteroids",
 }
 LABELS = {"audio": "Audio and music", "video": "Video", "devel": "Software development", "game": "Games"}
-CONFIG = distil.Config(
+CONFIG = DistilConfig(
     teacher="log_odds",
     list_size=4,
     batch_size=6,

@@ -11,7 +11,7 @@ from eztag.embeddings import EmbeddingStore
 from eztag.errors import EztagError
 from eztag.indexes.exact import ExactIndex
 from eztag.indexes.faiss import FaissIndex, estimate_bytes
-from eztag.stages.index import recall_against_exact
+from eztag.indexing import recall_against_exact
 
 pytestmark = pytest.mark.xdist_group("faiss")  # one worker: the module fixture encodes once
 

@@ -14,8 +14,8 @@ import pytest
 
 from eztag.artifacts import read_shards
 from eztag.errors import EztagError
+from eztag.judging import SHARD_SCHEMA, release_judge
 from eztag.pipeline import Pipeline
-from eztag.stages.judge import SHARD_SCHEMA, release_judge
 from tests.conftest import cli_env, run_cli, write_jsonl
 
 TOPICS = ("audio player", "video editor", "chess game", "C compiler", "web browser", "mail client", "text editor")
@@ -109,7 +109,8 @@ def test_config_change_keeps_the_cache(tmp_path: Path, tiny_llama_dir: Path, mon
 def test_label_and_description_templates_shape_the_prompt(tmp_path: Path, tiny_llama_dir: Path) -> None:
     """`label_template` and `description_template` decide what {label} and {description} show; an empty
     description drops the "Tag group" line, and a field that labels.parquet lacks is a one-line error."""
-    from eztag.stages import judge
+    from eztag import judging
+    from eztag.prompts import PromptTemplate
 
     path = judge_pipeline(tmp_path, tiny_llama_dir, documents=2, k=2)
     run = tmp_path / "run"
@@ -122,8 +123,8 @@ def test_label_and_description_templates_shape_the_prompt(tmp_path: Path, tiny_l
         "no group": ["judge.description_template=''"],
     }.items():
         config = Pipeline.load(path, overrides).configs["judge"]
-        pairs = judge.candidate_pairs(config, judge.build_judge(config), run / "ingest", candidates)
-        prompts[name] = judge.PromptTemplate.named(config.template, config.domain).messages(pairs[0])[-1]["content"]
+        pairs = judging.candidate_pairs(config, judging.build_judge(config), run / "ingest", candidates)
+        prompts[name] = PromptTemplate.named(config.template, config.domain).messages(pairs[0])[-1]["content"]
     label = candidates["label_id"][0]
     assert "Tag group: Use\n" in prompts["plain"] and f"[{label}]" not in prompts["plain"]
     assert f"[{label}]" in prompts["with id"] and "Tag group: Use\n" in prompts["with id"]

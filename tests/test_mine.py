@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 
+from eztag import mining
 from eztag.embeddings import EmbeddingStore
 from eztag.errors import EztagError
 from eztag.pipeline import Pipeline
-from eztag.stages import mine
 from tests.conftest import pipeline_file
 
 
@@ -40,13 +40,13 @@ def test_mine_dense_and_bm25(tmp_path: Path, small_inputs: tuple[Path, Path]) ->
 
 
 def test_pick_documents() -> None:
-    assert mine.pick_documents(5, mine.Config()).tolist() == [0, 1, 2, 3, 4]
-    assert mine.pick_documents(5, mine.Config(documents_limit=2)).tolist() == [0, 1]
-    sample = mine.pick_documents(100, mine.Config(documents_limit=10, sample="random", seed=3))
+    assert mining.pick_documents(5, mining.MineConfig()).tolist() == [0, 1, 2, 3, 4]
+    assert mining.pick_documents(5, mining.MineConfig(documents_limit=2)).tolist() == [0, 1]
+    sample = mining.pick_documents(100, mining.MineConfig(documents_limit=10, sample="random", seed=3))
     assert len(set(sample.tolist())) == 10 and np.all(np.diff(sample) > 0)
 
 
 def test_bm25_missing_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "bm25s", None)
     with pytest.raises(EztagError, match=r"bm25s is not installed; install it with: pip install 'eztag\[judge\]'"):
-        mine.bm25_candidates(["a document"], ["a label"], 1)
+        mining.bm25_candidates(["a document"], ["a label"], 1)

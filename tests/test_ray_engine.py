@@ -19,15 +19,15 @@ import psutil
 import pytest
 import scipy.sparse as sp
 
+from eztag import judging
 from eztag.artifacts import read_shards
 from eztag.engines import get_engine
 from eztag.errors import EztagError
 from eztag.judges import Judgment
 from eztag.judges.transformers import TransformersJudge
+from eztag.judging import SHARD_SCHEMA
 from eztag.pipeline import Pipeline
 from eztag.prompts import PromptTemplate
-from eztag.stages import judge as judge_stage
-from eztag.stages.judge import SHARD_SCHEMA
 from tests.conftest import DEBTAGS, REPO, cli_env, run_cli
 from tests.judge_pairs import assert_agree_float32
 from tests.openai_server import CompletionsServer
@@ -130,14 +130,14 @@ def test_vllm_judge_runs_as_ray_data_vllm_processor(ray_instance: str, tmp_path:
     pipeline = write_pipeline(tmp_path, 12, f'backend = "vllm"\nmodel = "smollm2-135m"\n{options}', ("mine", "judge"))
     run(pipeline, tmp_path / "ray", 'pipeline.engine="ray"', "pipeline.ray={actors=1, cpus_per_actor=1}")
     config = Pipeline.load(pipeline).configs["judge"]
-    driver_judge = judge_stage.build_judge(config)  # the one the stage built
+    driver_judge = judging.build_judge(config)  # the one the stage built
     assert "llm" not in vars(driver_judge), "the driver started a vLLM engine of its own"
     got = judgments(tmp_path / "ray")
     assert got.height == 60 and got["failure"].null_count() == 60
     assert json.loads((tmp_path / "ray/judge/report.json").read_text())["model"] == "smollm2-135m@vllm-float32"
     candidates = pl.read_parquet(tmp_path / "ray/mine/candidates.parquet")
-    pairs = judge_stage.candidate_pairs(config, driver_judge, tmp_path / "ray/ingest", candidates)
-    judge_stage.release_judge()
+    pairs = judging.candidate_pairs(config, driver_judge, tmp_path / "ray/ingest", candidates)
+    judging.release_judge()
     local = TransformersJudge(driver_judge.folder, driver_judge.template, device="cpu", precision="float32")
     assert_agree_float32(
         [Judgment(score=score) for score in got["score"].to_list()],

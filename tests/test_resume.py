@@ -16,7 +16,7 @@ import pytest
 
 from eztag.artifacts import RunDir, read_shards
 from eztag.embeddings import EmbeddingStore
-from eztag.stages.judge import SHARD_SCHEMA
+from eztag.judging import SHARD_SCHEMA
 from tests.conftest import DEBTAGS, REPO, cli_env, eztag, pipeline_file, run_cli
 from tests.reliability import KILLS_BY_STAGE, TALLY
 

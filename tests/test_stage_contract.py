@@ -12,7 +12,7 @@ import pytest
 from eztag.errors import EztagError
 from eztag.pipeline import Pipeline, execution_order
 from eztag.stages import STAGES, StageInputs
-from eztag.stages.contract import Stage
+from eztag.stages.contract import Stage, provided_artifacts
 from tests.conftest import pipeline_file
 
 CONTRACT = {
@@ -34,6 +34,7 @@ def test_stage_module_follows_the_contract(name: str) -> None:
     for attribute in ("REQUIRES", "OPTIONAL", "PATH_FIELDS"):
         assert isinstance(getattr(module, attribute), tuple), attribute
     assert all(isinstance(reason, str) and reason for reason in module.CONFLICTS.values())
+    assert all(isinstance(kind, str) and isinstance(place, str) for kind, place in module.PROVIDES.items())
     for other in (*module.REQUIRES, *module.OPTIONAL, *module.CONFLICTS):
         assert other in STAGES and other != name
     assert dataclasses.is_dataclass(module.Config)
@@ -68,6 +69,16 @@ def test_stage_inputs_hand_over_folders_and_configs(tmp_path: Path, small_inputs
     assert inputs.config("ingest") is pipeline.configs["ingest"]
     with pytest.raises(KeyError):
         inputs.config("encode")  # not an input of this stage
+
+
+def test_a_stage_reads_the_last_upstream_artifact_of_each_kind(tmp_path: Path) -> None:
+    zero_shot = [(tmp_path / name, STAGES[name].PROVIDES) for name in ("ingest", "encode", "index")]
+    assert provided_artifacts(zero_shot) == {"encode": tmp_path / "encode", "index": tmp_path / "index"}
+    distilled = provided_artifacts([*zero_shot, (tmp_path / "distil", STAGES["distil"].PROVIDES)])
+    assert distilled["encode"] == tmp_path / "distil" / "encode" and distilled["index"] == tmp_path / "distil" / "index"
+    assert distilled["encoder"] == tmp_path / "distil" / "model"
+    calibrated = provided_artifacts([*zero_shot, (tmp_path / "calibrate", STAGES["calibrate"].PROVIDES)])
+    assert calibrated["calibrator"] == tmp_path / "calibrate" / "calibrator.json" and "encoder" not in calibrated
 
 
 def test_conflicting_stages_fail_at_load(tmp_path: Path, small_inputs: tuple[Path, Path]) -> None:

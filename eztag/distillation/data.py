@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
-if TYPE_CHECKING:
-    from eztag.stages.distil import Config
+from eztag.distillation.config import DistilConfig
 
 
-def teacher_scores(judgments: pl.DataFrame, config: Config) -> pl.DataFrame:
-    """The scored judgments with a `teacher` column (see Config)."""
+def teacher_scores(judgments: pl.DataFrame, config: DistilConfig) -> pl.DataFrame:
+    """The scored judgments with a `teacher` column (see DistilConfig)."""
     scored = judgments.filter(pl.col("failure").is_null())
     if config.teacher != "combined":
         return scored.with_columns(teacher=pl.col(config.teacher))
@@ -27,7 +25,7 @@ def teacher_scores(judgments: pl.DataFrame, config: Config) -> pl.DataFrame:
 
 
 def training_rows(
-    teacher: pl.DataFrame, document_text: dict[str, str], label_text: dict[str, str], config: Config
+    teacher: pl.DataFrame, document_text: dict[str, str], label_text: dict[str, str], config: DistilConfig
 ) -> tuple[dict[str, list], Counter[str]]:
     """Dataset columns (anchor, positive, negative_1.., label = teacher scores of the list) and skip counts."""
     columns: dict[str, list] = {"anchor": [], "positive": []}

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:
-    from eztag.stages.distil import Config
+from eztag.distillation.config import DistilConfig
 
 
 class DistilLoss(torch.nn.Module):
@@ -18,7 +17,7 @@ class DistilLoss(torch.nn.Module):
     its own passes.
     """
 
-    def __init__(self, model: Any, config: Config) -> None:
+    def __init__(self, model: Any, config: DistilConfig) -> None:
         from sentence_transformers.sentence_transformer import losses
 
         super().__init__()

@@ -5,16 +5,14 @@ from __future__ import annotations
 import random
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from eztag.artifacts import atomic_dir
+from eztag.distillation.config import DistilConfig
 from eztag.models import resolve_encoder
 
-if TYPE_CHECKING:
-    from eztag.stages.distil import Config
 
-
-def train(base_model: str, columns: dict[str, list], config: Config, round_dir: Path) -> dict[str, Any]:
+def train(base_model: str, columns: dict[str, list], config: DistilConfig, round_dir: Path) -> dict[str, Any]:
     """Train a copy of `base_model` into round_dir/model, resuming from the newest checkpoint in round_dir."""
     import torch
     from datasets import Dataset

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -12,6 +13,8 @@ from eztag.artifacts import atomic_path
 from eztag.embeddings import EmbeddingStore
 from eztag.errors import EztagError, missing_extra
 from eztag.indexes import LabelIndex
+
+log = logging.getLogger(__name__)
 
 FILE = "index.faiss"
 
@@ -73,7 +76,7 @@ class FaissIndex(LabelIndex):
 
     def build(self, labels: EmbeddingStore) -> None:
         faiss = self.faiss
-        print(
+        log.info(
             f"faiss {self.factory}: {labels.count:,} x {labels.dim} vectors, "
             f"about {estimate_bytes(self.factory, labels.count, labels.dim) / 2**20:,.0f} MiB once built"
         )
@@ -114,7 +117,7 @@ class FaissIndex(LabelIndex):
             try:
                 self.index = faiss.index_cpu_to_all_gpus(self.index, co=options)
             except RuntimeError as error:
-                print(f"faiss: {self.factory} stays on the CPU ({str(error).splitlines()[0]})")
+                log.warning(f"faiss: {self.factory} stays on the CPU ({str(error).splitlines()[0]})")
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         k = min(k, self.index.ntotal)

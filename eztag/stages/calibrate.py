@@ -11,7 +11,6 @@ Ground truth is never read.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,23 +21,19 @@ from eztag import calibration
 from eztag.artifacts import write_json, write_parquet
 from eztag.embeddings import EmbeddingStore, gather_rows
 from eztag.errors import EztagError
-from eztag.models import resolve_encoder
-from eztag.stages import distil as distil_stage
-from eztag.stages import encode as encode_stage
-from eztag.stages import index as index_stage
-from eztag.stages import judge as judge_stage
+from eztag.indexing import load_index
+from eztag.judging import P_YES
 from eztag.stages.contract import StageInputs, no_fingerprint, no_pipeline_checks
-from eztag.templates import render_rows
 
 NAME = "calibrate"
 HELP = "fit calibrated tag probabilities to the judge's verdicts"
 REQUIRES = ("ingest", "encode", "index", "judge")
 OPTIONAL = ("distil",)  # when in the pipeline: calibrate the distilled encoder (the one tag uses)
 CONFLICTS: dict[str, str] = {}
+PROVIDES = {"calibrator": "calibrator.json"}
 PATH_FIELDS: tuple[str, ...] = ()
 check_pipeline = no_pipeline_checks
 fingerprint = no_fingerprint
-CALIBRATOR = "calibrator.json"
 
 
 @dataclasses.dataclass
@@ -66,42 +61,16 @@ class Config:
             raise ValueError("need min_pairs >= 2, depth >= 1 and bins >= 1")
 
 
-def tagging_dirs(inputs: StageInputs) -> tuple[Path, Path]:
-    """(encode dir, index dir) that tag reads: distil's when the pipeline distils."""
-    distil_dir = inputs.get(distil_stage.NAME)
-    if distil_dir is not None:
-        return distil_dir / distil_stage.ENCODE_DIR, distil_dir / distil_stage.INDEX_DIR
-    return inputs["encode"], inputs["index"]
-
-
-def identity(inputs: StageInputs) -> dict[str, str]:
-    """The encoder hash and indexed-label-set hash of a run's tagging encoder (see eztag.calibration)."""
-    encode_config = inputs.config(encode_stage.NAME)
-    distil_dir = inputs.get(distil_stage.NAME)
-    model = str(distil_dir / distil_stage.MODEL_DIR) if distil_dir is not None else resolve_encoder(encode_config.model)
-    _, index_dir = tagging_dirs(inputs)
-    label_ids = pl.read_parquet(index_dir / "label_ids.parquet")["label_id"].to_list()
-    labels = pl.read_parquet(inputs["ingest"] / "labels.parquet")
-    texts = dict(zip(labels["label_id"].to_list(), render_rows(labels, encode_config.label_template), strict=True))
-    spec = json.loads((index_dir / "index.json").read_text())
-    return {
-        "encoder_hash": calibration.encoder_hash(model),
-        "labels_hash": calibration.labels_hash(
-            label_ids, [texts[label] for label in label_ids], spec.get("multi_vector")
-        ),
-    }
-
-
-def judged_pairs(judge_dir: Path, distil_dir: Path | None) -> pl.DataFrame:
+def judged_pairs(judge_dir: Path, rounds_dir: Path | None) -> pl.DataFrame:
     """Every successfully judged (doc_id, label_id, p_yes), once: the judge stage's and distil's rounds'."""
     paths = [judge_dir / "judgments.parquet"]
-    if distil_dir is not None:
-        paths += sorted((distil_dir / "rounds").glob("*/judgments.parquet"))
+    if rounds_dir is not None:
+        paths += sorted(rounds_dir.glob("*/judgments.parquet"))
     frames = [pl.read_parquet(path, columns=["doc_id", "label_id", "log_odds", "failure"]) for path in paths]
     return (
         pl.concat(frames)
         .filter(pl.col("failure").is_null() & pl.col("log_odds").is_not_null())
-        .select("doc_id", "label_id", judge_stage.P_YES)
+        .select("doc_id", "label_id", P_YES)
         .unique(["doc_id", "label_id"], keep="first", maintain_order=True)
     )
 
@@ -113,7 +82,7 @@ def score_pairs(pairs: pl.DataFrame, ingest_dir: Path, encode_dir: Path, index_d
     row_of = {doc_id: row for row, doc_id in enumerate(doc_ids)}
     vectors = gather_rows(EmbeddingStore(encode_dir / "documents"), np.array([row_of[d] for d in judged]))
     label_ids = np.asarray(pl.read_parquet(index_dir / "label_ids.parquet")["label_id"].to_list(), dtype=object)
-    scores, rows = index_stage.load_index(index_dir).search(vectors, min(depth, len(label_ids)))
+    scores, rows = load_index(index_dir).search(vectors, min(depth, len(label_ids)))
     doc_index, rank = np.nonzero(rows >= 0)
     retrieved = pl.DataFrame(
         {
@@ -128,9 +97,9 @@ def score_pairs(pairs: pl.DataFrame, ingest_dir: Path, encode_dir: Path, index_d
 
 def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     """Write calibrator.json, pairs.parquet (scored pairs, split, probability), report.json, reliability.png."""
-    encode_dir, index_dir = tagging_dirs(inputs)
-    judge_dir = inputs[judge_stage.NAME]
-    judged = judged_pairs(judge_dir, inputs.get(distil_stage.NAME))
+    encode_dir, index_dir = inputs.artifacts["encode"], inputs.artifacts["index"]
+    judge_dir = inputs["judge"]
+    judged = judged_pairs(judge_dir, inputs.artifacts.get("round_judgments"))
     pairs = score_pairs(judged, inputs["ingest"], encode_dir, index_dir, config.depth)
     documents = pairs["doc_id"].unique(maintain_order=True).to_list()
     check_count = round(config.check_fraction * len(documents))
@@ -152,7 +121,7 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
         fit_part["p_yes"].to_numpy(),
         "isotonic" if config.method == "isotonic" else "logistic",
         config.method == "logistic-rank",
-        identity(inputs),
+        calibration.tagging_identity(inputs.config("encode"), inputs.artifacts, inputs["ingest"]),
     )
     pairs = pairs.with_columns(
         probability=pl.Series(calibrator.predict(pairs["score"].to_numpy(), pairs["rank"].to_numpy()))
@@ -167,7 +136,7 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
         ],
         "check_ece": report["check"]["ece"],
     }
-    calibration.save(calibrator, out_dir / CALIBRATOR)
+    calibration.save(calibrator, out_dir / PROVIDES["calibrator"])
     write_parquet(out_dir / "pairs.parquet", pairs)
     report.update(method=config.method, judged_pairs=judged.height, pairs=pairs.height)
     report["pairs_below_depth"] = judged.height - pairs.height

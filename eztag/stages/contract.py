@@ -15,11 +15,20 @@ class StageInputs(Mapping[str, Path]):
     `inputs["encode"]` is the encode stage's folder, `"synonyms" in inputs` tells whether an optional stage is
     there, `inputs.get("distil")` is its folder or None, and `inputs.config("encode")` the config it ran with.
     `inputs.engine` runs the stage's work units (`[pipeline] engine`; this process by default).
+    `inputs.artifacts["index"]` is the artifact of that kind the stage reads: the last upstream stage, in execution
+    order, that PROVIDES it (distil's index when the pipeline distils, else the index stage's), chosen by the pipeline.
     """
 
-    def __init__(self, dirs: Mapping[str, Path], configs: Mapping[str, Any], engine: Engine | None = None) -> None:
+    def __init__(
+        self,
+        dirs: Mapping[str, Path],
+        configs: Mapping[str, Any],
+        engine: Engine | None = None,
+        artifacts: Mapping[str, Path] | None = None,
+    ) -> None:
         self._dirs = dict(dirs)
         self._configs = {name: configs[name] for name in self._dirs}
+        self.artifacts = dict(artifacts or {})
         self.engine = engine or LocalEngine()
 
     def __getitem__(self, stage: str) -> Path:
@@ -34,6 +43,12 @@ class StageInputs(Mapping[str, Path]):
     def config(self, stage: str) -> Any:
         """The config object the upstream stage `stage` ran with."""
         return self._configs[stage]
+
+
+def provided_artifacts(upstream: Sequence[tuple[Path, Mapping[str, str]]]) -> dict[str, Path]:
+    """kind -> path of the artifacts a stage reads, from its upstream stages' (folder, PROVIDES) in execution order:
+    a later stage's artifact of a kind replaces an earlier one's (distil's encode/ replaces the encode stage's)."""
+    return {kind: folder / place for folder, provides in upstream for kind, place in provides.items()}
 
 
 def no_fingerprint(config: Any) -> None:
@@ -51,11 +66,14 @@ class Stage(Protocol):
     NAME: the stage's name (its TOML table, CLI subcommand and run-directory folder). HELP: one line for the CLI.
     REQUIRES: stages that must be in the pipeline and run first. OPTIONAL: stages read when they are in the
     pipeline (then they run first too). CONFLICTS: stages that cannot share a pipeline with this one, with the
-    reason. PATH_FIELDS: Config fields holding paths, resolved against the pipeline file's folder. Config: the
-    dataclass of the stage's table. `run` writes the stage's artifacts into `out_dir` and returns a JSON-able
-    summary; `fingerprint` returns what, beyond the config, changes the outputs (input checksums, model files),
-    or None; `check_pipeline` raises an EztagError (field named, no file: the pipeline adds it) when the config does
-    not fit the other stages of the pipeline, checked when the pipeline is loaded.
+    reason. PROVIDES: the artifacts of this stage that downstream stages read by kind rather than by stage
+    (`StageInputs.artifacts`), kind -> place in its folder: "encode" (embedding stores), "index", "encoder" (a
+    model folder), "calibrator", "round_judgments"; a later stage's artifact replaces an earlier one's.
+    PATH_FIELDS: Config fields holding paths, resolved against the pipeline file's folder. Config: the dataclass of
+    the stage's table. `run` writes the stage's artifacts into `out_dir` and returns a JSON-able summary;
+    `fingerprint` returns what, beyond the config, changes the outputs (input checksums, model files), or None;
+    `check_pipeline` raises an EztagError (field named, no file: the pipeline adds it) when the config does not fit
+    the other stages of the pipeline, checked when the pipeline is loaded.
     """
 
     NAME: str
@@ -63,6 +81,7 @@ class Stage(Protocol):
     REQUIRES: tuple[str, ...]
     OPTIONAL: tuple[str, ...]
     CONFLICTS: Mapping[str, str]
+    PROVIDES: Mapping[str, str]
     PATH_FIELDS: tuple[str, ...]
     Config: type
 

@@ -2,125 +2,24 @@
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import json
-import shutil
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
-import polars as pl
-
-from eztag.artifacts import atomic_path, config_hash
-from eztag.config import to_dict
-from eztag.devices import check_device
-from eztag.embeddings import META, EmbeddingStore, write_stores
-from eztag.encoders import get_encoder
-from eztag.models import model_files, resolve_encoder
+from eztag.encoding import EncodeConfig, model_fingerprint, write_embeddings
 from eztag.stages.contract import StageInputs, no_pipeline_checks
-from eztag.templates import DOCUMENT_COLUMNS, LABEL_COLUMNS, check_template, render_rows
 
 NAME = "encode"
 HELP = "embed labels and documents"
 REQUIRES = ("ingest",)
 OPTIONAL: tuple[str, ...] = ()
 CONFLICTS: dict[str, str] = {}
+PROVIDES = {"encode": "."}
 PATH_FIELDS = ("model", "label_cache")
 check_pipeline = no_pipeline_checks
+fingerprint = model_fingerprint
+Config = EncodeConfig
 
 
-@dataclasses.dataclass
-class Config:
-    """Which encoder to use and how labels and documents are turned into text."""
-
-    model: str = "default"
-    backend: str = "sentence-transformers"
-    device: str = "auto"
-    precision: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    batch_size: int | None = None  # None: 64 on the CPU, 1024 on a GPU
-    chunk_size: int = 16384
-    max_seq_length: int | None = None
-    document_template: str = "{text}"
-    label_template: str = "{text}"
-    dtype: Literal["float32", "float16"] = "float32"
-    label_cache: str | None = None
-
-    def __post_init__(self) -> None:
-        check_template(self.document_template, DOCUMENT_COLUMNS, where="encode.document_template")
-        check_template(self.label_template, LABEL_COLUMNS, where="encode.label_template")
-        if (self.batch_size is not None and self.batch_size < 1) or self.chunk_size < 1:
-            raise ValueError("batch_size and chunk_size must be positive")
-        check_device(self.device, field="encode.device")
-
-
-def fingerprint(config: Config) -> list[tuple[str, int, int]]:
-    """The model folder's files (path, size, mtime), so a model retrained in place reruns the stage."""
-    return model_files(Path(resolve_encoder(config.model)))
-
-
-@functools.lru_cache(maxsize=1)
-def _loaded_encoder(key: str) -> Any:
-    config = Config(**json.loads(key)["config"])
-    return get_encoder(
-        config.backend,
-        config.model,
-        device=config.device,
-        precision=config.precision,
-        batch_size=config.batch_size,
-        max_seq_length=config.max_seq_length,
-    )
-
-
-def load_encoder(config: Config) -> Any:
-    """The configured encoder backend; loaded once per process for the same config and model files."""
-    return _loaded_encoder(json.dumps({"config": to_dict(config), "files": fingerprint(config)}, sort_keys=True))
-
-
-def encoder_worker(config: Config) -> Callable[[Sequence[str]], np.ndarray]:
-    """An engine worker: the encoder's `encode` (texts -> vectors)."""
-    return load_encoder(config).encode
-
-
-def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
+def run(config: EncodeConfig, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     """Write `labels/` and `documents/` embedding stores; label vectors come from `label_cache` when it has them."""
-    ingest_dir = inputs["ingest"]
-    labels = pl.read_parquet(ingest_dir / "labels.parquet")
-    documents = pl.read_parquet(ingest_dir / "documents.parquet")
-    label_texts = render_rows(labels, config.label_template)
-    label_store, reused = EmbeddingStore(out_dir / "labels"), False
-    if config.label_cache is not None:
-        encoder = load_encoder(config)
-        key = config_hash([encoder.fingerprint, config.chunk_size, config.dtype, label_texts])
-        label_store = EmbeddingStore(Path(config.label_cache) / key)
-        reused = (label_store.directory / META).exists()
-    jobs = [(label_store, label_texts, "encode labels")] if not reused else []
-    jobs.append(
-        (EmbeddingStore(out_dir / "documents"), render_rows(documents, config.document_template), "encode documents")
-    )
-    make_encoder = functools.partial(encoder_worker, config)
-    write_stores(inputs.engine, make_encoder, jobs, chunk_size=config.chunk_size, dtype=config.dtype)
-    if config.label_cache is not None:
-        copy_store(label_store.directory, out_dir / "labels")
-    dim = EmbeddingStore(out_dir / "documents").dim
-    return {"labels": labels.height, "documents": documents.height, "dim": dim, "labels_from_cache": reused}
-
-
-def write_store(directory: Path, rows: list[str], encoder: Any, config: Config, description: str) -> None:
-    """Encode `rows` in this process into the embedding store at `directory`, resuming finished chunks."""
-    EmbeddingStore(directory).write(
-        rows, encoder.encode, chunk_size=config.chunk_size, dtype=config.dtype, description=description
-    )
-
-
-def copy_store(source: Path, target: Path) -> None:
-    """Copy every file of the store `source` into `target`, each atomically (a killed copy resumes file by file).
-
-    A copy, not a link: the run directory's checksums then guard the run's own bytes, and a rebuilt run never
-    inherits damage done to a file in the shared cache."""
-    for path in sorted(source.iterdir()):
-        destination = target / path.name
-        if not destination.exists():
-            with atomic_path(destination) as tmp:
-                shutil.copyfile(path, tmp)
+    return write_embeddings(config, inputs["ingest"], out_dir, inputs.engine)

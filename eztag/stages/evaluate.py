@@ -21,6 +21,7 @@ HELP = "score the tags against the ground truth"
 REQUIRES = ("ingest", "tag")
 OPTIONAL: tuple[str, ...] = ()
 CONFLICTS: dict[str, str] = {}
+PROVIDES: dict[str, str] = {}
 PATH_FIELDS = ("label_frequencies",)
 check_pipeline = no_pipeline_checks
 TABLE_METRICS = ("P", "R", "nDCG", "PSP", "coverage")

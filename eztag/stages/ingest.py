@@ -19,6 +19,7 @@ HELP = "validate documents, labels and ground truth into Parquet"
 REQUIRES: tuple[str, ...] = ()
 OPTIONAL: tuple[str, ...] = ()
 CONFLICTS: dict[str, str] = {}
+PROVIDES: dict[str, str] = {}
 PATH_FIELDS = ("documents", "labels", "ground_truth")
 check_pipeline = no_pipeline_checks
 XC_DOCUMENT_FIELDS = {"doc_id": "uid", "doc_text": "content", "doc_title": "title", "doc_labels": "target_ind"}

@@ -2,82 +2,30 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import polars as pl
 
 from eztag.artifacts import write_json, write_parquet
 from eztag.embeddings import EmbeddingStore, gather_rows
-from eztag.errors import missing_extra
-from eztag.indexes import LabelIndex
-from eztag.stages import index as index_stage
+from eztag.indexing import load_index
+from eztag.mining import MineConfig, mine, pick_documents
 from eztag.stages.contract import StageInputs, no_fingerprint, no_pipeline_checks
-from eztag.templates import DOCUMENT_COLUMNS, LABEL_COLUMNS, check_template, render_rows
 
 NAME = "mine"
 HELP = "mine candidate labels per document for the judge"
 REQUIRES = ("ingest", "encode", "index")
 OPTIONAL: tuple[str, ...] = ()
 CONFLICTS: dict[str, str] = {}
+PROVIDES: dict[str, str] = {}
 PATH_FIELDS: tuple[str, ...] = ()
 check_pipeline = no_pipeline_checks
 fingerprint = no_fingerprint
-SCHEMA: dict[Any, Any] = {  # Any: the key type polars' cast() expects
-    "doc_id": pl.String,
-    "label_id": pl.String,
-    "source": pl.String,
-    "student_score": pl.Float32,
-    "student_rank": pl.Int32,
-}
+Config = MineConfig
 
 
-@dataclasses.dataclass
-class Config:
-    """How many candidates per document, from where, and for which documents."""
-
-    k: int = 30
-    bm25_k: int = 0
-    documents_limit: int | None = None
-    sample: Literal["first", "random"] = "first"
-    seed: int = 0
-    document_template: str = "{title} {text}"
-    label_template: str = "{text} {description}"
-
-    def __post_init__(self) -> None:
-        if self.k < 1 or self.bm25_k < 0:
-            raise ValueError("need k >= 1 and bm25_k >= 0")
-        if self.documents_limit is not None and self.documents_limit < 1:
-            raise ValueError("documents_limit must be at least 1")
-        check_template(self.document_template, DOCUMENT_COLUMNS, where="mine.document_template")
-        check_template(self.label_template, LABEL_COLUMNS, where="mine.label_template")
-
-
-def pick_documents(count: int, config: Config) -> np.ndarray:
-    """Row numbers of the documents to mine, ascending."""
-    if config.documents_limit is None or config.documents_limit >= count:
-        return np.arange(count)
-    if config.sample == "first":
-        return np.arange(config.documents_limit)
-    return np.sort(np.random.default_rng(config.seed).choice(count, config.documents_limit, replace=False))
-
-
-def bm25_candidates(documents: list[str], labels: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(label rows [n, k], scores [n, k]) of BM25 over label texts; -1 where a label shares no term."""
-    try:
-        import bm25s
-    except ImportError:
-        raise missing_extra("bm25s", "judge") from None
-    retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize(labels, stopwords="en", show_progress=False), show_progress=False)
-    queries = bm25s.tokenize(documents, stopwords="en", return_ids=False, show_progress=False)
-    rows, scores = retriever.retrieve(queries, k=min(k, len(labels)), show_progress=False)
-    return np.where(scores > 0, rows, -1), scores
-
-
-def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
+def run(config: MineConfig, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     """Write candidates.parquet: dense top-k (and BM25 top-k) labels of the chosen documents."""
     ingest_dir = inputs["ingest"]
     encode_dir = inputs["encode"]
@@ -86,7 +34,7 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     labels = pl.read_parquet(ingest_dir / "labels.parquet")
     doc_rows = pick_documents(documents.height, config)
     document_vectors = gather_rows(EmbeddingStore(encode_dir / "documents"), doc_rows)
-    index = index_stage.load_index(index_dir)
+    index = load_index(index_dir)
     candidates = mine(
         config, documents, labels, doc_rows, document_vectors, index, EmbeddingStore(encode_dir / "labels")
     )
@@ -100,70 +48,3 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     }
     write_json(out_dir / "report.json", summary)
     return summary
-
-
-def mine(
-    config: Config,
-    documents: pl.DataFrame,
-    labels: pl.DataFrame,
-    doc_rows: np.ndarray,
-    document_vectors: np.ndarray,
-    index: LabelIndex,
-    label_store: EmbeddingStore,
-) -> pl.DataFrame:
-    """Candidates (SCHEMA) of the documents at `doc_rows`, whose student vectors are `document_vectors`."""
-    label_ids = np.asarray(labels["label_id"].to_list(), dtype=object)
-    doc_ids = np.asarray(documents["doc_id"].to_list(), dtype=object)[doc_rows]
-    scores, rows = index.search(document_vectors, min(config.k, len(label_ids)))
-    doc_index, rank = np.nonzero(rows >= 0)
-    dense = pl.DataFrame(
-        {
-            "doc_id": doc_ids[doc_index].tolist(),
-            "label_row": rows[doc_index, rank],
-            "student_score": scores[doc_index, rank].astype(np.float32),
-            "student_rank": (rank + 1).astype(np.int32),
-        }
-    )
-    candidates = dense.with_columns(source=pl.lit("dense"))
-    if config.bm25_k:
-        document_texts = render_rows(documents[doc_rows.tolist()], config.document_template)
-        bm25_rows, _ = bm25_candidates(document_texts, render_rows(labels, config.label_template), config.bm25_k)
-        doc_index, rank = np.nonzero(bm25_rows >= 0)
-        lexical = pl.DataFrame({"doc_id": doc_ids[doc_index].tolist(), "label_row": bm25_rows[doc_index, rank]})
-        lexical = lexical.with_columns(lexical=pl.lit(True))
-        candidates = (
-            dense.join(lexical, on=["doc_id", "label_row"], how="full", coalesce=True)
-            .with_columns(
-                source=pl.when(pl.col("student_rank").is_null())
-                .then(pl.lit("bm25"))
-                .when(pl.col("lexical"))
-                .then(pl.lit("both"))
-                .otherwise(pl.lit("dense"))
-            )
-            .drop("lexical")
-        )
-        candidates = _fill_student_scores(candidates, document_vectors, doc_ids, label_store)
-    order = {doc_id: i for i, doc_id in enumerate(doc_ids)}
-    candidates = (
-        candidates.with_columns(
-            label_id=pl.Series(label_ids[candidates["label_row"].to_numpy()].tolist(), dtype=pl.String),
-            doc_order=pl.col("doc_id").replace_strict(order, return_dtype=pl.Int64),
-        )
-        .sort("doc_order", "student_rank", "student_score", descending=[False, False, True], nulls_last=True)
-        .select(list(SCHEMA))
-        .cast(SCHEMA)
-    )
-    return candidates
-
-
-def _fill_student_scores(
-    candidates: pl.DataFrame, document_vectors: np.ndarray, doc_ids: np.ndarray, label_store: EmbeddingStore
-) -> pl.DataFrame:
-    """Inner products of the student's embeddings for the BM25-only pairs (their student_rank stays null)."""
-    missing = candidates["student_score"].is_null().to_numpy()
-    doc_row = {doc_id: i for i, doc_id in enumerate(doc_ids)}
-    doc_index = np.asarray([doc_row[doc_id] for doc_id in candidates["doc_id"].filter(missing)], dtype=np.int64)
-    label_vectors = gather_rows(label_store, candidates["label_row"].to_numpy()[missing])
-    filled = candidates["student_score"].to_numpy().astype(np.float32, copy=True)
-    filled[missing] = np.einsum("ij,ij->i", document_vectors[doc_index], label_vectors)
-    return candidates.with_columns(student_score=pl.Series(filled, dtype=pl.Float32))

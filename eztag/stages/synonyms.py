@@ -29,10 +29,10 @@ from eztag.artifacts import (
     write_shard,
 )
 from eztag.embeddings import EmbeddingStore
+from eztag.encoding import EncodeConfig, load_encoder
 from eztag.indexes import INDEXES
 from eztag.judges import JUDGES, get_judge
 from eztag.prompts import SYNONYM_PROMPT, PromptTemplate, synonym_messages
-from eztag.stages import encode
 from eztag.stages.contract import StageInputs, no_fingerprint, no_pipeline_checks
 from eztag.templates import render_rows
 
@@ -41,6 +41,7 @@ HELP = "write, prune and refine label synonyms with an LLM"
 REQUIRES = ("ingest", "encode")
 OPTIONAL: tuple[str, ...] = ()
 CONFLICTS: dict[str, str] = {}
+PROVIDES: dict[str, str] = {}
 PATH_FIELDS = ("model", "cache_dir")
 check_pipeline = no_pipeline_checks
 fingerprint = no_fingerprint
@@ -151,15 +152,13 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     candidates = rows.filter(pl.col("reason").is_null())
     owners = candidates["label_row"].to_numpy()
     descriptions = [pairs[row][1] for row in owners]
-    encoder_config: encode.Config = inputs.config(encode.NAME)
+    encoder_config: EncodeConfig = inputs.config("encode")
     synonym_frame = pl.DataFrame(
         {"text": candidates["synonym"], "description": descriptions},
         schema=pl.Schema({"text": pl.String, "description": pl.String}),
     )
     vectors = (
-        semantics.unit(
-            encode.load_encoder(encoder_config).encode(render_rows(synonym_frame, encoder_config.label_template))
-        )
+        semantics.unit(load_encoder(encoder_config).encode(render_rows(synonym_frame, encoder_config.label_template)))
         if candidates.height
         else np.zeros((0, 1), dtype=np.float32)
     )

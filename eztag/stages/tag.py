@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -20,10 +21,11 @@ from eztag.artifacts import atomic_path, file_checksum, write_json, write_parque
 from eztag.embeddings import EmbeddingStore, chunk_spans
 from eztag.errors import EztagError
 from eztag.indexes import LabelIndex
+from eztag.indexing import load_index
 from eztag.semantics import conse_queries
-from eztag.stages import calibrate as calibrate_stage
-from eztag.stages import index as index_stage
 from eztag.stages.contract import StageInputs
+
+log = logging.getLogger(__name__)
 
 NAME = "tag"
 HELP = "retrieve the top-k labels of every document and select its tags"
@@ -31,6 +33,7 @@ REQUIRES = ("ingest", "encode", "index")
 # when in the pipeline: distil: tag with the distilled encoder's embeddings and index; calibrate: its calibrator
 OPTIONAL = ("distil", "calibrate")
 CONFLICTS: dict[str, str] = {}
+PROVIDES: dict[str, str] = {}
 PATH_FIELDS = ("calibrator",)
 PROBABILITY_RULES = ("probability", "expected_f1")
 
@@ -93,7 +96,7 @@ def fingerprint(config: Config) -> str | None:
 
 def check_pipeline(config: Config, stages: Sequence[str]) -> None:
     """Pipeline-level checks: a probability rule needs a calibrator, and only one may be named."""
-    calibrated = calibrate_stage.NAME in stages
+    calibrated = "calibrate" in stages
     if config.rule in PROBABILITY_RULES and config.calibrator is None and not calibrated:
         raise EztagError(
             f"rule '{config.rule}' needs calibrated probabilities: add the calibrate stage to pipeline.stages "
@@ -190,7 +193,7 @@ def tag_worker(
 ) -> Callable[[tuple[int, list[str], Path]], pl.DataFrame]:
     """An engine worker: the label index (and ConSE's label vectors) loaded once; it turns one document chunk
     (first row, doc ids, its .npy) into the chunk's ranked-list rows."""
-    index = index_stage.load_index(index_dir)
+    index = load_index(index_dir)
     label_vectors = EmbeddingStore(encode_dir / "labels").load() if config.conse else None
 
     def tag_chunk(unit: tuple[int, list[str], Path]) -> pl.DataFrame:
@@ -210,23 +213,24 @@ def tag_worker(
 
 def load_calibrator(config: Config, inputs: StageInputs) -> calibration.Calibrator | None:
     """The calibrator (calibrate stage's, or `config.calibrator`), checked against this run's encoder and labels."""
-    calibrate_dir = inputs.get(calibrate_stage.NAME)
-    path = calibrate_dir / calibrate_stage.CALIBRATOR if calibrate_dir is not None else config.calibrator
+    path = inputs.artifacts.get("calibrator") or config.calibrator
     if path is None:
         return None
-    return calibration.load(Path(path), calibrate_stage.identity(inputs))
+    return calibration.load(
+        Path(path), calibration.tagging_identity(inputs.config("encode"), inputs.artifacts, inputs["ingest"])
+    )
 
 
 def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     """Search every document chunk (resumable shard by shard) and write tags.parquet (the ranked list with
     `probability` when calibrated and `selected`) and tags.npz (the selected tags' probabilities, or scores)."""
     ingest_dir = inputs["ingest"]
-    encode_dir, index_dir = calibrate_stage.tagging_dirs(inputs)
+    encode_dir, index_dir = inputs.artifacts["encode"], inputs.artifacts["index"]
     calibrator = load_calibrator(config, inputs)
     doc_ids = pl.read_parquet(ingest_dir / "documents.parquet", columns=["doc_id"])["doc_id"].to_list()
     label_ids = np.asarray(pl.read_parquet(index_dir / "label_ids.parquet")["label_id"].to_list(), dtype=object)
     if config.k > len(label_ids):
-        print(
+        log.warning(
             f"tag: k = {config.k} is more than the {len(label_ids)} labels; each document gets at most {len(label_ids)}"
         )
     store = EmbeddingStore(encode_dir / "documents")
