@@ -12,6 +12,7 @@ import typing
 from pathlib import Path
 
 from eztag import __version__, runstate
+from eztag.comparison import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
 from eztag.engines import EngineName
 from eztag.errors import EztagError
 from eztag.stages import STAGES
@@ -50,6 +51,22 @@ def _pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def _confidence(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="eztag", description="Extreme zero-shot multi-label tagging.")
@@ -74,11 +91,26 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser(
         "compare",
         help="compare the metrics of several runs",
-        description="Markdown table, recall@k plot and an HTML page with several evaluated runs side by side.",
+        description="Markdown table, recall@k plot and an HTML page with several evaluated runs side by side, and "
+        "paired bootstrap intervals of each run's metric differences from the first run.",
     )
     compare.add_argument("run_dirs", type=Path, nargs="+", help="run directories with a finished evaluate stage")
     compare.add_argument(
         "--out", type=Path, required=True, help="folder for comparison.md, recall_at_k.png and comparison.html"
+    )
+    compare.add_argument(
+        "--resamples",
+        type=_positive_int,
+        default=DEFAULT_RESAMPLES,
+        metavar="N",
+        help=f"bootstrap resamples for the intervals against the first run (default {DEFAULT_RESAMPLES})",
+    )
+    compare.add_argument(
+        "--confidence",
+        type=_confidence,
+        default=DEFAULT_CONFIDENCE,
+        metavar="LEVEL",
+        help=f"confidence level of the intervals, between 0 and 1 (default {DEFAULT_CONFIDENCE})",
     )
     report = commands.add_parser(
         "report",
@@ -135,7 +167,7 @@ def _dispatch(args: argparse.Namespace) -> None:
     if args.command == "compare":
         from eztag.report import write_comparison
 
-        print(write_comparison(args.run_dirs, args.out), end="")
+        print(write_comparison(args.run_dirs, args.out, args.resamples, args.confidence), end="")
         print(f"comparison: {args.out / 'comparison.html'}")
     elif args.command == "report":
         from eztag.report import write_report
@@ -163,7 +195,6 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
     logger = logging.getLogger("eztag")
     logger.handlers = [progress, warnings]
     logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
-    logger.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:

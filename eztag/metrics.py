@@ -54,7 +54,7 @@ def per_document(hits: np.ndarray, n_gold: np.ndarray, k: int) -> dict[str, np.n
     }
 
 
-def evaluate(
+def evaluate_documents(
     predicted: np.ndarray,
     gold: list[set[int]],
     n_labels: int,
@@ -62,11 +62,14 @@ def evaluate(
     a: float = 0.55,
     b: float = 1.5,
     propensity_counts: tuple[np.ndarray, int] | None = None,
-) -> dict[str, float]:
-    """All metrics at every k; `predicted` is [documents, max k] label rows, best first, -1 padded.
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """`evaluate`'s metrics and the per-document numbers they average, computed once.
 
-    `propensity_counts`: (documents per label row, number of documents) for PSP's propensities; by default the
-    evaluated documents' own ground truth.
+    The second value holds one array per column, over the documents with ground-truth labels in their order:
+    P@k, R@k and nDCG@k (their means are the metrics), and PSP@k's numerator `PSP@k:num` (Σ_{top-k} hit / p_l)
+    and denominator `PSP@k:den` (the same sum for the best possible ranking), so PSP@k = Σ num / Σ den (the metric
+    sums the [documents, k] matrices in one go, which can differ from Σ num / Σ den in the last bit).
+    Coverage@k counts distinct labels over all documents, so it has no per-document column.
     """
     has_gold = np.array([len(labels) > 0 for labels in gold])
     predicted, gold = predicted[has_gold], [labels for labels in gold if labels]
@@ -87,13 +90,35 @@ def evaluate(
         ideal[d, : len(best)] = best
     width = predicted.shape[1]
     out: dict[str, float] = {}
+    documents: dict[str, np.ndarray] = {}
     for k in ks:
         top = hits[:, : min(k, width)]
-        out.update({name: float(np.mean(values)) for name, values in per_document(hits, n_gold, k).items()})
+        columns = per_document(hits, n_gold, k)
+        documents.update(columns)
+        out.update({name: float(np.mean(values)) for name, values in columns.items()})
+        documents[f"PSP@{k}:num"] = weighted[:, : min(k, width)].sum(axis=1)
+        documents[f"PSP@{k}:den"] = ideal[:, :k].sum(axis=1)
         out[f"PSP@{k}"] = float(weighted[:, : min(k, width)].sum() / ideal[:, :k].sum())
         correct = predicted[:, : min(k, width)][top > 0]
         out[f"coverage@{k}"] = float(len(np.unique(correct)) / np.count_nonzero(counts))
-    return out
+    return out, documents
+
+
+def evaluate(
+    predicted: np.ndarray,
+    gold: list[set[int]],
+    n_labels: int,
+    ks: tuple[int, ...] = DEFAULT_KS,
+    a: float = 0.55,
+    b: float = 1.5,
+    propensity_counts: tuple[np.ndarray, int] | None = None,
+) -> dict[str, float]:
+    """All metrics at every k; `predicted` is [documents, max k] label rows, best first, -1 padded.
+
+    `propensity_counts`: (documents per label row, number of documents) for PSP's propensities; by default the
+    evaluated documents' own ground truth. `evaluate_documents` also returns the per-document numbers.
+    """
+    return evaluate_documents(predicted, gold, n_labels, ks, a, b, propensity_counts)[0]
 
 
 def recall_curve(predicted: np.ndarray, gold: list[set[int]]) -> list[float]:

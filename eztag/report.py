@@ -21,6 +21,7 @@ import polars as pl
 
 from eztag import __version__
 from eztag.artifacts import write_text
+from eztag.comparison import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, Comparison
 from eztag.errors import EztagError
 from eztag.judging import P_YES
 from eztag.stages import evaluate
@@ -466,8 +467,8 @@ def plot_rounds(rounds: list[dict[str, Any]]) -> str:
     return _svg(figure)
 
 
-def render(runs: list[RunReport], title: str) -> str:
-    """The HTML page for one or several runs."""
+def render(runs: list[RunReport], title: str, intervals: Comparison | None = None) -> str:
+    """The HTML page for one or several runs; `intervals`: `eztag compare`'s differences from the first run."""
     import jinja2
 
     environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True)
@@ -500,6 +501,7 @@ def render(runs: list[RunReport], title: str) -> str:
         table_metrics=evaluate.TABLE_METRICS,
         plots=plots,
         groups=GROUPS,
+        intervals=intervals,
         version=__version__,
         generated=time.strftime("%Y-%m-%d %H:%M:%S %z"),
     )
@@ -512,9 +514,16 @@ def write_report(run_dir: Path, out: Path) -> Path:
     return out
 
 
-def write_comparison(run_dirs: list[Path], out_dir: Path) -> str:
-    """comparison.md, recall_at_k.png and comparison.html for several runs; returns the Markdown table."""
-    table = evaluate.compare(run_dirs, out_dir)
+def write_comparison(
+    run_dirs: list[Path],
+    out_dir: Path,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> str:
+    """comparison.md, recall_at_k.png and comparison.html for several runs, with paired bootstrap intervals against
+    the first run; returns the Markdown (the metric table, then the intervals)."""
+    table, intervals = evaluate.compare(run_dirs, out_dir, resamples, confidence)
     runs = [read_run(run_dir, name) for run_dir, name in zip(run_dirs, evaluate.run_names(run_dirs), strict=True)]
-    write_text(out_dir / "comparison.html", render(runs, "eztag comparison: " + ", ".join(run.name for run in runs)))
+    title = "eztag comparison: " + ", ".join(run.name for run in runs)
+    write_text(out_dir / "comparison.html", render(runs, title, intervals))
     return table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -60,21 +61,23 @@ def test_shipped_pipelines_load_and_find_their_inputs(path: Path) -> None:
 
 
 def test_force_reruns_the_stage_and_everything_downstream(
-    tmp_path: Path, small_inputs: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, small_inputs: tuple[Path, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="eztag")
     config = pipeline_file(tmp_path, *small_inputs, stages='"ingest", "encode", "index", "tag"')
     pipeline = Pipeline.load(config)
     pipeline.run(tmp_path / "run")
     tags = tmp_path / "run" / "tag" / "tags.parquet"
     before = tags.stat().st_mtime_ns
-    capsys.readouterr()
+    caplog.clear()
     pipeline.run(tmp_path / "run", force=["index"])
-    out = capsys.readouterr().out
+    out = caplog.text
     assert "[ingest] up to date" in out and "[encode] up to date" in out
     assert "[index] running" in out and "[tag] running" in out and "skipped" not in out.split("[index]", 1)[1]
     assert tags.stat().st_mtime_ns != before
+    caplog.clear()
     pipeline.run(tmp_path / "run", until="index", force=["encode"])  # with a target: only what leads to it
-    out = capsys.readouterr().out
+    out = caplog.text
     assert "[encode] running" in out and "[index] running" in out and "[tag]" not in out
 
 

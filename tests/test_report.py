@@ -171,7 +171,12 @@ def test_compare_keeps_runs_with_the_same_folder_name(judged_run: Path, tmp_path
         shutil.copytree(judged_run, tmp_path / parent / "run")
     result = run_cli("compare", str(tmp_path / "a" / "run"), str(tmp_path / "b" / "run"), "--out", str(tmp_path / "c"))
     rows = [line for line in result.stdout.splitlines() if line.startswith("| a/run | ") or line.startswith("| b/run")]
-    assert len(rows) == 10  # five metrics for each run
+    table, intervals = [row for row in rows if "[" not in row], [row for row in rows if "[" in row]
+    assert len(table) == 10  # five metrics for each run
+    zero = " | ".join(["+0.0000 [+0.0000, +0.0000]"] * 3)  # b/run is a copy of the baseline a/run
+    assert intervals == [f"| b/run | {metric} | {zero} |" for metric in ("P", "R", "nDCG", "PSP")] + [
+        "| b/run | +0.0000 [+0.0000, +0.0000] |"  # example_F1
+    ]
     cells = parse((tmp_path / "c" / "comparison.html").read_text(encoding="utf-8")).cells
     assert cells[("data-metric=P@1", "data-run=a/run")] == cells[("data-metric=P@1", "data-run=b/run")]
     assert (tmp_path / "c" / "recall_at_k.png").read_bytes()[:4] == b"\x89PNG"

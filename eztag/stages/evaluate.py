@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from eztag import metrics
-from eztag.artifacts import atomic_path, file_checksum, write_json, write_text
+from eztag import comparison, metrics
+from eztag.artifacts import atomic_path, file_checksum, write_json, write_parquet, write_text
 from eztag.errors import EztagError
 from eztag.readers import RowError, read_records
 from eztag.stages.contract import StageInputs, no_pipeline_checks
@@ -172,8 +172,9 @@ def plot_recall(curves: dict[str, list[float]], path: Path) -> None:
 
 
 def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
-    """Write metrics.json, metrics.md and recall_at_k.png; ranking metrics on the ranked list, set metrics on the
-    selected tags."""
+    """Write metrics.json, metrics.md, recall_at_k.png and per_document.parquet (one row per evaluated document:
+    the numbers the metrics average, for `eztag compare`'s intervals); ranking metrics on the ranked list, set
+    metrics on the selected tags."""
     ingest_dir = inputs["ingest"]
     tags = pl.read_parquet(inputs["tag"] / "tags.parquet")
     predicted, gold, n_labels = load_predictions(ingest_dir, tags)
@@ -183,9 +184,11 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
         label_ids = pl.read_parquet(ingest_dir / "labels.parquet", columns=["label_id"])["label_id"].to_list()
         counts, n_documents, propensity = label_frequencies(config, label_ids)
         propensity_counts = (counts, n_documents)
-    values = metrics.evaluate(
+    values, per_document = metrics.evaluate_documents(
         predicted, gold, n_labels, tuple(config.ks), config.psp_a, config.psp_b, propensity_counts
     )
+    doc_ids = pl.read_parquet(ingest_dir / "documents.parquet", columns=["doc_id"])["doc_id"]
+    documents = pl.DataFrame({"doc_id": doc_ids.filter(pl.Series([bool(labels) for labels in gold]))})
     curve = metrics.recall_curve(predicted, gold)
     result: dict[str, Any] = {
         "metrics": values,
@@ -197,8 +200,11 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     }
     table = markdown_table({out_dir.parent.name: values}, config.ks)
     if "selected" in tags.columns:
-        result["set_metrics"] = metrics.set_metrics(label_sets(ingest_dir, tags.filter(pl.col("selected"))), gold)
+        selected = label_sets(ingest_dir, tags.filter(pl.col("selected")))
+        result["set_metrics"] = metrics.set_metrics(selected, gold)
+        per_document[comparison.SET_METRIC] = metrics.example_f1(selected, gold)
         table += "\nSelected tags:\n\n" + set_table(out_dir.parent.name, result["set_metrics"])
+    write_parquet(out_dir / comparison.PER_DOCUMENT, documents.with_columns(**per_document))
     write_json(out_dir / "metrics.json", result)
     write_text(out_dir / "metrics.md", table)
     plot_recall({out_dir.parent.name: curve}, out_dir / "recall_at_k.png")
@@ -222,10 +228,17 @@ def run_names(run_dirs: list[Path]) -> list[str]:
     return names
 
 
-def compare(run_dirs: list[Path], out_dir: Path) -> str:
-    """Side-by-side Markdown table and recall@k plot for several finished runs."""
+def compare(
+    run_dirs: list[Path],
+    out_dir: Path,
+    resamples: int = comparison.DEFAULT_RESAMPLES,
+    confidence: float = comparison.DEFAULT_CONFIDENCE,
+) -> tuple[str, comparison.Comparison]:
+    """Side-by-side Markdown table, recall@k plot and paired bootstrap intervals of every run against the first
+    for several finished runs; returns (the Markdown of comparison.md, the intervals)."""
     results, curves, ks = {}, {}, None
-    for run_dir, name in zip(run_dirs, run_names(run_dirs), strict=True):
+    names = run_names(run_dirs)
+    for run_dir, name in zip(run_dirs, names, strict=True):
         path = run_dir / NAME / "metrics.json"
         if not path.exists():
             raise EztagError("no metrics.json: run the evaluate stage first", file=path)
@@ -233,7 +246,10 @@ def compare(run_dirs: list[Path], out_dir: Path) -> str:
         results[name], curves[name] = data["metrics"], data["recall_curve"]
         ks = [k for k in data["ks"] if ks is None or k in ks]
     table = markdown_table(results, ks or [])
+    intervals = comparison.compare_runs(run_dirs, names, ks or [], resamples=resamples, confidence=confidence)
+    extra = comparison.markdown(intervals)
+    table += f"\n{extra}" if extra else ""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / "comparison.md", table)
     plot_recall(curves, out_dir / "recall_at_k.png")
-    return table
+    return table, intervals

@@ -1,0 +1,258 @@
+"""Paired bootstrap intervals for the metric differences between evaluated runs (`eztag compare`).
+
+The evaluate stage writes `per_document.parquet`: one row per evaluated document (documents with ground truth),
+with P@k, R@k, nDCG@k, PSP@k's numerator and denominator (`PSP@k:num`, `PSP@k:den`) and, when the tag stage
+selected tags, example_F1. For each run against the baseline (the first run), the difference run - baseline of
+every metric comes with a paired bootstrap interval from `scipy.stats.bootstrap(paired=True)`: the documents are
+resampled with replacement, the same documents for both runs, and the statistic is recomputed on each resample:
+the difference of the means for P, R, nDCG and example_F1, and the difference of the ratios of sums
+Σ num / Σ den for PSP (PSP is not a mean of per-document values). Coverage@k counts distinct labels over all
+documents, so it is not a per-document quantity and has no interval.
+
+The percentile interval is used, not BCa: for runs that agree on every document (a metric column where they do
+is common at small k) BCa's acceleration is 0/0 and its interval NaN, where the percentile interval is exactly
+[0, 0]; BCa's jackknife also costs n extra evaluations over n - 1 documents each, quadratic in the number of
+documents; and the mean over hundreds of documents is close to normal, where the two intervals agree. The generator
+is seeded (a fresh `np.random.default_rng(SEED)` per run pair), so the output is reproducible.
+
+Runs must have evaluated the same documents; a run that did not (other ground truth, other documents) gets no
+intervals and a one-line note instead, since the metric table compares means over different documents there. A run
+whose evaluate stage predates per_document.parquet gets a note saying how to rerun it. Nothing here imports a stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from eztag.errors import EztagError
+
+EVALUATE_DIR = "evaluate"
+PER_DOCUMENT = "per_document.parquet"
+MEAN_METRICS = ("P", "R", "nDCG")
+INTERVAL_METRICS = (*MEAN_METRICS, "PSP")
+SET_METRIC = "example_F1"
+DEFAULT_RESAMPLES = 2000
+DEFAULT_CONFIDENCE = 0.95
+SEED = 0
+METHOD = "percentile"
+BATCH_VALUES = 1 << 23  # resampled values held at once per input array (64 MB of float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    """The observed difference run - baseline and its bootstrap interval."""
+
+    difference: float
+    low: float
+    high: float
+
+    @property
+    def text(self) -> str:
+        """`+0.0123 [+0.0080, +0.0170]`."""
+        return f"{self.difference:+.4f} [{self.low:+.4f}, {self.high:+.4f}]"
+
+
+@dataclasses.dataclass
+class Comparison:
+    """Intervals of every run against the baseline; runs without intervals are explained in `notes`."""
+
+    baseline: str
+    ks: list[int]
+    resamples: int
+    confidence: float
+    documents: int | None  # documents the baseline evaluated (None without its per_document.parquet)
+    intervals: dict[str, dict[str, Interval]]  # run name -> column ("P@5", "example_F1") -> interval
+    notes: list[str]
+    method: str = METHOD
+    seed: int = SEED
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metrics with intervals, in table order (the HTML page's rows)."""
+        return INTERVAL_METRICS
+
+    @property
+    def set_intervals(self) -> dict[str, Interval]:
+        """run name -> example_F1 interval, for the runs that have one."""
+        return {name: cells[SET_METRIC] for name, cells in self.intervals.items() if SET_METRIC in cells}
+
+
+def mean_difference(baseline: np.ndarray, other: np.ndarray, axis: int = -1) -> np.ndarray:
+    """mean(other) - mean(baseline) along `axis` (documents)."""
+    return np.mean(other, axis=axis) - np.mean(baseline, axis=axis)
+
+
+def ratio_difference(
+    num_a: np.ndarray, den_a: np.ndarray, num_b: np.ndarray, den_b: np.ndarray, axis: int = -1
+) -> np.ndarray:
+    """Σ num_b / Σ den_b - Σ num_a / Σ den_a along `axis` (documents): PSP's difference."""
+    return np.sum(num_b, axis=axis) / np.sum(den_b, axis=axis) - np.sum(num_a, axis=axis) / np.sum(den_a, axis=axis)
+
+
+def _statistic(baseline: np.ndarray, other: np.ndarray, *, means: int, axis: int = -1) -> np.ndarray:
+    """The difference other - baseline of every column; each run's array is [columns, ..., documents]: `means`
+    columns averaged over the documents, then the PSP columns as the numerators' rows followed by the
+    denominators' rows (ratio of sums)."""
+    psp = (baseline.shape[0] - means) // 2
+    return np.concatenate(
+        [
+            mean_difference(baseline[:means], other[:means], axis),
+            ratio_difference(
+                baseline[means : means + psp],
+                baseline[means + psp :],
+                other[means : means + psp],
+                other[means + psp :],
+                axis,
+            ),
+        ]
+    )
+
+
+def _seed_argument(seed: int) -> dict[str, Any]:
+    """The seeded generator under the keyword this SciPy takes: `rng` from 1.15, `random_state` before."""
+    from scipy import stats
+
+    keyword = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
+    return {keyword: np.random.default_rng(seed)}
+
+
+def paired_bootstrap(
+    baseline: np.ndarray, other: np.ndarray, means: int, resamples: int, confidence: float, seed: int = SEED
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(observed, low, high) of every column's difference other - baseline; both arrays are [columns, documents]
+    (`means` mean columns, then PSP's numerators, then its denominators), documents resampled together in both."""
+    from scipy import stats
+
+    documents = baseline.shape[-1]
+    batch = max(1, min(resamples, BATCH_VALUES // max(1, documents * baseline.shape[0])))
+    result = stats.bootstrap(
+        (baseline, other),
+        functools.partial(_statistic, means=means),
+        n_resamples=resamples,
+        batch=batch,
+        vectorized=True,
+        paired=True,
+        axis=-1,
+        confidence_level=confidence,
+        method=METHOD,
+        **_seed_argument(seed),
+    )
+    observed = _statistic(baseline, other, means=means)
+    interval = result.confidence_interval
+    return observed, np.asarray(interval.low), np.asarray(interval.high)
+
+
+def _read(run_dir: Path, name: str, notes: list[str]) -> pl.DataFrame | None:
+    path = Path(run_dir) / EVALUATE_DIR / PER_DOCUMENT
+    if not path.is_file():
+        notes.append(
+            f"{name}: no intervals: {path} is missing (evaluated by an older eztag); rerun its evaluate stage: "
+            f"eztag evaluate PIPELINE.toml --run-dir {run_dir} --force evaluate (with the run's --set options)"
+        )
+        return None
+    try:
+        frame = pl.read_parquet(path)
+    except Exception as error:  # a truncated or foreign file: one line naming it
+        raise EztagError(f"cannot read per-document metrics: {error}".splitlines()[0], file=path) from error
+    if "doc_id" not in frame.columns or frame["doc_id"].n_unique() != frame.height:
+        raise EztagError("expected one row per doc_id", file=path)
+    return frame.sort("doc_id")
+
+
+def _columns(frame: pl.DataFrame, names: list[str]) -> np.ndarray:
+    return frame.select(names).to_numpy().astype(np.float64).T.copy()
+
+
+def compare_runs(
+    run_dirs: Sequence[Path],
+    names: Sequence[str],
+    ks: Sequence[int],
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = SEED,
+) -> Comparison:
+    """Every run after the first against the first: the difference of each metric at each k in `ks` (and of
+    example_F1 when both runs have it) and its paired bootstrap interval. `names` name the runs in the output."""
+    if resamples < 1:
+        raise EztagError(f"resamples must be a positive integer, got {resamples}")
+    if not 0 < confidence < 1:
+        raise EztagError(f"confidence must be between 0 and 1, got {confidence}")
+    notes: list[str] = []
+    frames = [_read(run_dir, name, notes) for run_dir, name in zip(run_dirs, names, strict=True)]
+    baseline, base_name = frames[0], names[0]
+    comparison = Comparison(base_name, list(ks), resamples, confidence, None, {}, notes, seed=seed)
+    if baseline is None:
+        if len(frames) > 1:
+            notes.append(f"no intervals: the baseline {base_name} has no per-document metrics")
+        return comparison
+    comparison.documents = baseline.height
+    base_path = Path(run_dirs[0]) / EVALUATE_DIR / PER_DOCUMENT
+    base_ids = set(baseline["doc_id"].to_list())
+    for run_dir, name, frame in zip(run_dirs[1:], names[1:], frames[1:], strict=True):
+        if frame is None:
+            continue
+        path = Path(run_dir) / EVALUATE_DIR / PER_DOCUMENT
+        ids = set(frame["doc_id"].to_list())
+        if ids != base_ids:
+            notes.append(
+                f"{name}: no intervals: {path}: runs evaluated different documents: {len(base_ids)} in {base_name}, "
+                f"{len(ids)} in {name}, {len(base_ids & ids)} in common"
+            )
+            continue
+        means = [f"{metric}@{k}" for metric in MEAN_METRICS for k in ks]
+        if SET_METRIC in baseline.columns and SET_METRIC in frame.columns:
+            means.append(SET_METRIC)
+        psp = [f"PSP@{k}" for k in ks]
+        columns = [*means, *(f"{column}:num" for column in psp), *(f"{column}:den" for column in psp)]
+        for which, table in ((base_path, baseline), (path, frame)):
+            missing = [column for column in columns if column not in table.columns]
+            if missing:
+                raise EztagError(f"no column {missing[0]!r}: rerun the evaluate stage", file=which)
+        observed, low, high = paired_bootstrap(
+            _columns(baseline, columns), _columns(frame, columns), len(means), resamples, confidence, seed
+        )
+        comparison.intervals[name] = {
+            column: Interval(float(d) + 0.0, float(lo) + 0.0, float(hi) + 0.0)  # + 0.0: no "-0.0000"
+            for column, d, lo, hi in zip([*means, *psp], observed, low, high, strict=True)
+        }
+    return comparison
+
+
+def markdown(comparison: Comparison) -> str:
+    """The intervals as Markdown: a heading naming the baseline, a line on the method, one table (and one for
+    example_F1), then the notes. Empty when there is nothing to say (a single run)."""
+    if not comparison.intervals and not comparison.notes:
+        return ""
+    ks = comparison.ks
+    lines = [
+        f"## Differences from the baseline {comparison.baseline} (paired bootstrap)",
+        "",
+    ]
+    if comparison.intervals:
+        lines += [
+            f"Each cell: run - {comparison.baseline} [{comparison.confidence:.0%} interval]; "
+            f"{comparison.documents} documents resampled together, {comparison.resamples} resamples "
+            f"({comparison.method} method, seed {comparison.seed}); PSP as a ratio of sums; coverage has no "
+            "interval (not a per-document quantity).",
+            "",
+            "| run | metric | " + " | ".join(f"@{k}" for k in ks) + " |",
+            "|---|---|" + "---:|" * len(ks),
+        ]
+        for name, cells in comparison.intervals.items():
+            for metric in INTERVAL_METRICS:
+                lines.append(f"| {name} | {metric} | " + " | ".join(cells[f"{metric}@{k}"].text for k in ks) + " |")
+        if comparison.set_intervals:
+            lines += ["", f"| run | {SET_METRIC} |", "|---|---:|"]
+            lines += [f"| {name} | {interval.text} |" for name, interval in comparison.set_intervals.items()]
+        lines.append("")
+    lines += [f"Note: {note}" for note in comparison.notes]
+    return "\n".join(lines).rstrip("\n") + "\n"
