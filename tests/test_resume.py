@@ -159,7 +159,7 @@ def test_kill_anywhere_then_resume(tmp_path: Path, tiny_llama_dir: Path) -> None
         data = bytearray((run_dir / name).read_bytes())
         data[len(data) // 2] ^= 0xFF
         (run_dir / name).write_bytes(bytes(data))
-    rerun = run_cli("run", str(pipeline), cwd=REPO).stdout
+    rerun = run_cli("run", str(pipeline), cwd=REPO).stderr  # warnings go to stderr
     assert "documents/chunk-00002.npy does not match its checksum" in rerun
     assert "tags.parquet does not match its checksum" in rerun
     assert_same_run(run_dir, reference)
@@ -173,7 +173,7 @@ def test_corrupted_output_is_rebuilt(tmp_path: Path, small_inputs: tuple[Path, P
     path.write_bytes(original[:100] + bytes([original[100] ^ 1]) + original[101:])
     (tmp_path / "run" / "ingest" / ".documents.parquet.x.tmp").write_bytes(b"partial")
     result = eztag("ingest", str(pipeline))
-    assert "documents.parquet does not match its checksum" in result.stdout
+    assert "documents.parquet does not match its checksum" in result.stderr
     assert path.read_bytes() == original
     assert not list((tmp_path / "run").rglob("*.tmp"))
     assert "up to date" in eztag("ingest", str(pipeline)).stdout

@@ -39,7 +39,7 @@ def test_single_label_end_to_end_writes_only_into_run_dir(tmp_path: Path) -> Non
     before = snapshot(tmp_path) | snapshot(REPO)
     result = eztag("run", str(pipeline), cwd=work, env=env)
     assert result.returncode == 0, result.stderr
-    assert "k = 100 is more than the 1 labels; each document gets at most 1" in result.stdout
+    assert "k = 100 is more than the 1 labels; each document gets at most 1" in result.stderr
     run_dir = inputs / "out" / "run"  # relative run_dir: taken from the pipeline file's folder, like every path
     new = (snapshot(tmp_path) | snapshot(REPO)) - before
     outside = [path for path in new if not path.is_relative_to(home) and path not in run_dir.parents]
@@ -68,7 +68,7 @@ def test_k_larger_than_label_set_is_clamped(tmp_path: Path, small_inputs: tuple[
     pipeline = pipeline_file(tmp_path, *small_inputs, extra="[tag]\nk = 10\n[evaluate]\nks = [1, 10]\n")
     result = eztag("run", str(pipeline))
     assert result.returncode == 0, result.stderr
-    assert "each document gets at most 4" in result.stdout
+    assert "each document gets at most 4" in result.stderr
     tags = pl.read_parquet(tmp_path / "run" / "tag" / "tags.parquet")
     assert tags.group_by("doc_id").len()["len"].to_list() == [4] * 6
     metrics = json.loads((tmp_path / "run" / "evaluate" / "metrics.json").read_text())["metrics"]
