@@ -33,7 +33,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eztag import calibration, metrics
+from eztag import calibration, metrics, plots
 from eztag.artifacts import RunDir, write_json, write_text
 from eztag.pipeline import Pipeline
 from eztag.stages import tag
@@ -131,11 +131,10 @@ def teacher_calibration(pairs: pl.DataFrame, dev: RankedLists, calibrator: calib
     )
     judge_points = calibration.reliability(pairs["p_yes"].to_numpy(), gold)
     calibrated_points = calibration.reliability(top.ravel(), hits.ravel().astype(float))
-    calibration.plot_reliability(
-        {"judge P(yes), judged pairs": judge_points, "calibrated probability, dev top-10": calibrated_points},
-        OUT / "calibrate-debtags-truth.png",
-        observed="share of gold labels (dev ground truth)",
-    )
+    figure, axes = plots.png_figure(5, 5)
+    curves = {"judge P(yes), judged pairs": judge_points, "calibrated probability, dev top-10": calibrated_points}
+    plots.draw_reliability(axes, curves, "predicted probability (bin mean)", "share of gold labels (dev ground truth)")
+    plots.save_png(figure, OUT / "calibrate-debtags-truth.png")
     return {
         "judged_pairs": len(gold),
         "gold_share_of_judged_pairs": round(float(gold.mean()), 4),
@@ -304,7 +303,7 @@ def main() -> None:
     def best(choices: list[tag.Config]) -> tag.Config:
         return max(choices, key=lambda config: dev.f1(config).mean())
 
-    fixed_k = best([tag.Config(max_per_doc=k) for k in KS])
+    fixed_k = best([tag.Config(rule="top_k", top_k=k) for k in KS])
     threshold = best([tag.Config(rule="threshold", threshold=float(t), **LIMITS) for t in THRESHOLDS])
     nightly_rule = tag.Config(rule="threshold", threshold=0.25, **LIMITS)
     rules = {

@@ -150,7 +150,7 @@ def one_round(dev: Path, teacher: dict[str, object], out: Path, name: str) -> di
     if not report.exists() or json.loads(report.read_text()).get("judgments") != source:
         shutil.rmtree(out, ignore_errors=True)
         columns, data = state.training_set(judgments)
-        trained = distil_training.train("default", columns, config, out)
+        trained = distil_training.train(resolve_encoder("default"), columns, config, out)
         write_json(report, {"judgments": source, "teacher": teacher, "training_set": data, **trained})
     result = json.loads(report.read_text())
     training = set(state.doc_ids) - state.holdout

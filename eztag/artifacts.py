@@ -197,11 +197,13 @@ class RunDir:
                 return False
         return True
 
-    def begin(self, stage: str, stage_hash: str) -> Path:
-        """Prepare a stage's directory: keep intact partial work of the same config, wipe work of another."""
+    def begin(self, stage: str, stage_hash: str, *, fresh: bool = False) -> Path:
+        """Prepare a stage's directory: keep intact partial work of the same config, wipe work of another (or
+        all of it when `fresh`: a forced stage recomputes everything)."""
         stage_dir = self.stage_dir(stage)
         hash_file = stage_dir / STAGE_HASH_FILE
-        if stage_dir.exists() and (not hash_file.exists() or hash_file.read_text().strip() != stage_hash):
+        stale = not hash_file.exists() or hash_file.read_text().strip() != stage_hash
+        if stage_dir.exists() and (fresh or stale):
             shutil.rmtree(stage_dir)
         stage_dir.mkdir(parents=True, exist_ok=True)
         self._discard_untrusted(stage)

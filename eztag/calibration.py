@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from eztag.artifacts import atomic_path, write_json
+from eztag.artifacts import write_json
 from eztag.config import from_dict
 from eztag.encoding import EncodeConfig
 from eztag.errors import EztagError
@@ -251,26 +251,3 @@ def reliability(probabilities: np.ndarray, targets: np.ndarray, bins: int = 10) 
         for b in range(bins)
         if (which == b).any()
     ]
-
-
-def plot_reliability(curves: dict[str, list[dict[str, float]]], path: Path, observed: str) -> None:
-    """Reliability diagram: each curve's mean observed target against mean predicted probability per bin."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(5, 5), dpi=120)
-    axes.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle="--", label="perfect")
-    for name, points in curves.items():
-        axes.plot([p["probability"] for p in points], [p["observed"] for p in points], marker="o", label=name)
-    axes.set_xlim(0, 1)
-    axes.set_ylim(0, 1)
-    axes.set_xlabel("predicted probability (bin mean)")
-    axes.set_ylabel(observed)
-    axes.grid(True, alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
-    plt.close(figure)

@@ -7,6 +7,7 @@ import errno
 import json
 import logging
 import os
+import shutil
 import sys
 import typing
 from pathlib import Path
@@ -18,8 +19,9 @@ from eztag.errors import EztagError
 from eztag.stages import STAGES
 
 
-def _pipeline_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("pipeline", type=Path, help="pipeline TOML file")
+def _pipeline_arguments(parser: argparse.ArgumentParser, *, positional: bool = True) -> None:
+    if positional:
+        parser.add_argument("pipeline", type=Path, help="pipeline TOML file")
     parser.add_argument("--run-dir", type=Path, help="run directory (default: [pipeline] run_dir or runs/NAME)")
     parser.add_argument(
         "--force",
@@ -49,6 +51,34 @@ def _pipeline_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="if another run holds the run directory, wait for it (at most SECONDS) instead of failing",
     )
+
+
+def _tag_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], text: str) -> None:
+    """`eztag tag PIPELINE` (the pipeline up to its tag stage) or `eztag tag DOCUMENTS LABELS --out FILE`."""
+    tag = commands.add_parser(
+        "tag",
+        help=f"{text}; or tag DOCUMENTS with LABELS into --out without a pipeline",
+        usage="eztag tag PIPELINE [options] | eztag tag DOCUMENTS LABELS --out FILE [options]",
+        description="With a pipeline file: run it up to its tag stage. With DOCUMENTS and LABELS (CSV, TSV, JSONL or "
+        "Parquet): encode both, retrieve each document's top K labels, select its tags and write them to --out "
+        "(CSV, TSV, JSONL or Parquet by extension: doc_id, rank, label_id, label, score, probability when "
+        "calibrated, selected). The run directory keeps the work: a rerun skips what is done, a killed run resumes.",
+    )
+    tag.add_argument("inputs", type=Path, nargs="+", metavar="FILE", help="PIPELINE, or DOCUMENTS LABELS")
+    _pipeline_arguments(tag, positional=False)
+    files = tag.add_argument_group("without a pipeline (DOCUMENTS LABELS)")
+    files.add_argument("--out", type=Path, help="tags file to write: .csv, .tsv, .jsonl or .parquet")
+    files.add_argument("--model", help="encoder: a folder (e.g. a cold-start run's distil/model), a hub id or default")
+    files.add_argument("--k", type=_positive_int, default=10, help="labels ranked per document (default 10)")
+    files.add_argument(
+        "--rule",
+        choices=["auto", "top_k", "probability", "expected_f1"],
+        default="auto",
+        help="which ranked labels are selected: auto (calibrated probability with --calibrator, else top_k)",
+    )
+    files.add_argument("--top-k", type=_positive_int, default=5, help="tags selected by rule top_k (default 5)")
+    files.add_argument("--calibrator", type=Path, help="calibrator.json of a cold-start run (calibrate stage)")
+    files.add_argument("--selected-only", action="store_true", help="write only the selected tags")
 
 
 def _positive_int(text: str) -> int:
@@ -84,10 +114,24 @@ def build_parser() -> argparse.ArgumentParser:
     _pipeline_arguments(run)
     for stage in STAGES.values():
         text = stage.HELP
+        if stage.NAME == "tag":
+            _tag_parser(commands, text)
+            continue
         sub = commands.add_parser(
             stage.NAME, help=text, description=f"{text[0].upper()}{text[1:]} (runs unfinished upstream stages first)."
         )
         _pipeline_arguments(sub)
+    init = commands.add_parser(
+        "init",
+        help="write a commented pipeline file for your documents and labels",
+        description="Write a pipeline TOML beside DOCUMENTS (paths relative to it, the columns found in the files, "
+        "evaluate only when the documents have a labels column); run it with `eztag run`.",
+    )
+    init.add_argument("documents", type=Path, help="documents file (CSV, TSV, JSONL or Parquet)")
+    init.add_argument("labels", type=Path, help="labels file (CSV, TSV, JSONL or Parquet)")
+    init.add_argument("--out", type=Path, help="pipeline file to write (default: eztag.toml beside DOCUMENTS)")
+    init.add_argument("--cold-start", action="store_true", help="add mine, judge, distil and calibrate (an LLM judge)")
+    init.add_argument("--overwrite", action="store_true", help="replace an existing pipeline file")
     compare = commands.add_parser(
         "compare",
         help="compare the metrics of several runs",
@@ -138,29 +182,95 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_pipeline(args: argparse.Namespace) -> None:
-    from eztag.artifacts import RunDir
+def _run_pipeline(args: argparse.Namespace, files: tuple[Path, Path] | None = None) -> None:
+    """Run a pipeline file (up to the stage `args.command` names), or with `files` (documents, labels) the pipeline
+    `eztag tag` makes, its tags then written to `args.out`."""
+    from eztag import quickstart
+    from eztag.artifacts import RunDir, write_text
+    from eztag.comparison import EVALUATE_DIR as EVALUATE  # the evaluate stage's name and folder
+    from eztag.comparison import markdown_table
+    from eztag.config import apply_overrides
     from eztag.pipeline import Pipeline
     from eztag.runlock import run_lock
-    from eztag.stages.evaluate import NAME as EVALUATE
-    from eztag.stages.evaluate import markdown_table
+    from eztag.stages.tag import NAME as TAG
 
-    engine = [f'pipeline.engine="{args.engine}"'] if args.engine else []
-    pipeline = Pipeline.load(args.pipeline, [*args.overrides, *engine])
-    run_dir = args.run_dir or pipeline.default_run_dir()
-    until = None if args.command == "run" else args.command
-    with run_lock(run_dir, args.wait):
-        summaries = pipeline.run(run_dir, until=until, force=args.force)
-        wanted = args.command in ("run", EVALUATE) and EVALUATE in pipeline.configs
-        if wanted and RunDir(run_dir).is_finished(EVALUATE, pipeline.stage_hash(EVALUATE)):
-            metrics = json.loads((run_dir / EVALUATE / "metrics.json").read_text(encoding="utf-8"))
-            print(markdown_table({run_dir.name: metrics["metrics"]}, metrics["ks"]), end="")
-            page = run_dir / "report.html"
-            if EVALUATE in summaries or not page.exists():
-                from eztag.report import write_report
+    overrides = [*args.overrides, *([f'pipeline.engine="{args.engine}"'] if args.engine else [])]
+    data = None
+    if files is None:
+        pipeline = Pipeline.load(args.pipeline, overrides)
+        run_dir = args.run_dir or pipeline.default_run_dir()
+    else:
+        quickstart.tags_format(args.out)
+        options = {"k": args.k, "rule": args.rule, "top_k": args.top_k, "calibrator": args.calibrator}
+        data = quickstart.tag_pipeline(*files, model=args.model, **options)
+        run_dir = args.run_dir or Path("runs") / f"tag-{files[0].name.split('.')[0]}"
+        pipeline = Pipeline.load(run_dir / "pipeline.toml", overrides, data=data)
+    whole = args.command == "run" or files is not None
+    created = next((folder for folder in [*reversed(run_dir.parents), run_dir] if not folder.exists()), None)
+    try:
+        with run_lock(run_dir, args.wait):
+            if data is not None:
+                header = "# written by `eztag tag`; rerun it with: eztag run THIS_FILE --run-dir THIS_FOLDER\n"
+                write_text(run_dir / "pipeline.toml", quickstart.toml_text(apply_overrides(data, overrides), header))
+            summaries = pipeline.run(run_dir, until=None if whole else args.command, force=args.force)
+            finished = RunDir(run_dir)
+            if (args.command in ("run", EVALUATE) and EVALUATE in pipeline.configs) and finished.is_finished(
+                EVALUATE, pipeline.stage_hash(EVALUATE)
+            ):
+                metrics = json.loads((run_dir / EVALUATE / "metrics.json").read_text(encoding="utf-8"))
+                print(markdown_table({run_dir.name: metrics["metrics"]}, metrics["ks"]), end="")
+                for note in metrics.get("notes", []):
+                    print(f"note: {note}")
+            if whole and TAG in pipeline.configs and finished.is_finished(TAG, pipeline.stage_hash(TAG)):
+                if files is None:
+                    print(f"tags: {run_dir / TAG / 'tags.parquet'}")
+                else:
+                    written = quickstart.write_tags(run_dir, args.out, selected_only=args.selected_only)
+                    documents = written["doc_id"].n_unique()
+                    print(f"tags: {args.out} ({written.height} rows, {documents} documents)")
+                page = run_dir / "report.html"
+                if summaries or not page.exists():
+                    from eztag.report import write_report
 
-                print(f"report: {write_report(run_dir, page)}")
+                    print(f"report: {write_report(run_dir, page)}")
+    except EztagError:
+        if created is not None and not RunDir(run_dir).manifest()["stages"]:
+            shutil.rmtree(created, ignore_errors=True)  # a run that failed before finishing a stage leaves nothing
+        raise
     print(f"run directory: {run_dir}")
+
+
+def _tag(args: argparse.Namespace) -> None:
+    """`eztag tag`: a pipeline file up to its tag stage, or DOCUMENTS LABELS into --out."""
+    quick = {"--out": args.out, "--model": args.model, "--calibrator": args.calibrator}
+    if len(args.inputs) == 1:
+        given = [flag for flag, value in quick.items() if value is not None]
+        if given:
+            raise EztagError(f"{', '.join(given)} go with `eztag tag DOCUMENTS LABELS`, not with a pipeline file")
+        args.pipeline = args.inputs[0]
+        _run_pipeline(args)
+    elif len(args.inputs) == 2:
+        if args.out is None:
+            raise EztagError("eztag tag DOCUMENTS LABELS needs --out FILE (.csv, .tsv, .jsonl or .parquet)")
+        _run_pipeline(args, (args.inputs[0], args.inputs[1]))
+    else:
+        raise EztagError("eztag tag takes a pipeline file, or DOCUMENTS and LABELS")
+
+
+def _init(args: argparse.Namespace) -> None:
+    from eztag import quickstart
+    from eztag.artifacts import write_text
+
+    out = args.out or args.documents.parent / "eztag.toml"
+    if out.exists() and not args.overwrite:
+        raise EztagError("exists; choose another --out or add --overwrite", file=out)
+    for path in (args.documents, args.labels):
+        if not path.is_file():
+            raise EztagError("file not found", file=path)
+    text, notes = quickstart.init_pipeline(args.documents, args.labels, out, cold_start=args.cold_start)
+    write_text(out, text)
+    print("columns: " + ", ".join(notes))
+    print(f"wrote {out}; run it with: eztag run {out}")
 
 
 def _dispatch(args: argparse.Namespace) -> None:
@@ -174,6 +284,10 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         out = args.out or args.run_dir.resolve().with_name(f"{args.run_dir.resolve().name}-report.html")
         print(f"report: {write_report(args.run_dir, out)}")
+    elif args.command == "tag":
+        _tag(args)
+    elif args.command == "init":
+        _init(args)
     elif args.command == "data":
         from eztag.datasets import debtags
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,14 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from eztag import plots
+from eztag.artifacts import write_text
 from eztag.errors import EztagError
 
 EVALUATE_DIR = "evaluate"
 PER_DOCUMENT = "per_document.parquet"
 MEAN_METRICS = ("P", "R", "nDCG")
+TABLE_METRICS = ("P", "R", "nDCG", "PSP", "coverage")  # the rows of the metric tables
 INTERVAL_METRICS = (*MEAN_METRICS, "PSP")
 SET_METRIC = "example_F1"
 DEFAULT_RESAMPLES = 2000
@@ -256,3 +260,68 @@ def markdown(comparison: Comparison) -> str:
         lines.append("")
     lines += [f"Note: {note}" for note in comparison.notes]
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def set_table(name: str, values: dict[str, float]) -> str:
+    """One Markdown row of the selected tags' set metrics."""
+    columns = ("example_F1", "micro_F1", "macro_F1", "example_P", "example_R", "tags_per_doc", "gold_per_doc")
+    return (
+        "| run | " + " | ".join(columns) + " |\n|---|" + "---:|" * len(columns) + "\n"
+        f"| {name} | " + " | ".join(f"{values[column]:.4f}" for column in columns) + " |\n"
+    )
+
+
+def markdown_table(results: dict[str, dict[str, float]], ks: list[int]) -> str:
+    """One row per (run, metric), one column per k."""
+    lines = ["| run | metric | " + " | ".join(f"@{k}" for k in ks) + " |", "|---|---|" + "---:|" * len(ks)]
+    for run_name, values in results.items():
+        for metric in TABLE_METRICS:
+            cells = " | ".join(f"{values[f'{metric}@{k}']:.4f}" for k in ks)
+            lines.append(f"| {run_name} | {metric} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_names(run_dirs: list[Path]) -> list[str]:
+    """A unique name per run folder: the shortest path suffix no other run shares (`a/demo`, `b/demo`)."""
+    paths = [run_dir.resolve() for run_dir in run_dirs]
+    if len(set(paths)) < len(paths):
+        twice = next(path for path in paths if paths.count(path) > 1)
+        raise EztagError("run directory given twice", file=twice)
+    names = []
+    for path in paths:
+        others = [other for other in paths if other != path]
+        depth = next(
+            (n for n in range(1, len(path.parts)) if all(other.parts[-n:] != path.parts[-n:] for other in others)),
+            None,
+        )
+        names.append("/".join(path.parts[-depth:]) if depth else str(path))
+    return names
+
+
+def compare(
+    run_dirs: list[Path],
+    out_dir: Path,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> tuple[str, Comparison]:
+    """Side-by-side Markdown table, recall@k plot and paired bootstrap intervals of every run against the first
+    for several finished runs; returns (the Markdown of comparison.md, the intervals)."""
+    results, curves, ks = {}, {}, None
+    names = run_names(run_dirs)
+    for run_dir, name in zip(run_dirs, names, strict=True):
+        path = run_dir / EVALUATE_DIR / "metrics.json"
+        if not path.exists():
+            raise EztagError("no metrics.json: run the evaluate stage first", file=path)
+        data = json.loads(path.read_text())
+        results[name], curves[name] = data["metrics"], data["recall_curve"]
+        ks = [k for k in data["ks"] if ks is None or k in ks]
+    table = markdown_table(results, ks or [])
+    intervals = compare_runs(run_dirs, names, ks or [], resamples=resamples, confidence=confidence)
+    extra = markdown(intervals)
+    table += f"\n{extra}" if extra else ""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text(out_dir / "comparison.md", table)
+    figure, axes = plots.png_figure(6, 4)
+    plots.draw_recall_curves(axes, curves)
+    plots.save_png(figure, out_dir / "recall_at_k.png")
+    return table, intervals

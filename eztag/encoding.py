@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,7 +14,6 @@ import numpy as np
 import polars as pl
 
 from eztag.artifacts import atomic_path, config_hash
-from eztag.config import to_dict
 from eztag.devices import check_device
 from eztag.embeddings import META, EmbeddingStore, write_stores
 from eztag.encoders import get_encoder
@@ -54,21 +52,25 @@ def model_fingerprint(config: EncodeConfig) -> list[tuple[str, int, int]]:
 
 
 @functools.lru_cache(maxsize=1)
-def _loaded_encoder(key: str) -> Any:
-    config = EncodeConfig(**json.loads(key)["config"])
+def _loaded_encoder(
+    backend: str,
+    model: str,
+    device: str,
+    precision: str,
+    batch_size: int | None,
+    max_seq_length: int | None,
+    files: tuple[tuple[str, int, int], ...],
+) -> Any:
+    del files  # part of the cache key only: a model folder retrained in place is loaded again
     return get_encoder(
-        config.backend,
-        config.model,
-        device=config.device,
-        precision=config.precision,
-        batch_size=config.batch_size,
-        max_seq_length=config.max_seq_length,
+        backend, model, device=device, precision=precision, batch_size=batch_size, max_seq_length=max_seq_length
     )
 
 
 def load_encoder(config: EncodeConfig) -> Any:
-    """The configured encoder backend; loaded once per process for the same config and model files."""
-    return _loaded_encoder(json.dumps({"config": to_dict(config), "files": model_fingerprint(config)}, sort_keys=True))
+    """The configured encoder backend; loaded once per process for the same backend settings and model files."""
+    settings = (config.backend, config.model, config.device, config.precision, config.batch_size)
+    return _loaded_encoder(*settings, config.max_seq_length, tuple(model_fingerprint(config)))
 
 
 def encoder_worker(config: EncodeConfig) -> Callable[[Sequence[str]], np.ndarray]:

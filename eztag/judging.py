@@ -27,7 +27,7 @@ from eztag import runstate
 from eztag.artifacts import cache_location, read_shards, write_shard
 from eztag.engines import Engine, LocalEngine
 from eztag.errors import EztagError
-from eztag.judges import JUDGES, Judge, Judgment, get_judge
+from eztag.judges import JUDGES, Judge, Judgment
 from eztag.models import model_files
 from eztag.prompts import Pair, PromptTemplate
 from eztag.templates import DOCUMENT_COLUMNS, LABEL_COLUMNS, check_template, render_rows
@@ -62,7 +62,7 @@ class JudgeConfig:
     options: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        JUDGES.check_options(self.backend, self.options, field="judge.options")
+        self.options = JUDGES.check_options(self.backend, self.options, field="judge.options")  # checked once, here
         if self.max_document_tokens < 1 or self.shard_size < 1:
             raise ValueError("max_document_tokens and shard_size must be positive")
         check_template(self.document_template, DOCUMENT_COLUMNS, where="judge.document_template")
@@ -95,15 +95,17 @@ def build_judge(config: JudgeConfig) -> Judge:
     """The configured judge backend; built once per process for the same backend, model (and model files),
     prompt and options: a vLLM engine or a loaded model is kept for the next stage or round that asks for it,
     until `release_judge` or another judge is built."""
-    files = model_files(Path(config.model))  # a model folder retrained in place is a new judge
-    fields = [config.backend, config.model, files, config.template, config.domain, config.options]
-    return _built_judge(json.dumps(fields))
+    files = tuple(model_files(Path(config.model)))  # a model folder retrained in place is a new judge
+    options = tuple(sorted(config.options.items()))
+    return _built_judge(config.backend, config.model, files, config.template, config.domain, options)
 
 
 @functools.lru_cache(maxsize=1)
-def _built_judge(key: str) -> Judge:
-    backend, model, _, template, domain, options = json.loads(key)
-    return get_judge(backend, model, PromptTemplate.named(template, domain), **options)
+def _built_judge(
+    backend: str, model: str, files: tuple, template: str, domain: str, options: tuple[tuple[str, Any], ...]
+) -> Judge:
+    del files  # part of the cache key only
+    return JUDGES.construct(backend, model, PromptTemplate.named(template, domain), **dict(options))
 
 
 def release_judge() -> None:

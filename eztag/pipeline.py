@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import time
@@ -36,20 +37,42 @@ class PipelineSection:
 class Pipeline:
     """A validated pipeline: its stages in order and one config object per stage."""
 
-    def __init__(self, path: Path, section: PipelineSection, configs: dict[str, Any]) -> None:
+    def __init__(
+        self, path: Path, section: PipelineSection, configs: dict[str, Any], skipped: dict[str, str] | None = None
+    ) -> None:
         self.path = path
         self.section = section
         self.configs = configs
+        self.skipped = skipped or {}  # stage -> why it has nothing to do in this pipeline (decided at load)
 
     @classmethod
-    def load(cls, path: str | Path, overrides: list[str] | None = None) -> Pipeline:
-        """Read and validate a pipeline file; relative input paths are taken from the file's folder."""
+    def load(
+        cls, path: str | Path, overrides: list[str] | None = None, *, data: dict[str, Any] | None = None
+    ) -> Pipeline:
+        """Read and validate a pipeline file (or the tables `data`, as if read from `path`); relative input paths
+        are taken from the file's folder. An error that only the `overrides` (`--set SECTION.KEY=VALUE`) cause
+        names them, not the file."""
         path = Path(path)
-        data = load_toml(path)
+        data = load_toml(path) if data is None else data
         for name, value in data.items():
             if not isinstance(value, dict):
                 raise EztagError(f"'{name}' must be a table ([{name}]), got {type(value).__name__}", file=path)
-        data = apply_overrides(data, overrides or [])
+        if not overrides:
+            return cls._validated(path, data)
+        try:
+            return cls._validated(path, apply_overrides(copy.deepcopy(data), overrides))
+        except EztagError as error:
+            if error.file != str(path):
+                raise
+            try:
+                cls._validated(path, data)
+            except EztagError:
+                raise error from None  # the file is at fault without the overrides too
+            raise EztagError(error.message, field=_blamed_overrides(error.field, overrides)) from None
+
+    @classmethod
+    def _validated(cls, path: Path, data: dict[str, Any]) -> Pipeline:
+        data = dict(data)
         if "pipeline" not in data:
             raise EztagError("missing [pipeline] table with stages = [...]", file=path)
         section = from_dict(PipelineSection, data.pop("pipeline"), section="pipeline", file=path)
@@ -62,27 +85,34 @@ class Pipeline:
             if name not in STAGES:
                 raise EztagError(f"unknown table [{name}]{did_you_mean(name, STAGES)}", file=path)
             if name not in section.stages:
-                raise EztagError(f"table [{name}] is set but '{name}' is not in pipeline.stages", file=path)
+                log.warning(f"{path}: table [{name}] is ignored: '{name}' is not in pipeline.stages")
         configs = {}
         for name in execution_order(section.stages):
             for required in STAGES[name].REQUIRES:
                 if required not in section.stages:
                     raise EztagError(f"stage '{name}' needs stage '{required}'", file=path, field="pipeline.stages")
-            for other, reason in STAGES[name].CONFLICTS.items():
+            for other, why in STAGES[name].CONFLICTS.items():
                 if other in section.stages:
                     raise EztagError(
-                        f"stages '{name}' and '{other}' cannot share a pipeline: {reason}",
+                        f"stages '{name}' and '{other}' cannot share a pipeline: {why}",
                         file=path,
                         field="pipeline.stages",
                     )
             table = _resolve_paths(data.get(name, {}), STAGES[name].PATH_FIELDS, path.parent)
             configs[name] = from_dict(STAGES[name].Config, table, section=name, file=path)
+        skipped: dict[str, str] = {}
         for name, config in configs.items():
+            reason: str | None
             try:
-                STAGES[name].check_pipeline(config, list(configs))
+                reason = STAGES[name].check_pipeline(config, configs)
             except EztagError as error:
                 raise EztagError(error.message, file=path, field=error.field) from None
-        return cls(path, section, configs)
+            reason = reason or next(
+                (f"it reads '{up}', skipped" for up in inputs_of(name, configs) if up in skipped), None
+            )
+            if reason:
+                skipped[name] = reason
+        return cls(path, section, configs, skipped)
 
     @property
     def stages(self) -> list[str]:
@@ -104,7 +134,7 @@ class Pipeline:
 
     def run(self, run_dir: Path, *, until: str | None = None, force: list[str] | None = None) -> dict[str, Any]:
         """Run stages (up to `until` and its upstream), skipping those already finished with the same hash; a
-        forced stage reruns with every stage downstream of it."""
+        forced stage recomputes from scratch (no resumed partial work) with every stage downstream of it."""
         force = force or []
         for name in force + ([until] if until else []):
             if name not in self.configs:
@@ -118,13 +148,16 @@ class Pipeline:
             if stage not in wanted:
                 continue
             runstate.check_stop()
+            if stage in self.skipped:
+                log.info(f"[{stage}] skipped: {self.skipped[stage]}")
+                continue
             stage_hash = self.stage_hash(stage)
             if stage not in forced and runs.is_finished(stage, stage_hash):
                 log.info(f"[{stage}] up to date, skipped")
                 continue
             module = STAGES[stage]
             runstate.enter(stage)
-            out_dir = runs.begin(stage, stage_hash)
+            out_dir = runs.begin(stage, stage_hash, fresh=stage in forced)
             log.info(f"[{stage}] running")
             started = time.perf_counter()
             engine = engine or get_engine(self.section.engine, self.section.ray)
@@ -156,6 +189,14 @@ class Pipeline:
             if found.intersection(self.inputs(name)):
                 found.add(name)
         return found
+
+
+def _blamed_overrides(field: str | None, overrides: list[str]) -> str:
+    """`--set KEYS` for the overrides of the section (or key) `field` names; all of them if none matches."""
+    keys = [item.partition("=")[0].strip() for item in overrides]
+    section = (field or "").strip("[]").partition(".")[0]
+    named = [key for key in keys if key == field] or [key for key in keys if key.partition(".")[0] == section]
+    return "--set " + ", --set ".join(named or keys)
 
 
 def inputs_of(stage: str, present: Iterable[str]) -> list[str]:

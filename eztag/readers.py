@@ -145,3 +145,23 @@ def columns_of(path: Path, fmt: str = "auto") -> list[str] | None:
         header = _open_bytes(path).split(b"\n", 1)[0].decode("utf-8", errors="replace").strip("\r")
         return [name.strip('"') for name in header.split("\t" if fmt == "tsv" else ",")] if header else []
     return None
+
+
+def column_names(path: Path, fmt: str, wanted: set[str]) -> list[str]:
+    """A file's column names: a CSV's or Parquet's header, or the keys of JSONL rows read until every `wanted`
+    key is seen (rows may differ in their keys)."""
+    columns = columns_of(path, fmt)
+    if columns is not None:
+        return columns
+    seen: dict[str, None] = {}
+    first_error = None
+    for _, record in read_records(path, fmt):
+        if isinstance(record, RowError):
+            first_error = first_error or record
+            continue
+        seen.update(dict.fromkeys(record))
+        if wanted <= seen.keys():
+            break
+    if not seen and first_error is not None:
+        raise EztagError(f"no readable rows; first problem: {first_error.message}", file=path, row=first_error.row)
+    return list(seen)

@@ -3,15 +3,20 @@
 A registry maps a backend name to "module:Class"; the module is imported only when the backend is used, so an
 optional heavy dependency (vllm, faiss) costs nothing until then. A backend's options are the keyword-only
 parameters of its constructor, typed by their annotations: an unknown option is a one-line error with a
-"did you mean", a wrong type names the option, and `device`/`precision` are checked as in `eztag.devices`.
+"did you mean", a wrong type names the option, and `device`/`precision` are checked as in `eztag.devices`. Backend
+modules import torch with `lazy_module`, so checking a configuration (which reads a constructor's signature) does
+not load it.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
+import sys
 import typing
 from collections.abc import Iterator, Mapping
+from types import ModuleType
 from typing import Any, Generic, TypeVar
 
 from eztag.config import coerce
@@ -19,6 +24,20 @@ from eztag.devices import check_device, check_precision
 from eztag.errors import EztagError, did_you_mean
 
 T = TypeVar("T")
+
+
+def lazy_module(name: str) -> ModuleType:
+    """Module `name`, executed on its first attribute access (the standard library's `LazyLoader`)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        raise ModuleNotFoundError(f"No module named '{name}'", name=name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 class Registry(Generic[T]):
@@ -68,4 +87,11 @@ class Registry(Generic[T]):
 
     def create(self, name: str, *args: Any, options: Mapping[str, Any], field: str) -> T:
         """An instance of backend `name` built with `args` and the checked keyword `options` of `[FIELD]`."""
-        return self.get(name, field=f"{field}.backend")(*args, **self.check_options(name, options, field=field))
+        self.get(name, field=f"{field}.backend")
+        return self.construct(name, *args, **self.check_options(name, options, field=field))
+
+    def construct(self, name: str, *args: Any, **checked_options: Any) -> T:
+        """An instance of backend `name` built with `args` and options already checked by `check_options`."""
+        backend: Any = self.get(name)
+        instance: T = backend(*args, **checked_options)
+        return instance

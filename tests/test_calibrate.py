@@ -38,8 +38,11 @@ def test_selection_rules() -> None:
     def kept(**settings: object) -> list[int]:
         return tag.select(scores, probabilities, tag.Config(k=4, **settings)).sum(axis=1).tolist()
 
-    assert kept() == [4, 2]
-    assert kept(max_per_doc=3) == [3, 2]
+    assert kept() == kept(rule="probability") == [2, 0]  # "auto" with probabilities: min_probability 0.5
+    auto_uncalibrated = tag.select(scores, None, tag.Config(k=4, top_k=3)).sum(axis=1).tolist()
+    assert auto_uncalibrated == kept(rule="top_k", top_k=3) == [3, 2]  # "auto" without: the first top_k
+    assert kept(rule="top_k") == [4, 2]  # top_k (5) past the list's end keeps the whole list
+    assert kept(rule="top_k", top_k=5, max_per_doc=3) == [3, 2]
     assert kept(rule="threshold", threshold=0.35) == [2, 0]
     assert kept(rule="threshold", threshold=0.35, min_per_doc=1) == [2, 1]
     assert kept(rule="probability", min_probability=0.5) == [2, 0]

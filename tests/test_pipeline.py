@@ -34,8 +34,13 @@ def test_pipeline_tags_evaluates_and_skips_finished_stages(tmp_path: Path, small
     assert matrix[2, 2] == pytest.approx(
         tags.filter((pl.col("doc_id") == "d3") & (pl.col("label_id") == "devel"))["score"][0]
     )
-    metrics = json.loads((run_dir / "evaluate" / "metrics.json").read_text())["metrics"]
+    evaluated = json.loads((run_dir / "evaluate" / "metrics.json").read_text())
+    metrics = evaluated["metrics"]
     assert metrics["P@1"] >= 0.5
+    # ranked 3 of 4 labels deep: the default cut-offs beyond 3 are left out, with a note
+    assert evaluated["ks"] == [1, 3] and "R@5" not in metrics and "@5, @10" in evaluated["notes"][0]
+    assert "| @5" not in first.stdout and "note: @5, @10" in first.stdout
+    assert "not reported" in (run_dir / "evaluate" / "metrics.md").read_text()
     assert (run_dir / "evaluate" / "recall_at_k.png").read_bytes()[:4] == b"\x89PNG"
 
     second = run_cli("run", str(config))
@@ -79,6 +84,7 @@ def test_force_reruns_the_stage_and_everything_downstream(
     pipeline.run(tmp_path / "run", until="index", force=["encode"])  # with a target: only what leads to it
     out = caplog.text
     assert "[encode] running" in out and "[index] running" in out and "[tag]" not in out
+    assert "already on disk" not in out  # a forced stage recomputes its chunks instead of resuming them
 
 
 def test_stage_subcommand_runs_only_upstream(tmp_path: Path, small_inputs: tuple[Path, Path]) -> None:

@@ -45,7 +45,7 @@ def test_stage_module_follows_the_contract(name: str) -> None:
     assert all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in run.parameters.values())
     assert run.parameters["inputs"].annotation in (StageInputs, "StageInputs")
     assert list(inspect.signature(module.fingerprint).parameters) == ["config"]
-    assert list(inspect.signature(module.check_pipeline).parameters) == ["config", "stages"]
+    assert list(inspect.signature(module.check_pipeline).parameters) == ["config", "configs"]
 
 
 def test_stage_graph_has_no_cycle() -> None:

@@ -9,7 +9,6 @@ from typing import Any
 
 from eztag.artifacts import atomic_dir
 from eztag.distillation.config import DistilConfig
-from eztag.models import resolve_encoder
 
 
 def train(base_model: str, columns: dict[str, list], config: DistilConfig, round_dir: Path) -> dict[str, Any]:
@@ -27,7 +26,7 @@ def train(base_model: str, columns: dict[str, list], config: DistilConfig, round
     bf16 = pick_dtype(config.precision, device, gpu_auto="bfloat16") == torch.bfloat16  # mixed precision: bf16 or off
     random.seed(config.seed)
     torch.manual_seed(config.seed)
-    model = SentenceTransformer(resolve_encoder(base_model), device=str(device))
+    model = SentenceTransformer(base_model, device=str(device))
     checkpoints = round_dir / "checkpoints"
     arguments = Arguments(
         output_dir=str(checkpoints),

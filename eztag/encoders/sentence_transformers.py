@@ -7,13 +7,19 @@ import queue
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from eztag.devices import pick_device, pick_dtype
 from eztag.errors import EztagError
 from eztag.models import model_files, resolve_encoder
+from eztag.registry import lazy_module
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_module("torch")  # loaded when first used, not when a configuration is checked
 
 CPU_BATCH_SIZE = 64
 GPU_BATCH_SIZE = 1024
@@ -105,16 +111,16 @@ class SentenceTransformerEncoder:
                     handoff.get(timeout=0.1)
             thread.join()
 
-    @torch.inference_mode()
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        out = torch.empty((len(texts), self.dim), dtype=torch.float32, device=self.device)
-        autocast = self.device.type == "cuda" and self.dtype != torch.float32
-        for rows, features in self._features(texts, length_buckets(texts, self.batch_size)):
-            features = {
-                key: value.to(self.device, non_blocking=True) if isinstance(value, torch.Tensor) else value
-                for key, value in features.items()
-            }
-            with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
-                embeddings = self.model(features)["sentence_embedding"]
-            out[torch.from_numpy(rows).to(self.device)] = torch.nn.functional.normalize(embeddings.float(), dim=1)
-        return out.cpu().numpy()
+        with torch.inference_mode():
+            out = torch.empty((len(texts), self.dim), dtype=torch.float32, device=self.device)
+            autocast = self.device.type == "cuda" and self.dtype != torch.float32
+            for rows, features in self._features(texts, length_buckets(texts, self.batch_size)):
+                features = {
+                    key: value.to(self.device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+                    for key, value in features.items()
+                }
+                with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
+                    embeddings = self.model(features)["sentence_embedding"]
+                out[torch.from_numpy(rows).to(self.device)] = torch.nn.functional.normalize(embeddings.float(), dim=1)
+            return out.cpu().numpy()

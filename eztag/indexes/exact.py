@@ -17,16 +17,21 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from eztag.artifacts import atomic_path
 from eztag.devices import pick_device, pick_dtype
 from eztag.embeddings import EmbeddingStore
 from eztag.indexes import LabelIndex
+from eztag.registry import lazy_module
 from eztag.safe_writes import write_npy_rows
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_module("torch")  # loaded when first used, not when a configuration is checked
 
 FILE = "labels.npy"
 GPU_LABEL_CHUNK, CPU_LABEL_CHUNK = 262_144, 4096

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-
-import torch
+from typing import TYPE_CHECKING
 
 from eztag.devices import pick_device
 from eztag.errors import EztagError
 from eztag.judges import Judge, Judgment
 from eztag.prompts import Pair, PromptTemplate, truncate_tokens
+from eztag.registry import lazy_module
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_module("torch")  # loaded when first used, not when a configuration is checked
 
 
 class CrossEncoderJudge(Judge):

@@ -15,15 +15,19 @@ import functools
 import inspect
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal, cast
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from eztag.devices import pick_device, pick_dtype
 from eztag.errors import EztagError
 from eztag.judges import Judge, Judgment, judgment_from_classes
 from eztag.models import resolve_judge
 from eztag.prompts import Pair, PromptTemplate, class_token_ids, messages_text, prompt_token_ids, truncate_tokens
+from eztag.registry import lazy_module
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_module("torch")  # loaded when first used, not when a configuration is checked
 
 Scoring = Literal["auto", "batched", "per-document", "naive"]
 TOKEN_BUDGET = {"cpu": 4096, "cuda": 262144}  # tokens per batched forward (pairs x padded prompt length)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-from eztag import calibration
+from eztag import calibration, plots
 from eztag.artifacts import write_json, write_parquet
 from eztag.embeddings import EmbeddingStore, gather_rows
 from eztag.errors import EztagError
@@ -142,16 +142,15 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     report["pairs_below_depth"] = judged.height - pairs.height
     write_json(out_dir / "report.json", report)
     held_out = pairs.filter(pl.col("split") == "check")
-    calibration.plot_reliability(
-        {
-            f"calibrator (ECE {report['check']['ece']:.3f})": report["check"]["reliability"],
-            f"constant (ECE {report['check']['constant_ece']:.3f})": calibration.reliability(
-                np.full(held_out.height, report["fit_mean_p_yes"]), held_out["p_yes"].to_numpy(), config.bins
-            ),
-        },
-        out_dir / "reliability.png",
-        observed="judge's mean P(yes), held-out documents",
-    )
+    figure, axes = plots.png_figure(5, 5)
+    curves = {
+        f"calibrator (ECE {report['check']['ece']:.3f})": report["check"]["reliability"],
+        f"constant (ECE {report['check']['constant_ece']:.3f})": calibration.reliability(
+            np.full(held_out.height, report["fit_mean_p_yes"]), held_out["p_yes"].to_numpy(), config.bins
+        ),
+    }
+    plots.draw_reliability(axes, curves, "predicted probability (bin mean)", "judge's mean P(yes), held-out documents")
+    plots.save_png(figure, out_dir / "reliability.png")
     return {key: value for key, value in report.items() if not isinstance(value, dict)} | {
         "check_ece": report["check"]["ece"]
     }

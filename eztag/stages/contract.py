@@ -56,8 +56,9 @@ def no_fingerprint(config: Any) -> None:
     return None
 
 
-def no_pipeline_checks(config: Any, stages: Sequence[str]) -> None:
-    """The `check_pipeline` of a stage whose config is valid whatever else the pipeline holds."""
+def no_pipeline_checks(config: Any, configs: Mapping[str, Any]) -> str | None:
+    """The `check_pipeline` of a stage whose config is valid, and which has work, whatever else the pipeline holds."""
+    return None
 
 
 class Stage(Protocol):
@@ -72,8 +73,9 @@ class Stage(Protocol):
     PATH_FIELDS: Config fields holding paths, resolved against the pipeline file's folder. Config: the dataclass of
     the stage's table. `run` writes the stage's artifacts into `out_dir` and returns a JSON-able summary;
     `fingerprint` returns what, beyond the config, changes the outputs (input checksums, model files), or None;
-    `check_pipeline` raises an EztagError (field named, no file: the pipeline adds it) when the config does not fit
-    the other stages of the pipeline, checked when the pipeline is loaded.
+    `check_pipeline` (given every stage's config by name) raises an EztagError (field named, no file: the pipeline
+    adds it) when the config does not fit the other stages of the pipeline, or returns why the stage has nothing to
+    do in this pipeline (it and what reads it are then skipped with that note), checked when the pipeline is loaded.
     """
 
     NAME: str
@@ -89,4 +91,4 @@ class Stage(Protocol):
 
     def fingerprint(self, config: Any) -> Any: ...
 
-    def check_pipeline(self, config: Any, stages: Sequence[str]) -> None: ...
+    def check_pipeline(self, config: Any, configs: Mapping[str, Any]) -> str | None: ...

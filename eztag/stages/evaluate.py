@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-import json
+import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from eztag import comparison, metrics
-from eztag.artifacts import atomic_path, file_checksum, write_json, write_parquet, write_text
+from eztag import comparison, metrics, plots
+from eztag.artifacts import file_checksum, write_json, write_parquet, write_text
 from eztag.errors import EztagError
-from eztag.readers import RowError, read_records
-from eztag.stages.contract import StageInputs, no_pipeline_checks
+from eztag.readers import RowError, column_names, read_records
+from eztag.stages.contract import StageInputs
+
+log = logging.getLogger(__name__)
 
 NAME = "evaluate"
 HELP = "score the tags against the ground truth"
@@ -23,8 +26,6 @@ OPTIONAL: tuple[str, ...] = ()
 CONFLICTS: dict[str, str] = {}
 PROVIDES: dict[str, str] = {}
 PATH_FIELDS = ("label_frequencies",)
-check_pipeline = no_pipeline_checks
-TABLE_METRICS = ("P", "R", "nDCG", "PSP", "coverage")
 
 
 @dataclasses.dataclass
@@ -42,6 +43,21 @@ class Config:
             raise ValueError("ks must be a non-empty list of positive integers")
         if self.label_frequency_documents is not None and self.label_frequency_documents < 1:
             raise ValueError("label_frequency_documents must be a positive integer")
+
+
+def check_pipeline(config: Config, configs: Mapping[str, Any]) -> str | None:
+    """Skipped (a note, not an error after tagging) when the documents carry no ground truth: no
+    `ingest.ground_truth` file and no `ingest.doc_labels` column in the documents file."""
+    ingest = configs["ingest"]
+    if ingest.ground_truth or not Path(ingest.documents).is_file():
+        return None  # a missing file is the ingest check's error
+    wanted = {ingest.doc_labels} if ingest.doc_labels else set()
+    if wanted and ingest.doc_labels in column_names(Path(ingest.documents), ingest.format, wanted):
+        return None
+    return (
+        f"the documents have no ground truth (no '{ingest.doc_labels}' column in {ingest.documents} and no "
+        "ingest.ground_truth file); the tags are in tag/tags.parquet and report.html"
+    )
 
 
 def fingerprint(config: Config) -> dict[str, Any]:
@@ -130,45 +146,17 @@ def load_predictions(ingest_dir: Path, tags: pl.DataFrame) -> tuple[np.ndarray, 
     return predicted, label_sets(ingest_dir, ground_truth), labels.height
 
 
-def set_table(name: str, values: dict[str, float]) -> str:
-    """One Markdown row of the selected tags' set metrics."""
-    columns = ("example_F1", "micro_F1", "macro_F1", "example_P", "example_R", "tags_per_doc", "gold_per_doc")
-    return (
-        "| run | " + " | ".join(columns) + " |\n|---|" + "---:|" * len(columns) + "\n"
-        f"| {name} | " + " | ".join(f"{values[column]:.4f}" for column in columns) + " |\n"
-    )
-
-
-def markdown_table(results: dict[str, dict[str, float]], ks: list[int]) -> str:
-    """One row per (run, metric), one column per k."""
-    lines = ["| run | metric | " + " | ".join(f"@{k}" for k in ks) + " |", "|---|---|" + "---:|" * len(ks)]
-    for run_name, values in results.items():
-        for metric in TABLE_METRICS:
-            cells = " | ".join(f"{values[f'{metric}@{k}']:.4f}" for k in ks)
-            lines.append(f"| {run_name} | {metric} | {cells} |")
-    return "\n".join(lines) + "\n"
-
-
-def plot_recall(curves: dict[str, list[float]], path: Path) -> None:
-    """recall@k curves of one or several runs in one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
-    for name, curve in curves.items():
-        axes.plot(np.arange(1, len(curve) + 1), curve, label=name)
-    axes.set_xscale("log")
-    axes.set_xlabel("k")
-    axes.set_ylabel("recall@k")
-    axes.set_ylim(0, 1)
-    axes.grid(True, alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
-    plt.close(figure)
+def reported_ks(ks: list[int], depth: int, n_labels: int) -> tuple[list[int], list[str]]:
+    """The cut-offs to report of a ranked list `depth` deep over `n_labels` labels, and notes on those dropped:
+    a cut-off beyond a truncated list's depth would only repeat the metric at the depth."""
+    if depth >= n_labels:
+        return ks, []
+    kept = [k for k in ks if k <= depth] or [depth]
+    dropped = [k for k in ks if k not in kept]
+    if not dropped:
+        return kept, []
+    cut = ", ".join(f"@{k}" for k in dropped)
+    return kept, [f"{cut} not reported: the ranked lists hold {depth} of the {n_labels} labels (tag.k)"]
 
 
 def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
@@ -184,8 +172,11 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
         label_ids = pl.read_parquet(ingest_dir / "labels.parquet", columns=["label_id"])["label_id"].to_list()
         counts, n_documents, propensity = label_frequencies(config, label_ids)
         propensity_counts = (counts, n_documents)
+    ks, notes = reported_ks(config.ks, predicted.shape[1], n_labels)
+    for note in notes:
+        log.info(f"evaluate: {note}")
     values, per_document = metrics.evaluate_documents(
-        predicted, gold, n_labels, tuple(config.ks), config.psp_a, config.psp_b, propensity_counts
+        predicted, gold, n_labels, tuple(ks), config.psp_a, config.psp_b, propensity_counts
     )
     doc_ids = pl.read_parquet(ingest_dir / "documents.parquet", columns=["doc_id"])["doc_id"]
     documents = pl.DataFrame({"doc_id": doc_ids.filter(pl.Series([bool(labels) for labels in gold]))})
@@ -195,61 +186,22 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
         "recall_curve": curve,
         "documents_evaluated": evaluated,
         "documents_without_ground_truth": len(gold) - evaluated,
-        "ks": config.ks,
+        "ks": ks,
         "propensity": propensity,
     }
-    table = markdown_table({out_dir.parent.name: values}, config.ks)
+    table = comparison.markdown_table({out_dir.parent.name: values}, ks)
+    if notes:
+        result["notes"] = notes
+        table += "".join(f"\nNote: {note}\n" for note in notes)
     if "selected" in tags.columns:
         selected = label_sets(ingest_dir, tags.filter(pl.col("selected")))
         result["set_metrics"] = metrics.set_metrics(selected, gold)
         per_document[comparison.SET_METRIC] = metrics.example_f1(selected, gold)
-        table += "\nSelected tags:\n\n" + set_table(out_dir.parent.name, result["set_metrics"])
+        table += "\nSelected tags:\n\n" + comparison.set_table(out_dir.parent.name, result["set_metrics"])
     write_parquet(out_dir / comparison.PER_DOCUMENT, documents.with_columns(**per_document))
     write_json(out_dir / "metrics.json", result)
     write_text(out_dir / "metrics.md", table)
-    plot_recall({out_dir.parent.name: curve}, out_dir / "recall_at_k.png")
+    figure, axes = plots.png_figure(6, 4)
+    plots.draw_recall_curves(axes, {out_dir.parent.name: curve})
+    plots.save_png(figure, out_dir / "recall_at_k.png")
     return result
-
-
-def run_names(run_dirs: list[Path]) -> list[str]:
-    """A unique name per run folder: the shortest path suffix no other run shares (`a/demo`, `b/demo`)."""
-    paths = [run_dir.resolve() for run_dir in run_dirs]
-    if len(set(paths)) < len(paths):
-        twice = next(path for path in paths if paths.count(path) > 1)
-        raise EztagError("run directory given twice", file=twice)
-    names = []
-    for path in paths:
-        others = [other for other in paths if other != path]
-        depth = next(
-            (n for n in range(1, len(path.parts)) if all(other.parts[-n:] != path.parts[-n:] for other in others)),
-            None,
-        )
-        names.append("/".join(path.parts[-depth:]) if depth else str(path))
-    return names
-
-
-def compare(
-    run_dirs: list[Path],
-    out_dir: Path,
-    resamples: int = comparison.DEFAULT_RESAMPLES,
-    confidence: float = comparison.DEFAULT_CONFIDENCE,
-) -> tuple[str, comparison.Comparison]:
-    """Side-by-side Markdown table, recall@k plot and paired bootstrap intervals of every run against the first
-    for several finished runs; returns (the Markdown of comparison.md, the intervals)."""
-    results, curves, ks = {}, {}, None
-    names = run_names(run_dirs)
-    for run_dir, name in zip(run_dirs, names, strict=True):
-        path = run_dir / NAME / "metrics.json"
-        if not path.exists():
-            raise EztagError("no metrics.json: run the evaluate stage first", file=path)
-        data = json.loads(path.read_text())
-        results[name], curves[name] = data["metrics"], data["recall_curve"]
-        ks = [k for k in data["ks"] if ks is None or k in ks]
-    table = markdown_table(results, ks or [])
-    intervals = comparison.compare_runs(run_dirs, names, ks or [], resamples=resamples, confidence=confidence)
-    extra = comparison.markdown(intervals)
-    table += f"\n{extra}" if extra else ""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_text(out_dir / "comparison.md", table)
-    plot_recall(curves, out_dir / "recall_at_k.png")
-    return table, intervals

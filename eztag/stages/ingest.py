@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -11,8 +12,8 @@ import polars as pl
 
 from eztag.artifacts import file_checksum, write_json, write_parquet
 from eztag.errors import EztagError, did_you_mean
-from eztag.readers import Record, RowError, columns_of, read_records
-from eztag.stages.contract import StageInputs, no_pipeline_checks
+from eztag.readers import Record, RowError, column_names, read_records
+from eztag.stages.contract import StageInputs
 
 NAME = "ingest"
 HELP = "validate documents, labels and ground truth into Parquet"
@@ -21,7 +22,6 @@ OPTIONAL: tuple[str, ...] = ()
 CONFLICTS: dict[str, str] = {}
 PROVIDES: dict[str, str] = {}
 PATH_FIELDS = ("documents", "labels", "ground_truth")
-check_pipeline = no_pipeline_checks
 XC_DOCUMENT_FIELDS = {"doc_id": "uid", "doc_text": "content", "doc_title": "title", "doc_labels": "target_ind"}
 DOC_LABELS = "labels"
 XC_LABEL_FIELDS = {"label_id": "uid", "label_text": "title", "label_description": None, "label_facet": None}
@@ -77,33 +77,23 @@ class Problems:
             self.examples.append(str(error))
 
 
+def check_pipeline(config: Config, configs: Mapping[str, Any]) -> None:
+    """Every input file named in the pipeline exists: all missing ones named at once, before any stage runs."""
+    missing = [(field, path) for field in PATH_FIELDS if (path := getattr(config, field)) and not Path(path).exists()]
+    if missing:
+        fields = ", ".join(f"ingest.{field}" for field, _ in missing)
+        raise EztagError(f"file not found: {', '.join(path for _, path in missing)}", field=fields)
+
+
 def fingerprint(config: Config) -> dict[str, Any]:
     """Input checksums, so a changed input file reruns the stage."""
     paths = [config.documents, config.labels, config.ground_truth]
     return {path: file_checksum(Path(path)) for path in paths if path and Path(path).is_file()}
 
 
-def _jsonl_keys(path: Path, fmt: str, wanted: set[str]) -> list[str]:
-    """Keys of JSONL rows, read until every wanted key is seen (rows may differ in their keys)."""
-    seen: dict[str, None] = {}
-    first_error = None
-    for _, record in read_records(path, fmt):
-        if isinstance(record, RowError):
-            first_error = first_error or record
-            continue
-        seen.update(dict.fromkeys(record))
-        if wanted <= seen.keys():
-            break
-    if not seen and first_error is not None:
-        raise EztagError(f"no readable rows; first problem: {first_error.message}", file=path, row=first_error.row)
-    return list(seen)
-
-
 def _check_columns(path: Path, fmt: str, required: list[str], optional: dict[str, str | None]) -> set[str]:
     """Fail on missing required columns; return the optional columns the file has."""
-    columns = columns_of(path, fmt)
-    if columns is None:
-        columns = _jsonl_keys(path, fmt, {*required, *optional})
+    columns = column_names(path, fmt, {*required, *optional})
     if not columns:
         raise EztagError("file is empty", file=path)
     for name in required:

@@ -13,9 +13,9 @@ from typing import Any
 
 import polars as pl
 
+from eztag import plots
 from eztag.artifacts import write_json, write_parquet
 from eztag.judging import JudgeConfig, build_judge, judge_cache, judge_candidates
-from eztag.plots import plot_log_odds
 from eztag.stages.contract import StageInputs, no_fingerprint, no_pipeline_checks
 
 NAME = "judge"
@@ -41,5 +41,7 @@ def run(config: JudgeConfig, out_dir: Path, inputs: StageInputs) -> dict[str, An
     write_parquet(out_dir / "judgments.parquet", judgments)
     report.update(model=judge.model_id, template=judge.template.key, backend=config.backend, settings=judge.settings)
     write_json(out_dir / "report.json", report)
-    plot_log_odds(judgments["log_odds"].drop_nulls().to_numpy(), out_dir / "log_odds.png")
+    figure, axes = plots.png_figure(6, 4)
+    plots.draw_log_odds(axes, judgments["log_odds"].drop_nulls().to_numpy())
+    plots.save_png(figure, out_dir / "log_odds.png")
     return report

@@ -31,7 +31,7 @@ from eztag.artifacts import (
 from eztag.embeddings import EmbeddingStore
 from eztag.encoding import EncodeConfig, load_encoder
 from eztag.indexes import INDEXES
-from eztag.judges import JUDGES, get_judge
+from eztag.judges import JUDGES
 from eztag.prompts import SYNONYM_PROMPT, PromptTemplate, synonym_messages
 from eztag.stages.contract import StageInputs, no_fingerprint, no_pipeline_checks
 from eztag.templates import render_rows
@@ -72,7 +72,7 @@ class Config:
     refine_top_m: int = 5
 
     def __post_init__(self) -> None:
-        JUDGES.check_options(self.backend, self.options, field="synonyms.options")
+        self.options = JUDGES.check_options(self.backend, self.options, field="synonyms.options")  # checked once
         if min(self.n, self.max_new_tokens, self.max_chars, self.shard_size, self.refine_top_m) < 1:
             raise ValueError("n, max_new_tokens, max_chars, shard_size and refine_top_m must be positive")
 
@@ -92,7 +92,7 @@ def generate(config: Config, labels: list[tuple[str, str]], cache_dir: Path) -> 
     todo = list({key: pair for key, pair in zip(keys, labels, strict=True) if key not in stored}.items())
     if todo:
         template = PromptTemplate.named("yes-no", config.domain)
-        llm = get_judge(config.backend, config.model, template, section=NAME, **config.options)
+        llm = JUDGES.construct(config.backend, config.model, template, **config.options)
         with tqdm(total=len(todo), desc="synonyms", unit="label", disable=None) as bar:
             for start in range(0, len(todo), config.shard_size):
                 batch = todo[start : start + config.shard_size]

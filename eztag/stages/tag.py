@@ -7,13 +7,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import polars as pl
-import scipy.sparse as sp
 from tqdm import tqdm
 
 from eztag import calibration, runstate
@@ -36,6 +35,7 @@ CONFLICTS: dict[str, str] = {}
 PROVIDES: dict[str, str] = {}
 PATH_FIELDS = ("calibrator",)
 PROBABILITY_RULES = ("probability", "expected_f1")
+DEFAULT_TOP_K = 5  # tags selected per document by rule "top_k" (debtags' gold: 2.9 per package)
 
 
 @dataclasses.dataclass
@@ -57,15 +57,17 @@ class Config:
     """How deep each document's ranked list is (k), which tags of it are selected, and ConSE expansion
     (`[tag.conse]`, off when absent).
 
-    rule: "top_k" (every tag of the list, up to max_per_doc), "threshold" (cosine score >= `threshold`),
-    "probability" (calibrated probability >= `min_probability`) or "expected_f1" (per document, the cut-off
-    of the ranked list that maximises the expected F1 under the calibrated probabilities; see
+    rule: "auto" ("probability" when the run has a calibrator, else "top_k"), "top_k" (the first `top_k` tags of
+    the list: the retrieval depth k and the number selected are separate settings), "threshold" (cosine score >=
+    `threshold`), "probability" (calibrated probability >= `min_probability`) or "expected_f1" (per document, the
+    cut-off of the ranked list that maximises the expected F1 under the calibrated probabilities; see
     `expected_f1_cutoffs`); then at least `min_per_doc` and at most `max_per_doc` per document. The probability
     rules need a calibrator: the calibrate stage in the pipeline, or `calibrator` (a calibrator.json path).
     """
 
     k: int = 100
-    rule: Literal["top_k", "threshold", "probability", "expected_f1"] = "top_k"
+    rule: Literal["auto", "top_k", "threshold", "probability", "expected_f1"] = "auto"
+    top_k: int = DEFAULT_TOP_K
     threshold: float | None = None
     min_probability: float = 0.5
     min_per_doc: int = 0
@@ -74,8 +76,8 @@ class Config:
     conse: ConSE | None = None
 
     def __post_init__(self) -> None:
-        if self.k < 1:
-            raise ValueError("k must be at least 1")
+        if self.k < 1 or self.top_k < 1:
+            raise ValueError("k and top_k must be at least 1")
         if self.min_per_doc < 0 or (
             self.max_per_doc is not None and not self.min_per_doc <= self.max_per_doc <= self.k
         ):
@@ -94,9 +96,9 @@ def fingerprint(config: Config) -> str | None:
     return file_checksum(path) if path is not None and path.is_file() else None
 
 
-def check_pipeline(config: Config, stages: Sequence[str]) -> None:
+def check_pipeline(config: Config, configs: Mapping[str, Any]) -> None:
     """Pipeline-level checks: a probability rule needs a calibrator, and only one may be named."""
-    calibrated = "calibrate" in stages
+    calibrated = "calibrate" in configs
     if config.rule in PROBABILITY_RULES and config.calibrator is None and not calibrated:
         raise EztagError(
             f"rule '{config.rule}' needs calibrated probabilities: add the calibrate stage to pipeline.stages "
@@ -126,21 +128,29 @@ def expected_f1_cutoffs(probabilities: np.ndarray, low: int, high: int) -> np.nd
     return low + np.argmax(expected[:, low : high + 1], axis=1)
 
 
+def selection_rule(config: Config, calibrated: bool) -> str:
+    """The rule tags are selected by: `config.rule`, with "auto" resolved by whether there are probabilities."""
+    if config.rule != "auto":
+        return config.rule
+    return "probability" if calibrated else "top_k"
+
+
 def select(scores: np.ndarray, probabilities: np.ndarray | None, config: Config) -> np.ndarray:
     """Boolean mask of the selected (document, rank) cells: the rule, then per-document minimum and maximum."""
     exists = scores > -np.inf
     ranks = np.arange(scores.shape[1])[None, :]
-    if config.rule == "threshold":
+    rule = selection_rule(config, probabilities is not None)
+    if rule == "threshold":
         keep = scores >= config.threshold
-    elif config.rule in PROBABILITY_RULES:
+    elif rule in PROBABILITY_RULES:
         assert probabilities is not None, "check_pipeline gives probability rules a calibrator"
-        if config.rule == "probability":
+        if rule == "probability":
             keep = probabilities >= config.min_probability
         else:
             high = config.max_per_doc if config.max_per_doc is not None else scores.shape[1]
             keep = ranks < expected_f1_cutoffs(probabilities, config.min_per_doc, high)[:, None]
     else:
-        keep = np.ones_like(exists)
+        keep = ranks < config.top_k
     keep = (keep | (ranks < config.min_per_doc)) & exists
     if config.max_per_doc is not None:
         keep &= ranks < config.max_per_doc
@@ -246,6 +256,8 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
             bar.update()
             runstate.progress(done, len(pending), "document chunks to tag")
     tags = pl.concat([pl.read_parquet(path) for path in sorted(shards.glob("part-*.parquet"))])
+    import scipy.sparse as sp  # here, not at import: the CLI answers config errors without loading scipy
+
     chosen = tags.filter(pl.col("selected"))
     value = "probability" if calibrator is not None else "score"
     matrix = sp.csr_matrix(
@@ -262,7 +274,7 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     summary = {
         "documents": len(doc_ids),
         "labels": len(label_ids),
-        "rule": config.rule,
+        "rule": selection_rule(config, calibrator is not None),
         "ranked": tags.height,
         "tags": chosen.height,
         "tags_per_document": round(chosen.height / max(1, len(doc_ids)), 3),
