@@ -13,6 +13,7 @@ import pytest
 
 from eztag.distillation import data, selection, training
 from eztag.distillation.config import DistilConfig
+from eztag.models import resolve_encoder
 from tests.conftest import run_cli, write_jsonl
 
 DOCUMENTS = {
@@ -64,7 +65,7 @@ def train(round_dir: Path, **changes: object) -> dict:
     teacher = data.teacher_scores(teacher_judgments(), config)
     columns, skipped = data.training_rows(teacher, DOCUMENTS, LABELS, config)
     assert len(columns["anchor"]) == 6 and not skipped
-    return training.train("default", columns, config, round_dir)
+    return training.train(resolve_encoder("default"), columns, config, round_dir)
 
 
 def test_training_rows_positives_and_skips() -> None:

@@ -242,7 +242,6 @@ CASES: list[Case] = [
     Case("unknown_key", ingest={"documnets": "docs.jsonl"}, expect=("pipeline.toml", "did you mean 'documents'")),
     Case("unknown_table", tables="[ingset]\nx = 1", expect=("pipeline.toml", "[ingset]", "did you mean 'ingest'")),
     Case("unknown_stage", stages=("ingest", "encdoe"), expect=("pipeline.toml", "'encdoe'", "did you mean 'encode'")),
-    Case("table_not_in_stages", tables="[tag]\nk = 3", expect=("pipeline.toml", "[tag]", "not in pipeline.stages")),
     Case("missing_upstream", stages=("ingest", "tag"), expect=("pipeline.toml", "needs stage")),
     Case(
         "wrong_type_int",
