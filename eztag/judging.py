@@ -50,16 +50,36 @@ class JudgeConfig:
     """
 
     backend: str = "transformers"
+    """`transformers` (in-process model, P(yes) from the yes/no token log-probabilities), `openai` (any
+    OpenAI-compatible server), `vllm` (in-process `vllm.LLM`) or `cross-encoder` (a sentence-transformers CrossEncoder;
+    sigmoid of its logit)."""
     model: str = "default"
+    """A named judge (`smollm2-135m`, also `default`; `qwen2.5-coder-1.5b`), a local folder (relative to the pipeline
+    file's folder), a `.gguf` file or a hub id."""
     template: str = "yes-no"
+    """Prompt template: `yes-no`, `yes-no-short` (no domain, no description line) or `graded` (0-3; the score is the
+    expected grade / 3); its name@version is part of the cache key."""
     domain: str = "document"
+    """What a document is, filled into the prompt ("Does the tag apply to this {domain}?"); part of the cache key."""
     document_template: str = "{text}"
-    label_template: str = "{text}"  # what the prompt's {label} shows; fields of labels.parquet
-    description_template: str = "{description}"  # what its {description} shows ("" drops the line)
+    """What the prompt's {document} shows: a `{field}` template over `{doc_id}`, `{title}` and `{text}`."""
+    label_template: str = "{text}"
+    """What the prompt's {label} shows: a `{field}` template over `{label_id}`, `{text}`, `{description}` and
+    `{facet}`."""
+    description_template: str = "{description}"
+    """What the prompt's "Tag group" line shows, a template over the same label fields; the line is left out where it
+    renders empty (`""` drops it for every label)."""
     max_document_tokens: int = 256
+    """Documents are cut to this many tokens of the judge's tokenizer before prompting (the cut text is part of the
+    cache key)."""
     shard_size: int = 256
+    """Pairs per scoring call and per cache shard (the unit of resume and of the engine's work)."""
     cache_dir: str | None = None
+    """The judge cache folder (relative to the pipeline file's folder), which runs may share; `None`:
+    RUN_DIR/cache/judge, outside the stage folder, so a changed judge config keeps every judgment already made."""
     options: dict = dataclasses.field(default_factory=dict)
+    """`[judge.options]`, the backend's own keyword options (an unknown one is an error; see the class docstring and
+    README "LLM relevance judge")."""
 
     def __post_init__(self) -> None:
         self.options = JUDGES.check_options(self.backend, self.options, field="judge.options")  # checked once, here

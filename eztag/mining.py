@@ -28,12 +28,21 @@ class MineConfig:
     """How many candidates per document, from where, and for which documents."""
 
     k: int = 30
+    """Dense candidates per document: the top `k` labels of the encoder's index (at least 5 when distil follows)."""
     bm25_k: int = 0
+    """BM25 candidates per document over the labels' `label_template` texts, added to the dense ones (needs
+    `eztag[judge]`); 0: none."""
     documents_limit: int | None = None
+    """How many documents to mine (and so to judge); `None`: all of them."""
     sample: Literal["first", "random"] = "first"
+    """Which documents when `documents_limit` is set: `first` (in file order) or `random` (drawn with `seed`)."""
     seed: int = 0
+    """Seed of the `random` document sample."""
     document_template: str = "{title} {text}"
+    """Document text for BM25 (only with `bm25_k`): a `{field}` template over `{doc_id}`, `{title}` and `{text}`."""
     label_template: str = "{text} {description}"
+    """Label text for BM25 (only with `bm25_k`): a `{field}` template over `{label_id}`, `{text}`, `{description}`
+    and `{facet}`."""
 
     def __post_init__(self) -> None:
         if self.k < 1 or self.bm25_k < 0:

@@ -28,10 +28,17 @@ class PipelineSection:
     """The `[pipeline]` table."""
 
     stages: list[str]
+    """The stages to run, by name; they run in an order where each comes after the stages it reads, and every stage
+    a listed one requires must be listed too."""
     name: str = "pipeline"
+    """The pipeline's name: without `run_dir`, runs go to `runs/NAME` in the working directory."""
     run_dir: str | None = None
-    engine: EngineName = "local"  # where encode, judge (and distil's re-judging) and tag run their work units
+    """The run directory, relative to the pipeline file's folder; `None`: `runs/NAME` (`--run-dir` overrides both)."""
+    engine: EngineName = "local"
+    """Where encode, judge (and distil's re-judging) and tag run their work units: `local` (this process) or `ray` (a
+    Ray Data actor pool, set up by `ray`; needs `eztag[ray]`)."""
     ray: RayOptions = dataclasses.field(default_factory=RayOptions)
+    """`[pipeline.ray]`: the Ray cluster and actor pools, used with `engine = "ray"`."""
 
 
 class Pipeline:

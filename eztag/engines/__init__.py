@@ -32,11 +32,18 @@ class RayOptions:
     """
 
     address: str | None = None
+    """An existing Ray cluster (`auto`, `ray://head:10001`, ...); `None`: the `RAY_ADDRESS` variable, else a local
+    instance started for the run."""
     num_cpus: int | None = None
+    """CPUs of the local instance started when there is no address; `None`: Ray's default (every CPU)."""
     actors: int = 1
+    """Workers per stage, each holding its own model, judge or index."""
     cpus_per_actor: float = 1.0
+    """Ray CPUs reserved by each actor."""
     gpus_per_actor: float = 0.0
-    vllm_batch_size: int = 64  # pairs per request batch of Ray Data's vLLM processor (the vllm judge)
+    """Ray GPUs reserved by each actor; a vLLM judge takes one GPU per tensor-parallel rank when this is above 0."""
+    vllm_batch_size: int = 64
+    """Pairs per request batch of Ray Data's vLLM processor (the `vllm` judge only)."""
 
     def __post_init__(self) -> None:
         if self.actors < 1 or self.vllm_batch_size < 1 or self.cpus_per_actor < 0 or self.gpus_per_actor < 0:

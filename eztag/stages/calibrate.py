@@ -48,11 +48,19 @@ class Config:
     """
 
     method: Literal["logistic-rank", "logistic", "isotonic"] = "logistic-rank"
+    """The map: `logistic-rank` (logistic on score and log rank), `logistic` (on the score) or `isotonic` (on the
+    score; flat beyond the judged scores)."""
     check_fraction: float = 0.3
+    """Share of the judged documents held out to check the fit (ECE, reliability plot); between 0 and 1, exclusive."""
     seed: int = 0
+    """Seed of the held-out document draw."""
     min_pairs: int = 200
+    """Fewest scored pairs (judged pairs ranked within `depth`) to fit at all; fewer is an error."""
     depth: int = 100
+    """How deep the tagging index is searched to score a judged pair; pairs ranked below are left out. Set it to
+    `tag.k`."""
     bins: int = 10
+    """Equal-width bins of the ECE and the reliability plot."""
 
     def __post_init__(self) -> None:
         if not 0 < self.check_fraction < 1:

@@ -33,10 +33,18 @@ class Config:
     """Which cut-offs and propensity parameters to use, and where PSP's label frequencies come from."""
 
     ks: list[int] = dataclasses.field(default_factory=lambda: list(metrics.DEFAULT_KS))
+    """Cut-offs k of the @k metrics; those beyond the ranked lists' depth (`tag.k`, when below the label count) are
+    left out with a note."""
     psp_a: float = 0.55
+    """Propensity parameter A of PSP@k (Jain et al. 2016)."""
     psp_b: float = 1.5
+    """Propensity parameter B of PSP@k."""
     label_frequencies: str | None = None
+    """File (JSONL, CSV, TSV, Parquet; relative to the pipeline file's folder) of PSP's label frequencies: training
+    ground truth as (`doc_id`, `label_id`) rows, or label counts as (`label_id`, `count`) rows; `None`: counted in the
+    evaluated documents' own ground truth."""
     label_frequency_documents: int | None = None
+    """N, the number of training documents; required with a label-count file (a ground-truth file counts its own)."""
 
     def __post_init__(self) -> None:
         if not self.ks or min(self.ks) < 1:

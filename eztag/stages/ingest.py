@@ -32,21 +32,47 @@ class Config:
     """Where the inputs are and which columns hold what."""
 
     documents: str
+    """The documents file: JSONL (optionally gzipped), CSV, TSV or Parquet, or an XC raw-text file (`trn.json.gz` …);
+    a relative path is taken from the pipeline file's folder."""
     labels: str
+    """The label set file, in the same formats as `documents`; a relative path is taken from the pipeline file's
+    folder."""
     ground_truth: str | None = None
+    """Optional separate ground-truth file with one (`doc_id`, `label_id`) row per pair, read in `format` (not with a
+    non-default `doc_labels`); `None`: the ground truth is the documents' `doc_labels` column, when they have one."""
     format: Literal["auto", "jsonl", "csv", "tsv", "parquet", "xc"] = "auto"
+    """File format of every input: `jsonl`, `csv`, `tsv`, `parquet`, or `xc` (the extreme-classification repository's
+    raw-text JSON lines, whose fixed column names replace the column settings below); `auto`: told by each file's
+    extension."""
     doc_id: str = "id"
+    """Documents' id column (string or integer ids, unique)."""
     doc_text: str = "text"
+    """Documents' text column (required, non-empty)."""
     doc_title: str | None = "title"
+    """Documents' optional title column (`None`: read none); a file may lack the default column, not one named
+    here."""
     doc_labels: str | None = DOC_LABELS
+    """Documents' optional ground-truth column, a list of label ids or one string of ids joined by `label_separator`
+    (`None`: read none); a file may lack the default column, not one named here."""
     label_id: str = "id"
+    """Labels' id column (string or integer ids, unique)."""
     label_text: str = "text"
+    """Labels' text column (required, non-empty, at most `max_label_chars` characters)."""
     label_description: str | None = "description"
-    label_facet: str | None = "facet"  # the label's group (e.g. a debtags facet, a thesaurus branch), optional
+    """Labels' optional description column (`None`: read none); a file may lack the default column, not one named
+    here."""
+    label_facet: str | None = "facet"
+    """Labels' optional facet column: the label's group, e.g. a debtags facet or a thesaurus branch (`None`: read
+    none); a file may lack the default column, not one named here."""
     label_separator: str = "|"
+    """Separator of the label ids when a document's `doc_labels` value is one string instead of a list."""
     on_error: Literal["fail", "skip"] = "fail"
+    """What a bad row does: `fail` ends the run with a one-line error naming file, row and field; `skip` skips the row
+    (or drops the unknown label) and counts it by reason in `ingest/report.json`."""
     max_document_chars: int = 100_000
+    """Longest document text in characters: a longer one is truncated to it and counted, never an error."""
     max_label_chars: int = 1_000
+    """Longest label text in characters: a longer label is a bad row (`label_too_long`)."""
 
     def __post_init__(self) -> None:
         if self.ground_truth and self.doc_labels and self.doc_labels != DOC_LABELS:

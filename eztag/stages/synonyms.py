@@ -59,17 +59,35 @@ class Config:
     """
 
     backend: str = "transformers"
+    """The LLM backend, a judge backend that can generate: `transformers` or `vllm` (one batched `generate` per
+    shard)."""
     model: str = "default"
+    """The LLM, as `[judge] model`: a named judge (`default` is SmolLM2-135M-Instruct), a local folder (relative to the
+    pipeline file's folder), a `.gguf` file or a hub id."""
     n: int = 5
+    """Synonyms asked for per label; at most this many are kept after cleaning."""
     domain: str = "document"
+    """Fills the prompt ("tags of a {domain} catalogue"); part of the cache key."""
     max_new_tokens: int = 48
+    """Generation budget per label, in tokens (greedy decoding)."""
     max_chars: int = 60
+    """Longest synonym kept, in characters; longer lines are dropped (`too_long`)."""
     shard_size: int = 64
+    """Labels per generation call and per cache shard."""
     cache_dir: str | None = None
+    """The generation cache folder (relative to the pipeline file's folder), which runs may share; `None`:
+    RUN_DIR/cache/synonyms."""
     options: dict = dataclasses.field(default_factory=dict)
+    """`[synonyms.options]`, the backend's own keyword options, as `[judge.options]`."""
     prune_eps: float | None = 0.6
+    """Cosine distance below which two of a label's vectors are joined; only the synonyms in the component of the
+    label's own text are kept (`None`: no pruning)."""
     refine_threshold: float | None = None
+    """Drop a synonym whose cosines to all labels' data centroids correlate (Pearson) below this with its label's data
+    centroid's (`None`: no refinement)."""
     refine_top_m: int = 5
+    """Refinement: a document is a pseudo-positive of its `refine_top_m` nearest labels by their own text; a label's
+    data centroid is the mean of its pseudo-positives."""
 
     def __post_init__(self) -> None:
         self.options = JUDGES.check_options(self.backend, self.options, field="synonyms.options")  # checked once

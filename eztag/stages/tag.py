@@ -44,8 +44,12 @@ class ConSE:
     label vectors (the labels' own-text vectors from encode)."""
 
     top: int = 5
+    """T, the labels of the first search whose vectors are combined (at least 1)."""
     alpha: float = 0.5
+    """Weight of the label combination, 0 to 1: 0 is plain search, 1 the original ConSE (the combination alone)."""
     temperature: float = 0.05
+    """Softmax temperature of the top-T scores that weight the combination (positive; lower: closer to the top
+    label)."""
 
     def __post_init__(self) -> None:
         if self.top < 1 or self.temperature <= 0 or not 0 <= self.alpha <= 1:
@@ -66,14 +70,25 @@ class Config:
     """
 
     k: int = 100
+    """Labels retrieved per document: the ranked list (clamped to the label count, with a note)."""
     rule: Literal["auto", "top_k", "threshold", "probability", "expected_f1"] = "auto"
+    """Which tags of the ranked list are selected: `top_k`, `threshold`, `probability`, `expected_f1` (the cut-off
+    that maximises the expected F1 per document) or `auto` (`probability` with a calibrator, else `top_k`)."""
     top_k: int = DEFAULT_TOP_K
+    """Rule `top_k`: the first `top_k` tags of the ranked list (separate from the retrieval depth `k`)."""
     threshold: float | None = None
+    """Rule `threshold`: tags with cosine score >= it; required by that rule, refused by the others."""
     min_probability: float = 0.5
+    """Rule `probability`: tags with calibrated probability >= it (0 to 1)."""
     min_per_doc: int = 0
+    """Every rule then keeps at least this many tags per document."""
     max_per_doc: int | None = None
+    """Every rule then keeps at most this many tags per document (at most `k`); `None`: no cap."""
     calibrator: str | None = None
+    """A `calibrator.json` made by another run for this encoder and label set (relative to the pipeline file's
+    folder); `None`: the calibrate stage's when it is in the pipeline, else none."""
     conse: ConSE | None = None
+    """`[tag.conse]`: ConSE query expansion (not with a calibrator); `None` (the table absent): off."""
 
     def __post_init__(self) -> None:
         if self.k < 1 or self.top_k < 1:
