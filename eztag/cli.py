@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import logging
@@ -10,6 +11,7 @@ import os
 import shutil
 import sys
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 
 from eztag import __version__, runstate
@@ -97,6 +99,23 @@ def _confidence(text: str) -> float:
     return value
 
 
+def _interval_arguments(parser: argparse.ArgumentParser, baseline: str) -> None:
+    parser.add_argument(
+        "--resamples",
+        type=_positive_int,
+        default=DEFAULT_RESAMPLES,
+        metavar="N",
+        help=f"bootstrap resamples for the intervals against {baseline} (default {DEFAULT_RESAMPLES})",
+    )
+    parser.add_argument(
+        "--confidence",
+        type=_confidence,
+        default=DEFAULT_CONFIDENCE,
+        metavar="LEVEL",
+        help=f"confidence level of the intervals, between 0 and 1 (default {DEFAULT_CONFIDENCE})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="eztag", description="Extreme zero-shot multi-label tagging.")
@@ -142,20 +161,28 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--out", type=Path, required=True, help="folder for comparison.md, recall_at_k.png and comparison.html"
     )
-    compare.add_argument(
-        "--resamples",
-        type=_positive_int,
-        default=DEFAULT_RESAMPLES,
-        metavar="N",
-        help=f"bootstrap resamples for the intervals against the first run (default {DEFAULT_RESAMPLES})",
+    _interval_arguments(compare, "the first run")
+    check = commands.add_parser(
+        "check-judge",
+        help="before distilling: does the judge order candidates better than the student, on labelled documents?",
+        description="Run the pipeline's ingest, encode, index, mine and judge settings over LABELLED (a few hundred "
+        "documents with their labels, in any input format) into RUN_DIR-judge-check, the judgments going to the "
+        "pipeline's judge cache (the cold start reuses them); then order each document's candidates by the student "
+        "and by the judge, score both against the labels (P@1, nDCG@5, paired bootstrap intervals), report the "
+        "judge's yes-rates and say whether distilling with this judge should help.",
     )
-    compare.add_argument(
-        "--confidence",
-        type=_confidence,
-        default=DEFAULT_CONFIDENCE,
-        metavar="LEVEL",
-        help=f"confidence level of the intervals, between 0 and 1 (default {DEFAULT_CONFIDENCE})",
+    check.add_argument(
+        "pipeline", type=Path, help="pipeline TOML file with a judge (e.g. one from eztag init --cold-start)"
     )
+    check.add_argument(
+        "labelled", type=Path, help="labelled documents: CSV, TSV, JSONL or Parquet with a labels column"
+    )
+    check.add_argument("--ground-truth", type=Path, help="the labels in a separate file of (doc_id, label_id) rows")
+    check.add_argument(
+        "--documents", type=_positive_int, default=300, help="labelled documents judged, a seeded sample (default 300)"
+    )
+    _interval_arguments(check, "the student's order")
+    _pipeline_arguments(check, positional=False)
     report = commands.add_parser(
         "report",
         help="write a run's self-contained HTML report",
@@ -182,6 +209,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """The `--set` overrides, with `--engine` as one more."""
+    return [*args.overrides, *([f'pipeline.engine="{args.engine}"'] if args.engine else [])]
+
+
+@contextlib.contextmanager
+def _claimed(run_dir: Path, wait: float | None) -> Iterator[None]:
+    """Hold the run directory's lock; a run that fails before finishing a stage leaves no folder it created."""
+    from eztag.artifacts import RunDir
+    from eztag.runlock import run_lock
+
+    created = next((folder for folder in [*reversed(run_dir.parents), run_dir] if not folder.exists()), None)
+    try:
+        with run_lock(run_dir, wait):
+            yield
+    except EztagError:
+        if created is not None and not RunDir(run_dir).manifest()["stages"]:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
 def _run_pipeline(args: argparse.Namespace, files: tuple[Path, Path] | None = None) -> None:
     """Run a pipeline file (up to the stage `args.command` names), or with `files` (documents, labels) the pipeline
     `eztag tag` makes, its tags then written to `args.out`."""
@@ -191,10 +239,9 @@ def _run_pipeline(args: argparse.Namespace, files: tuple[Path, Path] | None = No
     from eztag.comparison import markdown_table
     from eztag.config import apply_overrides
     from eztag.pipeline import Pipeline
-    from eztag.runlock import run_lock
     from eztag.stages.tag import NAME as TAG
 
-    overrides = [*args.overrides, *([f'pipeline.engine="{args.engine}"'] if args.engine else [])]
+    overrides = _overrides(args)
     data = None
     if files is None:
         pipeline = Pipeline.load(args.pipeline, overrides)
@@ -206,37 +253,54 @@ def _run_pipeline(args: argparse.Namespace, files: tuple[Path, Path] | None = No
         run_dir = args.run_dir or Path("runs") / f"tag-{files[0].name.split('.')[0]}"
         pipeline = Pipeline.load(run_dir / "pipeline.toml", overrides, data=data)
     whole = args.command == "run" or files is not None
-    created = next((folder for folder in [*reversed(run_dir.parents), run_dir] if not folder.exists()), None)
-    try:
-        with run_lock(run_dir, args.wait):
-            if data is not None:
-                header = "# written by `eztag tag`; rerun it with: eztag run THIS_FILE --run-dir THIS_FOLDER\n"
-                write_text(run_dir / "pipeline.toml", quickstart.toml_text(apply_overrides(data, overrides), header))
-            summaries = pipeline.run(run_dir, until=None if whole else args.command, force=args.force)
-            finished = RunDir(run_dir)
-            if (args.command in ("run", EVALUATE) and EVALUATE in pipeline.configs) and finished.is_finished(
-                EVALUATE, pipeline.stage_hash(EVALUATE)
-            ):
-                metrics = json.loads((run_dir / EVALUATE / "metrics.json").read_text(encoding="utf-8"))
-                print(markdown_table({run_dir.name: metrics["metrics"]}, metrics["ks"]), end="")
-                for note in metrics.get("notes", []):
-                    print(f"note: {note}")
-            if whole and TAG in pipeline.configs and finished.is_finished(TAG, pipeline.stage_hash(TAG)):
-                if files is None:
-                    print(f"tags: {run_dir / TAG / 'tags.parquet'}")
-                else:
-                    written = quickstart.write_tags(run_dir, args.out, selected_only=args.selected_only)
-                    documents = written["doc_id"].n_unique()
-                    print(f"tags: {args.out} ({written.height} rows, {documents} documents)")
-                page = run_dir / "report.html"
-                if summaries or not page.exists():
-                    from eztag.report import write_report
+    with _claimed(run_dir, args.wait):
+        if data is not None:
+            header = "# written by `eztag tag`; rerun it with: eztag run THIS_FILE --run-dir THIS_FOLDER\n"
+            write_text(run_dir / "pipeline.toml", quickstart.toml_text(apply_overrides(data, overrides), header))
+        summaries = pipeline.run(run_dir, until=None if whole else args.command, force=args.force)
+        finished = RunDir(run_dir)
+        if (args.command in ("run", EVALUATE) and EVALUATE in pipeline.configs) and finished.is_finished(
+            EVALUATE, pipeline.stage_hash(EVALUATE)
+        ):
+            metrics = json.loads((run_dir / EVALUATE / "metrics.json").read_text(encoding="utf-8"))
+            print(markdown_table({run_dir.name: metrics["metrics"]}, metrics["ks"]), end="")
+            for note in metrics.get("notes", []):
+                print(f"note: {note}")
+        if whole and TAG in pipeline.configs and finished.is_finished(TAG, pipeline.stage_hash(TAG)):
+            if files is None:
+                print(f"tags: {run_dir / TAG / 'tags.parquet'}")
+            else:
+                written = quickstart.write_tags(run_dir, args.out, selected_only=args.selected_only)
+                documents = written["doc_id"].n_unique()
+                print(f"tags: {args.out} ({written.height} rows, {documents} documents)")
+            page = run_dir / "report.html"
+            if summaries or not page.exists():
+                from eztag.report import write_report
 
-                    print(f"report: {write_report(run_dir, page)}")
-    except EztagError:
-        if created is not None and not RunDir(run_dir).manifest()["stages"]:
-            shutil.rmtree(created, ignore_errors=True)  # a run that failed before finishing a stage leaves nothing
-        raise
+                print(f"report: {write_report(run_dir, page)}")
+    print(f"run directory: {run_dir}")
+
+
+def _check_judge(args: argparse.Namespace) -> None:
+    """`eztag check-judge`: the pipeline's judge against its student on labelled documents."""
+    from eztag import judge_check
+    from eztag.artifacts import write_json, write_text
+    from eztag.pipeline import Pipeline
+
+    overrides = _overrides(args)
+    tables, distil = judge_check.check_tables(
+        args.pipeline, args.labelled, args.ground_truth, args.documents, overrides
+    )
+    pipeline = Pipeline.load(args.pipeline, judge_check.stage_overrides(overrides), data=tables)
+    run_dir = args.run_dir or pipeline.default_run_dir()
+    with _claimed(run_dir, args.wait):
+        pipeline.run(run_dir, force=args.force)
+        result = judge_check.check(run_dir, distil, args.resamples, args.confidence)
+        text = judge_check.markdown(result)
+        write_json(run_dir / f"{judge_check.REPORT}.json", result)
+        write_text(run_dir / f"{judge_check.REPORT}.md", text)
+    print(text, end="")
+    print(f"judge check: {run_dir / judge_check.REPORT}.md")
     print(f"run directory: {run_dir}")
 
 
@@ -288,6 +352,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         _tag(args)
     elif args.command == "init":
         _init(args)
+    elif args.command == "check-judge":
+        _check_judge(args)
     elif args.command == "data":
         from eztag.datasets import debtags
 

@@ -38,6 +38,9 @@ P_YES = (1 / (1 + (-pl.col("log_odds")).exp())).alias("p_yes")
 # cache shards: "p_yes" holds Judgment.score (the on-disk name is kept so existing caches stay readable)
 SHARD_SCHEMA: dict[str, Any] = {"key": pl.String, "p_yes": pl.Float64, "log_odds": pl.Float64, "failure": pl.String}
 P_YES_THRESHOLDS = (0.1, 0.25, 0.5, 0.75, 0.9)
+# a judge saying yes to fewer or more of its pairs than these hardly separates its candidates (warned, label-free)
+YES_RATE_BOUNDS = (0.05, 0.9)
+YES_RATE_MIN_PAIRS = 50  # fewer judged pairs: no warning
 LOG_ODDS_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
@@ -279,4 +282,17 @@ def judgment_report(judgments: pl.DataFrame, *, unique_pairs: int, judged_now: i
         if len(log_odds)
         else {},
         "mean_labels_per_doc_p_yes_0.5": round(float(positives_per_doc or 0), 3),  # type: ignore[arg-type]
+        "yes_rate": round(float(np.mean(log_odds >= 0)), 4) if len(log_odds) else None,
     }
+
+
+def yes_rate_warning(yes_rate: float | None, pairs: int) -> str | None:
+    """A warning when the judge says yes (P(yes) >= 0.5; P(grade >= 2) when graded) to almost all of `pairs` judged
+    pairs or almost none, else None."""
+    low, high = YES_RATE_BOUNDS
+    if yes_rate is None or pairs < YES_RATE_MIN_PAIRS or low < yes_rate < high:
+        return None
+    return (
+        f"the judge says yes to {yes_rate:.0%} of {pairs} pairs: its verdicts hardly separate the candidates, and tag "
+        "counts calibrated on them will be off; check it on labelled documents first (eztag check-judge)"
+    )

@@ -110,15 +110,27 @@ def write_tags(run_dir: Path, out: Path, *, selected_only: bool) -> pl.DataFrame
     return frame
 
 
-def _detected(path: Path, fmt: str, candidates: Mapping[str, Sequence[str]]) -> dict[str, str | None]:
-    """For each field, the first of its candidate names among the file's columns (case-insensitive), or None."""
-    wanted = {name for names in candidates.values() for name in names}
+def detected_columns(
+    path: Path, fmt: str, candidates: Mapping[str, Sequence[str]], keep: Mapping[str, Any] | None = None
+) -> dict[str, str | None]:
+    """For each field, the first of its candidate names among the file's columns (case-insensitive), or None. With
+    `keep` (an [ingest] table) a field's column named there, or its default name, comes first where the file has
+    it, and a field set to None there stays None."""
+    keep = keep or {}
+    named = {field: keep.get(field, INGEST_DEFAULTS[field]) for field in candidates if keep}
+    wanted = {name for names in candidates.values() for name in names} | {str(name) for name in named.values()}
     columns = column_names(path, fmt, wanted)
     lowered = {column.lower(): column for column in columns}
     found: dict[str, str | None] = {}
     taken: set[str] = set()
     for field, names in candidates.items():
-        match = next((lowered[name] for name in names if name in lowered and lowered[name] not in taken), None)
+        if field in named and named[field] is None:
+            found[field] = None
+            continue
+        first = (str(named[field]).lower(),) if field in named else ()
+        match = next(
+            (lowered[name] for name in (*first, *names) if name in lowered and lowered[name] not in taken), None
+        )
         found[field] = match
         if match is not None:
             taken.add(match)
@@ -131,8 +143,8 @@ def detected_ingest(documents: Path, labels: Path, folder: Path) -> tuple[dict[s
     doc_format, label_format = detect_format(documents), detect_format(labels)
     if "xc" in (doc_format, label_format):
         raise EztagError("XC files need a pipeline file: copy pipelines/recall-benchmark.toml")
-    doc_columns = _detected(documents, doc_format, DOCUMENT_COLUMNS)
-    label_columns = _detected(labels, label_format, LABEL_COLUMNS)
+    doc_columns = detected_columns(documents, doc_format, DOCUMENT_COLUMNS)
+    label_columns = detected_columns(labels, label_format, LABEL_COLUMNS)
     for field, path in (("doc_id", documents), ("doc_text", documents), ("label_id", labels)):
         if (doc_columns | label_columns)[field] is None:
             names = ", ".join(DOCUMENT_COLUMNS.get(field) or LABEL_COLUMNS[field])

@@ -8,6 +8,7 @@ stored. Failures are kept in the shards for the record but are judged again by t
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ import polars as pl
 
 from eztag import plots
 from eztag.artifacts import write_json, write_parquet
-from eztag.judging import JudgeConfig, build_judge, judge_cache, judge_candidates
+from eztag.judging import JudgeConfig, build_judge, judge_cache, judge_candidates, yes_rate_warning
 from eztag.stages.contract import StageInputs, no_fingerprint, no_pipeline_checks
+
+log = logging.getLogger(__name__)
 
 NAME = "judge"
 HELP = "score candidate labels with an LLM relevance judge"
@@ -41,6 +44,9 @@ def run(config: JudgeConfig, out_dir: Path, inputs: StageInputs) -> dict[str, An
     write_parquet(out_dir / "judgments.parquet", judgments)
     report.update(model=judge.model_id, template=judge.template.key, backend=config.backend, settings=judge.settings)
     write_json(out_dir / "report.json", report)
+    warning = yes_rate_warning(report["yes_rate"], report["pairs"] - report["failures"])
+    if warning:
+        log.warning(f"[judge] {warning}")
     figure, axes = plots.png_figure(6, 4)
     plots.draw_log_odds(axes, judgments["log_odds"].drop_nulls().to_numpy())
     plots.save_png(figure, out_dir / "log_odds.png")

@@ -1,0 +1,221 @@
+"""`eztag check-judge`: is the judge a better teacher than the student, on a few of the user's labelled documents?
+
+The check runs the pipeline's own ingest, encode, index, mine and judge settings over the labelled documents, in a
+run directory of its own (`RUN_DIR-judge-check`), writing every judgment to the pipeline's judge cache (its
+`cache_dir`, else the cache the pipeline's run directory will use), so the cold start judges none of them again.
+Each document's candidates are then ordered by the student's score, by the judge's log-odds and, where `[distil]`
+mixes the two (`teacher = "combined"`), by distil's teacher signal; each order is scored against the documents'
+labels (P@1, nDCG@5 over all their labels) with a paired bootstrap interval of its difference from the student's
+order (`eztag.comparison.paired_bootstrap`: the same documents resampled for both orders). The verdict reads the
+nDCG@5 interval of the order distil trains towards: above zero, distilling should help; below zero, it should not
+be done; across zero, the judge adds nothing this check can see.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from eztag import judging, metrics
+from eztag.comparison import paired_bootstrap
+from eztag.config import apply_overrides, from_dict, load_toml
+from eztag.distillation.config import DistilConfig
+from eztag.distillation.data import teacher_scores
+from eztag.errors import EztagError
+from eztag.quickstart import DOCUMENT_COLUMNS, INGEST_DEFAULTS, detected_columns
+from eztag.readers import detect_format
+
+STAGES = ["ingest", "encode", "index", "mine", "judge"]
+SUFFIX = "-judge-check"
+METRICS = ("P@1", "nDCG@5")
+VERDICT_METRIC = "nDCG@5"
+REPORT = "judge-check"
+
+
+def check_tables(
+    pipeline: Path, labelled: Path, ground_truth: Path | None, documents: int, overrides: list[str]
+) -> tuple[dict[str, Any], DistilConfig | None]:
+    """The tables of the check's pipeline (read as if from `pipeline`, so its relative paths stay its own) and
+    the pipeline's distil settings (with `overrides`), or None without a `[distil]` table or stage."""
+    raw = load_toml(pipeline)
+    section = raw.get("pipeline", {})
+    if not isinstance(section, dict) or ("judge" not in raw and "judge" not in section.get("stages", [])):
+        raise EztagError("no [judge] table or judge stage: there is no judge to check", file=pipeline)
+    name = str(section.get("name", "pipeline"))
+    run_dir = section.get("run_dir")
+    main_run_dir = (pipeline.parent / run_dir).resolve() if isinstance(run_dir, str) else Path(f"runs/{name}")
+    judge = dict(raw.get("judge", {}))
+    judge.setdefault("cache_dir", str((main_run_dir / "cache" / "judge").resolve()))  # where its judge stage looks
+    check = {key: value for key, value in section.items() if key in ("engine", "ray")}
+    check |= {"name": f"{name}{SUFFIX}", "stages": STAGES}
+    if isinstance(run_dir, str):
+        check["run_dir"] = f"{run_dir}{SUFFIX}"
+    tables = {
+        "pipeline": check,
+        "ingest": _labelled_ingest(dict(raw.get("ingest", {})), labelled, ground_truth),
+        "encode": raw.get("encode", {}),
+        "index": raw.get("index", {}),
+        "mine": {**raw.get("mine", {}), "documents_limit": documents, "sample": "random"},
+        "judge": judge,
+    }
+    distil = apply_overrides({"distil": dict(raw.get("distil", {}))}, [o for o in overrides if _section(o) == "distil"])
+    has_distil = "distil" in raw or "distil" in section.get("stages", [])
+    config = from_dict(DistilConfig, distil["distil"], section="distil", file=pipeline) if has_distil else None
+    return tables, config
+
+
+def stage_overrides(overrides: list[str]) -> list[str]:
+    """The `--set` overrides for the check's own stages (those of `[distil]` only change the teacher order)."""
+    return [item for item in overrides if _section(item) != "distil"]
+
+
+def _section(override: str) -> str:
+    return override.partition("=")[0].partition(".")[0].strip()
+
+
+def _labelled_ingest(ingest: dict[str, Any], labelled: Path, ground_truth: Path | None) -> dict[str, Any]:
+    """The pipeline's [ingest] over the labelled documents: its label settings, and for each document column the
+    pipeline's name where the labelled file has it, else the one found in the file (as `eztag tag` finds it)."""
+    table = {key: value for key, value in ingest.items() if key not in ("documents", "ground_truth")}
+    table["documents"] = str(labelled.resolve())
+    if ground_truth is not None:
+        table["ground_truth"] = str(ground_truth.resolve())
+    if not labelled.is_file() or "xc" in (table.get("format"), detect_format(labelled)):
+        return table  # a missing file is named by ingest; XC files have fixed columns
+    table["format"] = "auto"
+    found = detected_columns(labelled, detect_format(labelled), DOCUMENT_COLUMNS, keep=table)
+    for field in DOCUMENT_COLUMNS:
+        table.pop(field, None)
+        if found[field] is not None and found[field] != INGEST_DEFAULTS[field]:
+            table[field] = found[field]
+    if ground_truth is not None:
+        table.pop("doc_labels", None)  # the labels come from the ground-truth file
+    elif found["doc_labels"] is None:
+        names = ", ".join(DOCUMENT_COLUMNS["doc_labels"])
+        raise EztagError(f"no labels column (looked for {names}); add one or give --ground-truth FILE", file=labelled)
+    return table
+
+
+def orderings(judgments: pl.DataFrame, distil: DistilConfig | None) -> dict[str, str]:
+    """Order name -> the judgments column it sorts each document's candidates by (descending)."""
+    names = {"student": "student_score", "judge": "log_odds"}
+    if distil is not None and distil.teacher != "log_odds":
+        weight = f" w={distil.teacher_weight}" if distil.teacher == "combined" else ""
+        names[f"teacher ({distil.teacher}{weight})"] = "teacher"
+    return names
+
+
+def check(run_dir: Path, distil: DistilConfig | None, resamples: int, confidence: float) -> dict[str, Any]:
+    """The check's figures from a finished run: each order's metrics and interval against the student's, the
+    judge's yes-rates and the verdict."""
+    judgments = pl.read_parquet(run_dir / "judge" / "judgments.parquet")
+    gold = pl.read_parquet(run_dir / "ingest" / "ground_truth.parquet")
+    scored = (
+        teacher_scores(judgments, distil or DistilConfig())
+        .join(gold.unique().with_columns(gold=pl.lit(True)), on=["doc_id", "label_id"], how="left")
+        .with_columns(pl.col("gold").fill_null(False))
+    )
+    gold_counts = dict(gold.group_by("doc_id").len().iter_rows())
+    doc_ids = sorted(set(scored["doc_id"]) & set(gold_counts))
+    if not doc_ids:
+        raise EztagError("no judged document has a label: check the labels column or --ground-truth", file=run_dir)
+    n_gold = np.array([gold_counts[doc_id] for doc_id in doc_ids], dtype=np.float64)
+    per_order = {
+        name: _per_document(scored, doc_ids, n_gold, column) for name, column in orderings(judgments, distil).items()
+    }
+    student = per_order["student"]
+    rows = []
+    for name, values in per_order.items():
+        row: dict[str, Any] = {"order": name, **{metric: float(values[i].mean()) for i, metric in enumerate(METRICS)}}
+        if name != "student":
+            observed, low, high = paired_bootstrap(student, values, len(METRICS), resamples, confidence)
+            row["vs_student"] = {
+                metric: [float(observed[i]), float(low[i]), float(high[i])] for i, metric in enumerate(METRICS)
+            }
+        rows.append(row)
+    says_yes = scored.with_columns(yes=pl.col("log_odds") >= 0)  # P(yes) >= 0.5 (P(grade >= 2) when graded)
+    yes_rate = float(says_yes["yes"].to_numpy().mean())
+    labelled = says_yes.filter(pl.col("doc_id").is_in(doc_ids))
+    return {
+        "documents": len(doc_ids),
+        "unlabelled_documents": scored["doc_id"].n_unique() - len(doc_ids),
+        "pairs": judgments.height,
+        "failures": judgments.height - scored.height,
+        "gold_among_candidates": round(float(labelled["gold"].to_numpy().sum() / n_gold.sum()), 4),
+        "yes_rate": round(yes_rate, 4),
+        "yes_rate_gold": _rate(labelled.filter(pl.col("gold"))["yes"]),
+        "yes_rate_other": _rate(labelled.filter(~pl.col("gold"))["yes"]),
+        "confidence": confidence,
+        "resamples": resamples,
+        "orders": rows,
+        "verdict": verdict(rows[-1], confidence),
+        "yes_rate_warning": judging.yes_rate_warning(yes_rate, scored.height),
+    }
+
+
+def _rate(values: pl.Series) -> float | None:
+    return round(float(values.mean()), 4) if values.len() else None  # type: ignore[arg-type]
+
+
+def _per_document(scored: pl.DataFrame, doc_ids: list[str], n_gold: np.ndarray, column: str) -> np.ndarray:
+    """[metric, document] of the candidates ordered by `column` (descending; ties by the student's rank)."""
+    ordered = scored.sort(["doc_id", column, "student_rank"], descending=[False, True, False], nulls_last=True)
+    hits_by_doc = dict(ordered.group_by("doc_id", maintain_order=True).agg(pl.col("gold")).iter_rows())
+    depth = max(5, max(len(hits) for hits in hits_by_doc.values()))
+    hits = np.zeros((len(doc_ids), depth))
+    for row, doc_id in enumerate(doc_ids):
+        found = hits_by_doc[doc_id]
+        hits[row, : len(found)] = found
+    at_1, at_5 = metrics.per_document(hits, n_gold, 1), metrics.per_document(hits, n_gold, 5)
+    return np.stack([at_1["P@1"], at_5["nDCG@5"]])
+
+
+def verdict(row: dict[str, Any], confidence: float) -> str:
+    """The plain answer from the nDCG@5 interval of the order distil trains towards."""
+    difference, low, high = row["vs_student"][VERDICT_METRIC]
+    figure = f"{difference:+.4f} nDCG@5 [{low:+.4f}, {high:+.4f}] ({confidence:.0%} interval)"
+    who = "the judge" if row["order"] == "judge" else f"the {row['order']}"
+    if low > 0:
+        return f"{who} out-ranks the student by {figure}; distilling should help"
+    if high < 0:
+        return f"it does not: {who} ranks below the student by {figure}; do not distil with it"
+    return f"no clear difference: {who} vs the student {figure}; distilling is unlikely to help, judge more documents"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The check as Markdown: a table of the orders, the yes-rates and the verdict."""
+    level = f"{result['confidence']:.0%}"
+    lines = [
+        f"| order | P@1 | P@1 vs student [{level}] | nDCG@5 | nDCG@5 vs student [{level}] |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in result["orders"]:
+        cells = [row["order"]]
+        for metric in METRICS:
+            cells.append(f"{row[metric]:.4f}")
+            if "vs_student" in row:
+                difference, low, high = row["vs_student"][metric]
+                cells.append(f"{difference:+.4f} [{low:+.4f}, {high:+.4f}]")
+            else:
+                cells.append("-")
+        lines.append("| " + " | ".join(cells) + " |")
+
+    def percent(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0%}"
+
+    lines += [
+        "",
+        f"{result['documents']} labelled documents, {result['pairs']} pairs ({result['failures']} failed); "
+        f"{percent(result['gold_among_candidates'])} of their labels are among the candidates.",
+        f"The judge says yes to {percent(result['yes_rate'])} of the pairs: {percent(result['yes_rate_gold'])} of "
+        f"the labelled ones, {percent(result['yes_rate_other'])} of the others.",
+    ]
+    if result["unlabelled_documents"]:
+        lines.append(f"{result['unlabelled_documents']} judged documents had no label and are not counted.")
+    if result["yes_rate_warning"]:
+        lines.append(f"Warning: {result['yes_rate_warning']}.")
+    lines += ["", f"Verdict: {result['verdict']}."]
+    return "\n".join(lines) + "\n"
