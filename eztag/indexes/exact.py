@@ -67,29 +67,46 @@ def block_topk(
 def merge_topk(
     best_scores: torch.Tensor, best_rows: torch.Tensor, scores: torch.Tensor, rows: torch.Tensor, k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Merge two candidate lists per query into the k best."""
-    all_scores = torch.cat([best_scores, scores], dim=1)
-    all_rows = torch.cat([best_rows, rows], dim=1)
-    top_scores, order = torch.topk(all_scores, min(k, all_scores.shape[1]), dim=1)
-    return top_scores, torch.gather(all_rows, 1, order)
+    """Merge two candidate lists per query into the k best, ordered by score and, among equal scores, by row: the
+    same answer whatever order the candidates came in (torch.topk orders ties as its threads happen to)."""
+    all_rows, by_row = torch.sort(torch.cat([best_rows, rows], dim=1), dim=1)
+    all_scores = torch.cat([best_scores, scores], dim=1).gather(1, by_row)
+    top_scores, order = torch.sort(all_scores, dim=1, descending=True, stable=True)
+    return top_scores[:, :k], all_rows.gather(1, order[:, :k])
 
 
-def merge_above(
-    best_scores: torch.Tensor, best_rows: torch.Tensor, scores: torch.Tensor, offset: int
+def merge_where(
+    best_scores: torch.Tensor, best_rows: torch.Tensor, scores: torch.Tensor, offset: int, keep: torch.Tensor, k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Merge the scores of a label chunk (first row `offset`) into full k-best lists: only scores above a query's
-    current k-th best can enter, so those are gathered (padded with -inf) and merged; ties keep the earlier row."""
-    queries, columns = torch.nonzero(scores > best_scores[:, -1:], as_tuple=True)
+    """Merge the scores of a label chunk (first row `offset`) where `keep` holds into the k-best lists: those
+    scores are gathered (padded with -inf) and merged by `merge_topk`."""
+    queries, columns = torch.nonzero(keep, as_tuple=True)
     if len(queries) == 0:
         return best_scores, best_rows
     counts = torch.bincount(queries, minlength=len(scores))
     slots = torch.arange(len(queries)) - (torch.cumsum(counts, 0) - counts)[queries]  # nonzero is row-major
     width = int(counts.max())
-    candidates = torch.full((len(scores), width), -torch.inf, dtype=best_scores.dtype)
-    candidates[queries, slots] = scores[queries, columns].to(best_scores.dtype)
+    candidates = torch.full((len(scores), width), -torch.inf, dtype=torch.float32)
+    candidates[queries, slots] = scores[queries, columns].float()
     rows = torch.full((len(scores), width), -1, dtype=torch.int64)
     rows[queries, slots] = columns + offset
-    return merge_topk(best_scores, best_rows, candidates, rows, best_scores.shape[1])
+    return merge_topk(best_scores, best_rows, candidates, rows, k)
+
+
+def merge_above(
+    best_scores: torch.Tensor, best_rows: torch.Tensor, scores: torch.Tensor, offset: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge a label chunk into full k-best lists: only scores above a query's current k-th best can enter (ties
+    keep the earlier row), found with one comparison pass."""
+    return merge_where(best_scores, best_rows, scores, offset, scores > best_scores[:, -1:], best_scores.shape[1])
+
+
+def first_topk(scores: torch.Tensor, offset: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best of a first label chunk on the CPU, ties at the k-th place to the lower rows: every score at or
+    above the k-th best (torch.topk finds its value) goes through `merge_topk`."""
+    kth = torch.topk(scores, k, dim=1).values[:, -1:]
+    empty = torch.empty((len(scores), 0), dtype=torch.float32), torch.empty((len(scores), 0), dtype=torch.int64)
+    return merge_where(*empty, scores, offset, scores >= kth, k)
 
 
 class ExactIndex(LabelIndex):
@@ -163,12 +180,15 @@ class ExactIndex(LabelIndex):
             best_rows = torch.empty((len(batch), 0), device=self.device, dtype=torch.int64)
             for offset, chunk in self._label_chunks():
                 scores = batch @ chunk.T
-                if self.device.type == "cpu" and best_scores.shape[1] == k:
-                    best_scores, best_rows = merge_above(best_scores, best_rows, scores, offset)
+                if self.device.type == "cpu":
+                    if best_scores.shape[1] == k:
+                        best_scores, best_rows = merge_above(best_scores, best_rows, scores, offset)
+                    else:
+                        top_scores, top_rows = first_topk(scores, offset, min(k, len(chunk)))
+                        best_scores, best_rows = merge_topk(best_scores, best_rows, top_scores, top_rows, k)
                     continue
                 # top-k in the matmul's dtype: no float32 copy of the [batch, chunk] score matrix
-                select = block_topk if self.device.type == "cuda" else torch.topk
-                top_scores, top_rows = select(scores, min(k, len(chunk)), dim=1)
+                top_scores, top_rows = block_topk(scores, min(k, len(chunk)), dim=1)
                 best_scores, best_rows = merge_topk(best_scores, best_rows, top_scores.float(), top_rows + offset, k)
             out_scores[start : start + len(batch)] = best_scores.cpu().numpy()
             out_rows[start : start + len(batch)] = best_rows.cpu().numpy()
