@@ -101,14 +101,6 @@ def merge_above(
     return merge_where(best_scores, best_rows, scores, offset, scores > best_scores[:, -1:], best_scores.shape[1])
 
 
-def first_topk(scores: torch.Tensor, offset: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k best of a first label chunk on the CPU, ties at the k-th place to the lower rows: every score at or
-    above the k-th best (torch.topk finds its value) goes through `merge_topk`."""
-    kth = torch.topk(scores, k, dim=1).values[:, -1:]
-    empty = torch.empty((len(scores), 0), dtype=torch.float32), torch.empty((len(scores), 0), dtype=torch.int64)
-    return merge_where(*empty, scores, offset, scores >= kth, k)
-
-
 class ExactIndex(LabelIndex):
     """Exact inner-product top-k. On a GPU the label matrix is resident in fp16/bf16; on the CPU it stays in
     memory-mapped `.npy` parts and is read `label_chunk_size` rows at a time, so memory is bounded. Defaults:
@@ -184,8 +176,9 @@ class ExactIndex(LabelIndex):
                     if best_scores.shape[1] == k:
                         best_scores, best_rows = merge_above(best_scores, best_rows, scores, offset)
                     else:
-                        top_scores, top_rows = first_topk(scores, offset, min(k, len(chunk)))
-                        best_scores, best_rows = merge_topk(best_scores, best_rows, top_scores, top_rows, k)
+                        # every score at or above the chunk's k-th best: ties at the k-th place go to the lower rows
+                        kth = torch.topk(scores, min(k, len(chunk)), dim=1).values[:, -1:]
+                        best_scores, best_rows = merge_where(best_scores, best_rows, scores, offset, scores >= kth, k)
                     continue
                 # top-k in the matmul's dtype: no float32 copy of the [batch, chunk] score matrix
                 top_scores, top_rows = block_topk(scores, min(k, len(chunk)), dim=1)
