@@ -33,10 +33,13 @@ TEMPLATE = PromptTemplate.named("yes-no", domain="software package")
 ENGINE_DTYPE = "bfloat16" if {"avx512_bf16", "amx_bf16"} & cpu_flags() else "float32"
 
 
-# SAME_COMPUTATION: a prompt whose prefix vLLM has cached runs only its uncached tokens, so its matrix products have
-# other shapes; in bfloat16 on an AMX host that moved P(yes) of one pair by 0.045 (bf16 rounding, as large as bf16's
-# distance from float32, which test_vllm_agrees_with_transformers bounds). Tests that compare two calls for the same
-# answer clear the prefix cache between them, so both calls run the same products.
+def uncached(engine: VLLMJudge) -> VLLMJudge:
+    """`engine` with an empty prefix cache: for calls compared for the same answer. A prompt whose prefix vLLM has
+    cached (by this call's batch or by any earlier test) runs only its uncached tokens, so its matrix products have
+    other shapes; in bfloat16 on an AMX host that moved P(yes) of one pair by 0.045 (bf16 rounding, as large as bf16's
+    distance from float32, which test_vllm_agrees_with_transformers bounds)."""
+    engine.llm.reset_prefix_cache()
+    return engine
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +64,8 @@ def test_vllm_agrees_with_transformers(engine: VLLMJudge, smollm2_float32_scores
 @pytest.mark.slow
 def test_vllm_too_long_prompt_is_a_failure_and_the_batch_still_scores(engine: VLLMJudge) -> None:
     long_pair = Pair("word " * 600, "Audio", "Works with sound and music")
-    judgments = engine.score([PAIRS[0], long_pair, PAIRS[1]])
-    engine.llm.reset_prefix_cache()  # the same computation again (see SAME_COMPUTATION)
-    alone = engine.score(PAIRS[:2])
+    judgments = uncached(engine).score([PAIRS[0], long_pair, PAIRS[1]])
+    alone = uncached(engine).score(PAIRS[:2])
     assert judgments[1].score is None and judgments[1].failure.startswith("prompt_too_long")
     assert [j.failure for j in (judgments[0], judgments[2])] == [None, None]
     assert judgments[0].score == pytest.approx(alone[0].score, abs=1e-3)
@@ -75,7 +77,6 @@ def test_vllm_generates_greedy_synonyms(engine: VLLMJudge) -> None:
     """The vllm backend can write synonyms (the synonyms stage's `generate`): one batch, text per prompt, greedy."""
     messages = synonym_messages("Audio", "Works with sound and music", 3, "software package")
     other = synonym_messages("Chess", "Board games", 3, "software package")
-    first, second = engine.generate([messages, other], 24)
+    first, second = uncached(engine).generate([messages, other], 24)
     assert first.strip() and second.strip() and first != second
-    engine.llm.reset_prefix_cache()  # the same computation again (see SAME_COMPUTATION)
-    assert engine.generate([messages, other], 24) == [first, second]  # greedy: the same batch, the same text
+    assert uncached(engine).generate([messages, other], 24) == [first, second]  # greedy: the same batch, the same text

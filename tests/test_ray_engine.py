@@ -60,14 +60,24 @@ def run(pipeline: Path, run_dir: Path, *overrides: str) -> None:
     Pipeline.load(pipeline, list(overrides)).run(run_dir)
 
 
+def run_one_thread(pipeline: Path, run_dir: Path, ray_address: str = "") -> None:
+    """`eztag run` in a process of its own with one thread, as a Ray actor of one CPU gets (Ray sets
+    OMP_NUM_THREADS=1); with `ray_address`, on the ray engine there (its driver stages, e.g. mine, in one thread too).
+    The matrix-product kernels depend on the thread count: 2 threads changed the last bits of whole label chunks,
+    enough to swap labels of the same text (accessibility::speech, sound::speech) in the tags."""
+    engine = ["--set", 'pipeline.engine="ray"', "--set", RAY] if ray_address else []
+    environment = {"OMP_NUM_THREADS": "1"} | ({"RAY_ADDRESS": ray_address} if ray_address else {})
+    run_cli("run", str(pipeline), "--run-dir", str(run_dir), *engine, env=environment)
+
+
 def judgments(run_dir: Path) -> pl.DataFrame:
     return pl.read_parquet(run_dir / "judge/judgments.parquet").drop("rank_in_doc")
 
 
 def assert_same_judgments(run_dir: Path, reference: Path) -> None:
     """The same pairs, failures and order, verdicts within 1e-4 log-odds: the same shards are the same batches,
-    but the actors' threading and math-library settings come from the Ray instance's environment (a vLLM test
-    earlier in the session changes it), so the last float32 bits may differ."""
+    but the actors' math-library settings come from the Ray instance's environment (a vLLM test earlier in the
+    session changes it), so the last float32 bits may differ."""
     got, want = judgments(run_dir), judgments(reference)
     assert got.drop("score", "log_odds").equals(want.drop("score", "log_odds"))
     np.testing.assert_allclose(got["log_odds"].to_numpy(), want["log_odds"].to_numpy(), rtol=0, atol=1e-4)
@@ -75,13 +85,13 @@ def assert_same_judgments(run_dir: Path, reference: Path) -> None:
 
 def test_encode_and_tag_equal_the_local_engine(ray_instance: str, tmp_path: Path) -> None:
     pipeline = write_pipeline(tmp_path, 60, stages=("tag", "evaluate"))
-    run(pipeline, tmp_path / "local")
-    run(pipeline, tmp_path / "ray", 'pipeline.engine="ray"', RAY)
+    run_one_thread(pipeline, tmp_path / "local")
+    run_one_thread(pipeline, tmp_path / "ray", ray_instance)
     for store in ("labels", "documents"):
         chunks = sorted((tmp_path / "local/encode" / store).glob("chunk-*.npy"))
         assert len(chunks) == (49 if store == "labels" else 8)
         for chunk in chunks:
-            np.testing.assert_allclose(np.load(tmp_path / "ray/encode" / store / chunk.name), np.load(chunk), atol=1e-5)
+            np.testing.assert_array_equal(np.load(tmp_path / "ray/encode" / store / chunk.name), np.load(chunk))
     assert pl.read_parquet(tmp_path / "ray/tag/tags.parquet").equals(
         pl.read_parquet(tmp_path / "local/tag/tags.parquet")
     )
@@ -99,8 +109,7 @@ def tiny_local(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -
     folder = tmp_path_factory.mktemp("tiny")
     judge = f'model = "{tiny_llama_dir}"\n[judge.options]\ndevice = "cpu"'
     pipeline = write_pipeline(folder, 60, judge, stages=("mine", "judge"), shard_size=2)
-    # a process of its own with one thread, as a Ray actor of one CPU gets (Ray sets OMP_NUM_THREADS=1)
-    run_cli("run", str(pipeline), "--run-dir", str(folder / "local"), env={"OMP_NUM_THREADS": "1"})
+    run_one_thread(pipeline, folder / "local")
     return pipeline, folder / "local"
 
 
@@ -112,8 +121,8 @@ def test_openai_server_judgments_equal_the_local_engine(
     try:
         options = f'[judge.options]\nbase_url = "{server.url}"\ntokenizer = "{tiny_llama_dir}"\ntop_logprobs = 49152'
         pipeline = write_pipeline(tmp_path, 12, f'backend = "openai"\nmodel = "tiny"\n{options}', ("mine", "judge"))
-        run(pipeline, tmp_path / "local")
-        run(pipeline, tmp_path / "ray", 'pipeline.engine="ray"', RAY)
+        run_one_thread(pipeline, tmp_path / "local")
+        run_one_thread(pipeline, tmp_path / "ray", ray_instance)
     finally:
         server.stop()
     got, want = judgments(tmp_path / "ray"), judgments(tmp_path / "local")
@@ -174,7 +183,7 @@ def test_transformers_judgments_equal_the_local_engine_with_a_worker_killed(
 
     killer = threading.Thread(target=kill_an_actor_mid_stage)
     killer.start()
-    run(pipeline, run_dir, 'pipeline.engine="ray"', RAY)
+    run_one_thread(pipeline, run_dir, ray_instance)
     killer.join()
     assert killed, "no actor was running while the judge stage had written shards"
     stored = len(read_shards(run_dir / "cache/judge", SHARD_SCHEMA))
