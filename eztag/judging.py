@@ -294,5 +294,5 @@ def yes_rate_warning(yes_rate: float | None, pairs: int) -> str | None:
         return None
     return (
         f"the judge says yes to {yes_rate:.0%} of {pairs} pairs: its verdicts hardly separate the candidates, and tag "
-        "counts calibrated on them will be off; check it on labelled documents first (eztag check-judge)"
+        "counts calibrated on them will be off"
     )

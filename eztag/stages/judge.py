@@ -46,7 +46,7 @@ def run(config: JudgeConfig, out_dir: Path, inputs: StageInputs) -> dict[str, An
     write_json(out_dir / "report.json", report)
     warning = yes_rate_warning(report["yes_rate"], report["pairs"] - report["failures"])
     if warning:
-        log.warning(f"[judge] {warning}")
+        log.warning(f"[judge] {warning}; check it on labelled documents first (eztag check-judge)")
     figure, axes = plots.png_figure(6, 4)
     plots.draw_log_odds(axes, judgments["log_odds"].drop_nulls().to_numpy())
     plots.save_png(figure, out_dir / "log_odds.png")
