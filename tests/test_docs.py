@@ -139,6 +139,8 @@ def test_docs_site_builds_strict(tmp_path: Path) -> None:
     pages = sorted(path.parent.name for path in site.rglob("index.html") if path.parent != site)
     nav = re.findall(r"^  - [^:]+: (\S+)\.md$", (REPO / "mkdocs.yml").read_text(encoding="utf-8"), re.M)
     assert sorted(name for name in nav if name != "index") == pages
+    required = {"getting-started", "input-formats", "pipelines", "configuration", "judges", "gpu", "ray"}
+    assert required | {"reliability", "benchmarks"} <= set(pages)  # the site's chapters a user looks for
     configuration = (site / "configuration" / "index.html").read_text(encoding="utf-8")
     for table, key in _config_keys():
         assert f"<code>{key}</code>" in configuration, f"[{table}] {key}"

@@ -189,6 +189,27 @@ def test_tag_own_files_without_a_pipeline(tmp_path: Path) -> None:
     assert rerun.stdout.count("up to date, skipped") == 4
 
 
+@pytest.mark.slow
+def test_tag_own_files_options_and_output_formats(tmp_path: Path) -> None:
+    """--model, --k, --rule and --top-k reach the run; .jsonl and .tsv by extension, as the CSV holds them; the
+    defaults select a few of the ranked labels, not all."""
+    _own_files(tmp_path)
+    options = ["--model", "default", "--k", "3", "--rule", "top_k", "--top-k", "1"]
+    run_cli("tag", "docs.csv", "labels.csv", "--out", "tags.jsonl", *options, cwd=tmp_path)
+    ranked = pl.read_ndjson(tmp_path / "tags.jsonl")
+    assert ranked.columns == ["doc_id", "rank", "label_id", "label", "score", "selected"]
+    assert ranked.group_by("doc_id").len()["len"].to_list() == [3, 3, 3]  # --k 3 of the 5 labels
+    assert ranked.filter(pl.col("selected"))["rank"].to_list() == [1, 1, 1]  # --rule top_k, --top-k 1
+    run_cli("tag", "docs.csv", "labels.csv", "--out", "tags.tsv", *options, cwd=tmp_path)
+    assert pl.read_csv(tmp_path / "tags.tsv", separator="\t").equals(ranked)
+    # the defaults over 8 labels: all 8 ranked (k 10), the first 5 selected (rule auto without a calibrator: top_k 5)
+    more = (tmp_path / "labels.csv").read_text(encoding="utf-8") + "mail,Mail\nweb,Web browsers\nmath,Mathematics\n"
+    (tmp_path / "labels8.csv").write_text(more, encoding="utf-8")
+    run_cli("tag", "docs.csv", "labels8.csv", "--out", "defaults.csv", cwd=tmp_path)
+    counts = pl.read_csv(tmp_path / "defaults.csv").group_by("doc_id").agg(pl.len(), pl.col("selected").sum())
+    assert counts["len"].to_list() == [8, 8, 8] and counts["selected"].to_list() == [5, 5, 5]
+
+
 def test_tag_own_files_usage_errors(tmp_path: Path, small_inputs: tuple[Path, Path]) -> None:
     documents, labels = _own_files(tmp_path)
     assert_one_line_error(eztag("tag", str(documents), str(labels)), "needs --out")
