@@ -51,13 +51,16 @@ TEST_ZERO_SHOT = RUNS / "test-zero-shot"
 COLD_START = REPO / "pipelines" / "cold-start.toml"
 TEST_PIPELINE = REPO / "pipelines" / "recall-benchmark.toml"
 OUT = REPO / "benchmarks" / "results"
-JUDGE = Pipeline.load(COLD_START).configs["judge"].model
-STEM = "calibrate-debtags" + ("" if JUDGE == "smollm2-135m" else f"-{JUDGE}")
 HOST_FLAGS = {"avx2", "avx512f", "avx512_bf16", "amx_tile"}  # the CPU flags that decide bf16 speed
 LIMITS = {"min_per_doc": 1, "max_per_doc": 10}
 KS = range(1, 11)
 THRESHOLDS = np.round(np.arange(0.10, 0.80, 0.01), 2)
 RESAMPLES = 1000
+
+
+def host_line() -> str:
+    """'CPU only (N cores; flags)': the host of a CPU benchmark, with the flags that decide bfloat16 speed."""
+    return f"CPU only ({os.cpu_count()} cores; {' '.join(sorted(HOST_FLAGS & cpu_flags()))})"
 
 
 @dataclasses.dataclass
@@ -129,7 +132,7 @@ def judged_with_truth(run_dir: Path) -> pl.DataFrame:
     return pairs.join(truth, on=["doc_id", "label_id"], how="left").with_columns(pl.col("gold").fill_null(0.0))
 
 
-def teacher_calibration(pairs: pl.DataFrame, dev: RankedLists, calibrator: calibration.Calibrator) -> dict:
+def teacher_calibration(pairs: pl.DataFrame, dev: RankedLists, calibrator: calibration.Calibrator, stem: str) -> dict:
     """Against the dev truth: the judge's P(yes) on its pairs, and the calibrated probabilities of the top 10."""
     gold = pairs["gold"].to_numpy()
     top = dev.probabilities(calibrator)[:, :10]
@@ -141,7 +144,7 @@ def teacher_calibration(pairs: pl.DataFrame, dev: RankedLists, calibrator: calib
     figure, axes = plots.png_figure(5, 5)
     curves = {"judge P(yes), judged pairs": judge_points, "calibrated probability, dev top-10": calibrated_points}
     plots.draw_reliability(axes, curves, "predicted probability (bin mean)", "share of gold labels (dev ground truth)")
-    plots.save_png(figure, OUT / f"{STEM}-truth.png")
+    plots.save_png(figure, OUT / f"{stem}-truth.png")
     return {
         "judged_pairs": len(gold),
         "gold_share_of_judged_pairs": round(float(gold.mean()), 4),
@@ -247,7 +250,7 @@ def markdown(result: dict) -> str:
         f"{truth['auc_judge_p_yes']}, distilled student's score {truth['auc_student_score']}. The calibrated "
         f"probabilities of the dev top-10 tags: ECE {truth['calibrated_ece_dev_top10']:.4f} against the truth; "
         f"expected gold labels per document (sum over the top 100) {truth['expected_gold_per_doc']} "
-        f"(truth: {result['dev_gold_per_doc']:.2f}). Plot: `{STEM}-truth.png`.",
+        f"(truth: {result['dev_gold_per_doc']:.2f}). Plot: `{result['stem']}-truth.png`.",
         "",
         "| judge P(yes) bin mean | share gold | pairs |",
         "|---:|---:|---:|",
@@ -262,7 +265,7 @@ def markdown(result: dict) -> str:
         f"to fit, {stage['documents']['check']} to check); Spearman(score, P(yes)) {stage['spearman_score_p_yes']}. "
         f"Held-out ECE against the judge: calibrator {stage['check']['ece']}, constant (fit-set mean "
         f"{stage['fit_mean_p_yes']}) {stage['check']['constant_ece']}; Brier {stage['check']['brier']} vs "
-        f"{stage['check']['constant_brier']}. Plot: `{STEM}-judge-fit.png` (the stage's "
+        f"{stage['check']['constant_brier']}. Plot: `{result['stem']}-judge-fit.png` (the stage's "
         f"`calibrate/reliability.png`). Fitted map: {result['calibrator']} (coefficients of score and log rank; a "
         "coefficient of 0 is a feature dropped because it came out with the wrong sign).",
         "",
@@ -291,7 +294,10 @@ def markdown(result: dict) -> str:
 
 def main() -> None:
     started = time.perf_counter()
-    Pipeline.load(COLD_START).run(DEV)
+    cold_start = Pipeline.load(COLD_START)
+    cold_start.run(DEV)
+    judge = cold_start.configs["judge"].model
+    stem = "calibrate-debtags" + ("" if judge == "smollm2-135m" else f"-{judge}")
     model, calibrator_path = DEV / "distil" / "model", DEV / "calibrate" / "calibrator.json"
     overrides = [
         f'encode.model="{model}"',
@@ -343,7 +349,7 @@ def main() -> None:
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "note": (
-            f"CPU only ({os.cpu_count()} cores; {' '.join(sorted(HOST_FLAGS & cpu_flags()))}); judge {JUDGE} on 200 "
+            f"{host_line()}; judge {judge} on 200 "
             "dev packages x 8 "
             "candidates; encoder all-MiniLM-L6-v2 distilled by pipelines/cold-start.toml; calibrator fitted on the "
             "judged pairs (no labels). Dev labels choose rows (a) and (b) only; test labels are read only here."
@@ -370,7 +376,8 @@ def main() -> None:
                 f"{share['calibrate_share']:.2%}: {'met' if share['calibrate_share'] < 0.05 else 'NOT met'}"
             ),
         },
-        "truth_on_dev": teacher_calibration(pairs, dev, calibrator),
+        "stem": stem,
+        "truth_on_dev": teacher_calibration(pairs, dev, calibrator, stem),
         "calibrate_stage": stage_report,
         "calibrator": {key: getattr(calibrator, key) for key in ("method", "use_rank", "coef", "intercept")},
         "variants": variants(
@@ -379,9 +386,9 @@ def main() -> None:
         "cold_start": share,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    shutil.copyfile(DEV / "calibrate" / "reliability.png", OUT / f"{STEM}-judge-fit.png")
-    write_json(OUT / f"{STEM}.json", result)
-    write_text(OUT / f"{STEM}.md", markdown(result))
+    shutil.copyfile(DEV / "calibrate" / "reliability.png", OUT / f"{stem}-judge-fit.png")
+    write_json(OUT / f"{stem}.json", result)
+    write_text(OUT / f"{stem}.md", markdown(result))
     print(markdown(result))
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -25,10 +24,10 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.calibrate_debtags import host_line
 from eztag.artifacts import write_json, write_text
 from eztag.comparison import Comparison, compare_runs
 from eztag.distillation.selection import selection_score
-from eztag.judges.vllm import cpu_flags
 from eztag.pipeline import Pipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +36,6 @@ COLD_START = REPO / "pipelines" / "cold-start.toml"
 TEST_PIPELINE = REPO / "pipelines" / "recall-benchmark.toml"
 OUT = REPO / "benchmarks" / "results"
 METRICS = ("P@1", "nDCG@5")
-HOST_FLAGS = {"avx2", "avx512f", "avx512_bf16", "amx_tile"}  # the CPU flags that decide bf16 speed
 
 
 def interval(comparison: Comparison, name: str, metric: str) -> str:
@@ -52,12 +50,11 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     dev = RUNS / "dev"
-    Pipeline.load(COLD_START, [f"distil.rounds={args.rounds}", "distil.min_improvement=-1"]).run(dev)
-    report = json.loads((dev / "distil" / "report.json").read_text())
-    history = report["rounds"]
-    models = [history[0]["model"], *(entry["model"] for entry in history[1:])]
+    cold_start = Pipeline.load(COLD_START, [f"distil.rounds={args.rounds}", "distil.min_improvement=-1"])
+    cold_start.run(dev)
+    history = json.loads((dev / "distil" / "report.json").read_text())["rounds"]
     tests = []
-    for number, model in enumerate(models):
+    for number, model in enumerate(entry["model"] for entry in history):
         test = RUNS / f"test-round-{number}"
         Pipeline.load(TEST_PIPELINE, [f'encode.model="{model}"']).run(test)
         tests.append(test)
@@ -89,10 +86,10 @@ def main() -> None:
                 },
             }
         )
-    judge = Pipeline.load(COLD_START).configs["judge"].model
+    judge = cold_start.configs["judge"].model
     result = {
         "date": time.strftime("%Y-%m-%d"),
-        "host": f"CPU only, {os.cpu_count()} cores; {' '.join(sorted(HOST_FLAGS & cpu_flags()))}",
+        "host": host_line(),
         "judge": judge,
         "rounds": rows,
         "kept_by_label_free_stopping": best,
