@@ -375,6 +375,9 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
     logger = logging.getLogger("eztag")
     logger.handlers = [progress, warnings]
     logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    # the Hugging Face libraries' per-file and per-weight bars on stderr would bury eztag's own lines; a user who
+    # wants them sets HF_HUB_DISABLE_PROGRESS_BARS=0 (read when those libraries are first imported)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -206,6 +206,15 @@ def test_bad_calibrator_inputs_are_one_line_errors(tmp_path: Path, tiny_llama_di
 
     ok = run_cli("run", str(nightly(made)), "--run-dir", str(tmp_path / "night"))
     assert "[tag] done" in ok.stdout
+    # the same calibrator from `eztag tag DOCUMENTS LABELS`: probabilities, and those >= 0.5 selected (rule auto)
+    own = ["tag", "docs.jsonl", "labels.jsonl", "--calibrator", str(made), "--run-dir", "quick"]
+    run_cli(*own, "--out", "tags.csv", cwd=tmp_path)
+    quick = pl.read_csv(tmp_path / "tags.csv")
+    assert quick.columns == ["doc_id", "rank", "label_id", "label", "score", "probability", "selected"]
+    assert quick.height == 40 * 10
+    expected = calibration.load(made).predict(quick["score"].to_numpy(), quick["rank"].to_numpy())
+    assert quick["probability"].to_numpy() == pytest.approx(expected, abs=1e-6)
+    assert quick["selected"].to_list() == (quick["probability"] >= 0.5).to_list()
     missing = tmp_path / "nowhere" / "calibrator.json"
     result = eztag("run", str(nightly(missing)), "--run-dir", str(tmp_path / "night"))
     assert_one_line_error(result, str(missing), "calibrator file not found", "rerun the calibrate stage")
@@ -222,6 +231,9 @@ def test_bad_calibrator_inputs_are_one_line_errors(tmp_path: Path, tiny_llama_di
     run_cli("index", str(other), "--run-dir", str(tmp_path / "night2"))
     result = eztag("run", str(other), "--run-dir", str(tmp_path / "night2"))
     assert_one_line_error(result, str(made), "fitted for another encoder", "rerun the calibrate stage")
+    result = eztag(*own, "--model", str(tmp_path / "other-encoder"), "--out", "other.csv", cwd=tmp_path)
+    assert_one_line_error(result, str(made), "fitted for another encoder")
+    assert not (tmp_path / "other.csv").exists()
 
 
 @pytest.mark.slow

@@ -4,9 +4,9 @@ without ground truth that skips evaluate up front and still writes report.html; 
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import polars as pl
@@ -55,21 +55,25 @@ def test_a_failed_run_removes_only_what_it_created(tmp_path: Path, small_inputs:
     assert (tmp_path / "run" / "manifest.json").is_file()  # a run directory this run did not create is kept
 
 
-def test_config_error_returns_without_loading_heavy_modules(tmp_path: Path, small_inputs: tuple[Path, Path]) -> None:
+def test_config_error_returns_within_a_second_without_loading_heavy_modules(
+    tmp_path: Path, small_inputs: tuple[Path, Path]
+) -> None:
     config = pipeline_file(tmp_path, *small_inputs, extra='[index]\nbackend = "exact"\n[tag]\nkk = 3\n')
     script = (
         "import sys\nfrom eztag.cli import main\n"
         f"code = main(['run', {str(config)!r}])\n"
         f"print(code, [name for name in {HEAVY!r} if name in sys.modules])\n"
     )
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=cli_env())
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu_seconds = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     assert result.stdout.strip() == "2 []", result.stdout + result.stderr
     assert "unknown key 'kk'" in result.stderr
-    print(f"config error: {cpu_seconds:.2f} s of CPU")
-    assert cpu_seconds < 2.0  # ~0.8 s on a 2-core EPYC; torch alone would add ~2.5 s
+    walls = []
+    for _ in range(3):  # the best of three: another test may hold both cores for a moment
+        started = time.perf_counter()
+        assert_one_line_error(eztag("run", str(config)), "unknown key 'kk'")
+        walls.append(time.perf_counter() - started)
+    print(f"config error: {min(walls):.2f} s wall, the best of {walls}")
+    assert min(walls) < 1.0  # 0.31 s on a 2-core Xeon; importing torch alone takes ~2.5 s
 
 
 def test_a_table_for_a_stage_not_in_the_pipeline_is_ignored(
@@ -83,23 +87,18 @@ def test_a_table_for_a_stage_not_in_the_pipeline_is_ignored(
 
 
 @pytest.mark.parametrize(
-    ("ks", "depth", "n_labels", "kept", "dropped"),
+    ("ks", "depth", "n_labels", "kept", "note"),
     [
-        ([1, 3, 5, 10], 4, 4, [1, 3, 5, 10], ""),  # the whole ranking: @10 is a true metric
-        ([1, 3, 5, 10], 3, 4, [1, 3], "@5, @10"),
-        ([5, 10], 2, 40, [2], "@5, @10"),
-        ([1, 3], 3, 40, [1, 3], ""),
+        ([1, 3, 5, 10], 4, 4, [1, 3], "@5, @10 not reported: the ranked lists hold all 4 labels"),
+        ([1, 3, 5, 10], 3, 4, [1, 3], "@5, @10 not reported: the ranked lists hold 3 of the 4 labels (tag.k)"),
+        ([5, 10], 2, 40, [2], "@5, @10 not reported: the ranked lists hold 2 of the 40 labels (tag.k)"),
+        ([1, 3], 3, 40, [1, 3], None),
     ],
 )
 def test_reported_ks_drop_cut_offs_beyond_the_ranked_depth(
-    ks: list[int], depth: int, n_labels: int, kept: list[int], dropped: str
+    ks: list[int], depth: int, n_labels: int, kept: list[int], note: str | None
 ) -> None:
-    reported, notes = reported_ks(ks, depth, n_labels)
-    assert reported == kept
-    if dropped:
-        assert notes[0].startswith(f"{dropped} not reported") and f"{depth} of the {n_labels} labels" in notes[0]
-    else:
-        assert notes == []
+    assert reported_ks(ks, depth, n_labels) == (kept, [note] if note else [])
 
 
 @pytest.mark.slow

@@ -71,5 +71,7 @@ def test_k_larger_than_label_set_is_clamped(tmp_path: Path, small_inputs: tuple[
     assert "each document gets at most 4" in result.stderr
     tags = pl.read_parquet(tmp_path / "run" / "tag" / "tags.parquet")
     assert tags.group_by("doc_id").len()["len"].to_list() == [4] * 6
-    metrics = json.loads((tmp_path / "run" / "evaluate" / "metrics.json").read_text())["metrics"]
-    assert metrics["R@10"] == pytest.approx(1.0)
+    evaluated = json.loads((tmp_path / "run" / "evaluate" / "metrics.json").read_text())
+    assert evaluated["ks"] == [1] and "R@10" not in evaluated["metrics"]
+    assert evaluated["notes"] == ["@10 not reported: the ranked lists hold all 4 labels"]
+    assert evaluated["recall_curve"][-1] == pytest.approx(1.0)  # every label ranked: recall at the full depth

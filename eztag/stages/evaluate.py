@@ -155,16 +155,14 @@ def load_predictions(ingest_dir: Path, tags: pl.DataFrame) -> tuple[np.ndarray, 
 
 
 def reported_ks(ks: list[int], depth: int, n_labels: int) -> tuple[list[int], list[str]]:
-    """The cut-offs to report of a ranked list `depth` deep over `n_labels` labels, and notes on those dropped:
-    a cut-off beyond a truncated list's depth would only repeat the metric at the depth."""
-    if depth >= n_labels:
-        return ks, []
+    """The cut-offs to report of ranked lists `depth` deep over `n_labels` labels, and a note on those dropped:
+    a cut-off beyond the lists' depth would only repeat the metric at the depth."""
     kept = [k for k in ks if k <= depth] or [depth]
     dropped = [k for k in ks if k not in kept]
     if not dropped:
         return kept, []
-    cut = ", ".join(f"@{k}" for k in dropped)
-    return kept, [f"{cut} not reported: the ranked lists hold {depth} of the {n_labels} labels (tag.k)"]
+    held = f"all {n_labels} labels" if depth >= n_labels else f"{depth} of the {n_labels} labels (tag.k)"
+    return kept, [f"{', '.join(f'@{k}' for k in dropped)} not reported: the ranked lists hold {held}"]
 
 
 def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
