@@ -58,7 +58,8 @@ def check_tables(
         "ingest": _labelled_ingest(dict(raw.get("ingest", {})), labelled, ground_truth),
         "encode": raw.get("encode", {}),
         "index": raw.get("index", {}),
-        "mine": {**raw.get("mine", {}), "documents_limit": documents, "sample": "random"},
+        # every labelled document's candidates: a judging budget is the cold start's, not the check's
+        "mine": {**raw.get("mine", {}), "documents_limit": documents, "sample": "random", "budget": None},
         "judge": judge,
     }
     distil = apply_overrides({"distil": dict(raw.get("distil", {}))}, [o for o in overrides if _section(o) == "distil"])

@@ -4,6 +4,7 @@ mine stage's work; distil re-mines with each round's student the same way)."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from typing import Any, Literal
 
 import numpy as np
@@ -43,12 +44,21 @@ class MineConfig:
     label_template: str = "{text} {description}"
     """Label text for BM25 (only with `bm25_k`): a `{field}` template over `{label_id}`, `{text}`, `{description}`
     and `{facet}`."""
+    budget: int | None = None
+    """Most candidate pairs to judge per pass (the judge stage, then each distil round), spent on whole documents:
+    those where the student is least sure first (`budget_by`); distil's held-out documents always get their top-5
+    judged. `None`: every candidate is judged."""
+    budget_by: Literal["gap", "random"] = "gap"
+    """Which documents a `budget` goes to: `gap` (the smallest gap between the student's first two scores first)
+    or `random` (drawn with `seed`; the control to compare `gap` with)."""
 
     def __post_init__(self) -> None:
         if self.k < 1 or self.bm25_k < 0:
             raise ValueError("need k >= 1 and bm25_k >= 0")
         if self.documents_limit is not None and self.documents_limit < 1:
             raise ValueError("documents_limit must be at least 1")
+        if self.budget is not None and self.budget < 1:
+            raise ValueError("budget must be at least 1 pair")
         check_template(self.document_template, DOCUMENT_COLUMNS, where="mine.document_template")
         check_template(self.label_template, LABEL_COLUMNS, where="mine.label_template")
 
@@ -60,6 +70,26 @@ def pick_documents(count: int, config: MineConfig) -> np.ndarray:
     if config.sample == "first":
         return np.arange(config.documents_limit)
     return np.sort(np.random.default_rng(config.seed).choice(count, config.documents_limit, replace=False))
+
+
+def within_budget(candidates: pl.DataFrame, config: MineConfig, always: Collection[str] = ()) -> pl.DataFrame:
+    """The candidates to judge under `config.budget`: every candidate of the documents in `always`, then whole
+    documents in `config.budget_by` order while the budget lasts (all candidates without a budget)."""
+    if config.budget is None:
+        return candidates
+    gaps = (
+        candidates.filter(pl.col("student_rank") <= 2)
+        .group_by("doc_id")
+        .agg(gap=pl.col("student_score").max() - pl.col("student_score").min())
+    )
+    documents = candidates.group_by("doc_id", maintain_order=True).len().join(gaps, on="doc_id", how="left")
+    if config.budget_by == "random":
+        draw = np.random.default_rng(config.seed).permutation(documents.height)
+        documents = documents.with_columns(gap=pl.Series(draw, dtype=pl.Float64))
+    documents = documents.with_columns(always=pl.col("doc_id").is_in(list(always)), gap=pl.col("gap").fill_null(0.0))
+    documents = documents.sort(["always", "gap", "doc_id"], descending=[True, False, False])
+    chosen = documents.filter(pl.col("always") | (pl.col("len").cum_sum() <= config.budget))["doc_id"]
+    return candidates.filter(pl.col("doc_id").is_in(chosen.to_list()))
 
 
 def bm25_candidates(documents: list[str], labels: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:

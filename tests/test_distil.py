@@ -172,3 +172,23 @@ def test_distil_pipeline_tags_with_the_distilled_encoder(tmp_path: Path, tiny_ll
     result = run_cli("run", str(path), "--set", "distil.rounds=1")
     assert "[distil] running" in result.stdout and "[tag] running" in result.stdout
     assert "[judge] up to date" in result.stdout
+
+    # a judging budget of 48 pairs per pass: the 8 documents with the smallest gap between the student's first two
+    # scores in the judge stage; in each round the 6 held-out documents' top-5 first, then 3 whole documents
+    mined = pl.read_parquet(run / "mine" / "candidates.parquet")
+    gaps = mined.filter(pl.col("student_rank") <= 2).group_by("doc_id").agg(gap=-pl.col("student_score").diff().max())
+    least_sure = set(gaps.sort("gap", "doc_id").head(8)["doc_id"])
+    run_cli("run", str(path), "--set", "mine.budget=48")
+    within = pl.read_parquet(run / "mine" / "candidates.parquet")
+    assert set(within["doc_id"]) == least_sure and within.height == 48
+    assert json.loads((run / "mine" / "report.json").read_text())["candidates_over_budget"] == 24 * 6 - 48
+    report = json.loads((run / "distil" / "report.json").read_text())
+    assert all(scores["documents"] == 6 for scores in report["label_free"].values())  # round 0 topped up
+    topped_up = pl.read_parquet(run / "distil" / "rounds" / "round-0-held-out" / "judgments.parquet")
+    assert report["rounds"][0]["held_out_top_up"]["judged_now"] == 0  # the first run's judgments are in the cache
+    for number in (1, 2):
+        judged = pl.read_parquet(run / "distil" / "rounds" / f"round-{number}" / "judgments.parquet")
+        ranks = judged.group_by("doc_id").agg(pl.col("student_rank").sort())["student_rank"].to_list()
+        assert sorted(ranks) == sorted([[1, 2, 3, 4, 5]] * 6 + [[1, 2, 3, 4, 5, 6]] * 3)
+    held_out = set(judged.group_by("doc_id").len().filter(pl.col("len") == 5)["doc_id"])
+    assert set(topped_up["doc_id"]) == held_out - least_sure != set()  # round 0's held-out documents completed

@@ -50,3 +50,34 @@ def test_bm25_missing_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setitem(sys.modules, "bm25s", None)
     with pytest.raises(EztagError, match=r"bm25s is not installed; install it with: pip install 'eztag\[judge\]'"):
         mining.bm25_candidates(["a document"], ["a label"], 1)
+
+
+def budget_candidates() -> pl.DataFrame:
+    """Four documents of three candidates; the gap between the first two scores: d1 0.3, d2 0.01, d3 0.1, d4 0.2."""
+    firsts = {"d1": (0.9, 0.6), "d2": (0.5, 0.49), "d3": (0.7, 0.6), "d4": (0.8, 0.6)}
+    rows = [
+        (doc_id, f"{doc_id}-l{rank}", "dense", score, rank)
+        for doc_id, (first, second) in firsts.items()
+        for rank, score in enumerate((first, second, 0.1), start=1)
+    ]
+    return pl.DataFrame(rows, schema=mining.SCHEMA, orient="row")
+
+
+def test_budget_goes_to_whole_documents_where_the_student_is_least_sure() -> None:
+    candidates = budget_candidates()
+
+    def chosen(budget: int | None, by: str = "gap", always: tuple[str, ...] = ()) -> list[str]:
+        config = mining.MineConfig(budget=budget, budget_by=by)  # type: ignore[arg-type]
+        kept = mining.within_budget(candidates, config, always)
+        assert kept.equals(candidates.filter(pl.col("doc_id").is_in(kept["doc_id"].unique().to_list())))
+        return sorted(kept["doc_id"].unique().to_list())
+
+    assert chosen(None) == ["d1", "d2", "d3", "d4"]
+    assert chosen(6) == ["d2", "d3"] and chosen(8) == ["d2", "d3"]  # whole documents only
+    assert chosen(9) == ["d2", "d3", "d4"]
+    assert chosen(6, always=("d1",)) == ["d1", "d2"]  # held-out documents first, inside the budget
+    assert chosen(3, always=("d1", "d4")) == ["d1", "d4"]  # and always, even beyond it
+    randomly = chosen(6, by="random")
+    assert len(randomly) == 2 and randomly == chosen(6, by="random")  # seeded
+    with pytest.raises(ValueError, match="budget must be at least 1"):
+        mining.MineConfig(budget=0)

@@ -14,14 +14,14 @@ import polars as pl
 from eztag.distillation.config import DistilConfig
 from eztag.distillation.data import teacher_scores, training_rows
 from eztag.distillation.selection import TOP_K
-from eztag.embeddings import EmbeddingStore
+from eztag.embeddings import EmbeddingStore, gather_rows
 from eztag.encoding import EncodeConfig, load_encoder, write_store
 from eztag.engines import Engine
 from eztag.errors import EztagError
-from eztag.indexing import IndexConfig, build_index
+from eztag.indexing import IndexConfig, build_index, load_index
 from eztag.judges import Judge
 from eztag.judging import JudgeConfig, build_judge, judge_cache, judge_candidates
-from eztag.mining import MineConfig, mine, pick_documents
+from eztag.mining import MineConfig, mine, pick_documents, within_budget
 from eztag.templates import render_rows
 
 
@@ -91,10 +91,33 @@ class Rounds:
         candidates = mine(self.mine_config, self.documents, self.labels, self.doc_rows, doc_vectors, index, label_store)
         return candidates, doc_vectors, label_store.load()
 
+    def held_out_top(
+        self, judgments: pl.DataFrame, encode_dir: Path, index_dir: Path
+    ) -> tuple[pl.DataFrame, pl.DataFrame | None, dict[str, Any] | None]:
+        """(`judgments` (the judge stage's) with every held-out document's top-5 of the encode stage's student,
+        the pairs added and their judge report): a budget may leave some unjudged, and the label-free scores of all
+        rounds must cover the same documents."""
+        if self.mine_config.budget is None:
+            return judgments, None, None
+        rows = np.asarray(
+            [row for doc_id, row in zip(self.doc_ids, self.doc_rows, strict=True) if doc_id in self.holdout]
+        )
+        vectors = gather_rows(EmbeddingStore(encode_dir / "documents"), rows)
+        top = dataclasses.replace(self.mine_config, k=TOP_K, bm25_k=0)
+        index, label_store = load_index(index_dir), EmbeddingStore(encode_dir / "labels")
+        candidates = mine(top, self.documents, self.labels, rows, vectors, index, label_store)
+        missing = candidates.join(judgments.select("doc_id", "label_id"), on=["doc_id", "label_id"], how="anti")
+        if missing.is_empty():
+            return judgments, None, None
+        added, report = self.judge_pairs(missing)
+        return pl.concat([judgments, added.select(judgments.columns)]), added, report
+
     def judge_pairs(self, candidates: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
-        """Judge the candidates through the shared cache; held-out documents only need the student's top-5."""
+        """Judge the candidates through the shared cache, within the mine budget; held-out documents only need the
+        student's top-5, and always get it."""
         held_out = pl.col("doc_id").is_in(list(self.holdout))
         candidates = candidates.filter(~held_out | (pl.col("student_rank") <= TOP_K))
+        candidates = within_budget(candidates, self.mine_config, always=self.holdout)
         if self.judge is None:
             self.judge = build_judge(self.judge_config)
         return judge_candidates(self.judge_config, self.judge, self.ingest_dir, candidates, self.cache_dir, self.engine)

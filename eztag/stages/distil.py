@@ -2,11 +2,12 @@
 
 Round r trains the student of round r-1 (round 0: the encode stage's model) on the judged candidates of the
 training documents, re-mines their candidates with the new student (the mine stage's `mine`), and judges the
-pairs the shared judge cache does not hold yet (the judge stage's `judge_candidates`). A held-out part of the
-mined documents is never trained on: the judge's verdict on each student's top-1 and top-5 labels there
-(LLM-P@1, LLM-P@5) is the label-free score; the rounds stop when it no longer improves, and the best round's
-model is kept. No ground truth is read. The kept model then encodes the labels and documents into `encode/`
-and is indexed into `index/`, which the tag stage uses when `distil` is in the pipeline.
+pairs the shared judge cache does not hold yet (the judge stage's `judge_candidates`), within `[mine] budget` when
+there is one (the documents where the student is least sure first). A held-out part of the mined documents is
+never trained on: the judge's verdict on each student's top-1 and top-5 labels there (LLM-P@1, LLM-P@5) is the
+label-free score; the rounds stop when it no longer improves, and the best round's model is kept. No ground truth
+is read. The kept model then encodes the labels and documents into `encode/` and is indexed into `index/`, which
+the tag stage uses when `distil` is in the pipeline.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ PATH_FIELDS: tuple[str, ...] = ()
 check_pipeline = no_pipeline_checks
 fingerprint = no_fingerprint
 ENCODE_DIR, INDEX_DIR = "encode", "index"  # the kept student's encode and index outputs, inside distil's folder
+HELD_OUT_DIR = "round-0-held-out"  # under a budget: the held-out top-5 pairs the judge stage left unjudged
 MODEL_DIR = "model"  # the kept student (a sentence-transformers folder), inside distil's folder
 # the stages after distil tag, calibrate and identify with the kept student; calibrate also reads the rounds' judgments
 PROVIDES = {"encode": ENCODE_DIR, "index": INDEX_DIR, "encoder": MODEL_DIR, "round_judgments": "rounds"}
@@ -53,7 +55,10 @@ def run(config: DistilConfig, out_dir: Path, inputs: StageInputs) -> dict[str, A
     encode_dir, judge_dir = inputs["encode"], inputs["judge"]
     upstream = (inputs.config("encode"), inputs.config("index"), inputs.config("mine"), inputs.config("judge"))
     state = Rounds(config, inputs["ingest"], judge_dir, upstream, inputs.engine)
-    judgments = pl.read_parquet(judge_dir / "judgments.parquet")
+    judged = pl.read_parquet(judge_dir / "judgments.parquet")
+    judgments, added, added_report = state.held_out_top(judged, encode_dir, inputs["index"])
+    if added is not None:  # beside the rounds' judgments, where calibrate and the pair counts find them
+        write_parquet(out_dir / "rounds" / HELD_OUT_DIR / "judgments.parquet", added)
     reference = state.reference(judgments, state.holdout)
     base_vectors = gather_rows(EmbeddingStore(encode_dir / "documents"), state.doc_rows)
     base_labels = EmbeddingStore(encode_dir / "labels").load()
@@ -65,6 +70,7 @@ def run(config: DistilConfig, out_dir: Path, inputs: StageInputs) -> dict[str, A
             "label_free": label_free_scores(judgments, state.holdout, config.verdict_threshold),
             "agreement": agreement(reference, state.doc_row, base_vectors, base_labels),
             "judge": json.loads((judge_dir / "report.json").read_text()),
+            "held_out_top_up": added_report,
         }
     ]
     best = 0
@@ -110,7 +116,9 @@ def _finish(state: Rounds, history: list[dict], best: int, out_dir: Path, inputs
         "rounds_run": len(rounds),
         "label_free": {str(report["round"]): report["label_free"] for report in history},
         "agreement": {str(report["round"]): report["agreement"] for report in history},
-        "pairs_judged": history[0]["judge"]["judged_now"] + sum(report["judge"]["judged_now"] for report in rounds),
+        "pairs_judged": history[0]["judge"]["judged_now"]
+        + (history[0]["held_out_top_up"] or {"judged_now": 0})["judged_now"]
+        + sum(report["judge"]["judged_now"] for report in rounds),
         "judge_seconds": round(
             history[0]["judge"]["scoring_seconds"] + sum(report["judge"]["scoring_seconds"] for report in rounds), 2
         ),
