@@ -45,20 +45,23 @@ class MineConfig:
     """Label text for BM25 (only with `bm25_k`): a `{field}` template over `{label_id}`, `{text}`, `{description}`
     and `{facet}`."""
     budget: int | None = None
-    """Most candidate pairs to judge per pass (the judge stage, then each distil round), spent on whole documents:
-    those where the student is least sure first (`budget_by`); distil's held-out documents always get their top-5
-    judged. `None`: every candidate is judged."""
+    """Most candidate pairs to judge per pass (the judge stage, then each distil round), spent document by document
+    (`budget_depth` candidates each), those where the student is least sure first (`budget_by`); distil's held-out
+    documents always get their top-5 judged. `None`: every candidate is judged."""
     budget_by: Literal["gap", "random"] = "gap"
     """Which documents a `budget` goes to: `gap` (the smallest gap between the student's first two scores first)
     or `random` (drawn with `seed`; the control to compare `gap` with)."""
+    budget_depth: int | None = None
+    """Under a `budget`, how many of a document's candidates are judged: the student's first `budget_depth` (at least
+    distil's `list_size`, so that each makes a training row); `None`: all of them."""
 
     def __post_init__(self) -> None:
         if self.k < 1 or self.bm25_k < 0:
             raise ValueError("need k >= 1 and bm25_k >= 0")
         if self.documents_limit is not None and self.documents_limit < 1:
             raise ValueError("documents_limit must be at least 1")
-        if self.budget is not None and self.budget < 1:
-            raise ValueError("budget must be at least 1 pair")
+        if (self.budget is not None and self.budget < 1) or (self.budget_depth is not None and self.budget_depth < 1):
+            raise ValueError("budget and budget_depth must be at least 1")
         check_template(self.document_template, DOCUMENT_COLUMNS, where="mine.document_template")
         check_template(self.label_template, LABEL_COLUMNS, where="mine.label_template")
 
@@ -73,10 +76,14 @@ def pick_documents(count: int, config: MineConfig) -> np.ndarray:
 
 
 def within_budget(candidates: pl.DataFrame, config: MineConfig, always: Collection[str] = ()) -> pl.DataFrame:
-    """The candidates to judge under `config.budget`: every candidate of the documents in `always`, then whole
-    documents in `config.budget_by` order while the budget lasts (all candidates without a budget)."""
+    """The candidates to judge under `config.budget`: every candidate of the documents in `always`, then the first
+    `config.budget_depth` candidates of documents in `config.budget_by` order while the budget lasts (all
+    candidates without a budget)."""
     if config.budget is None:
         return candidates
+    if config.budget_depth is not None:
+        deep = pl.col("student_rank").is_null() | (pl.col("student_rank") > config.budget_depth)
+        candidates = candidates.filter(pl.col("doc_id").is_in(list(always)) | ~deep)
     gaps = (
         candidates.filter(pl.col("student_rank") <= 2)
         .group_by("doc_id")

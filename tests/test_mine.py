@@ -13,7 +13,7 @@ from eztag import mining
 from eztag.embeddings import EmbeddingStore
 from eztag.errors import EztagError
 from eztag.pipeline import Pipeline
-from tests.conftest import pipeline_file
+from tests.conftest import REPO, assert_one_line_error, eztag, pipeline_file
 
 
 def test_mine_dense_and_bm25(tmp_path: Path, small_inputs: tuple[Path, Path]) -> None:
@@ -66,10 +66,12 @@ def budget_candidates() -> pl.DataFrame:
 def test_budget_goes_to_whole_documents_where_the_student_is_least_sure() -> None:
     candidates = budget_candidates()
 
-    def chosen(budget: int | None, by: str = "gap", always: tuple[str, ...] = ()) -> list[str]:
-        config = mining.MineConfig(budget=budget, budget_by=by)  # type: ignore[arg-type]
+    def chosen(budget: int | None, by: str = "gap", always: tuple[str, ...] = (), depth: int | None = None) -> list:
+        config = mining.MineConfig(budget=budget, budget_by=by, budget_depth=depth)  # type: ignore[arg-type]
         kept = mining.within_budget(candidates, config, always)
-        assert kept.equals(candidates.filter(pl.col("doc_id").is_in(kept["doc_id"].unique().to_list())))
+        deep = ~pl.col("doc_id").is_in(always) & (pl.col("student_rank") > (depth or 3))
+        whole = candidates.filter(pl.col("doc_id").is_in(kept["doc_id"].unique().to_list()) & ~deep)
+        assert kept.equals(whole)
         return sorted(kept["doc_id"].unique().to_list())
 
     assert chosen(None) == ["d1", "d2", "d3", "d4"]
@@ -77,7 +79,16 @@ def test_budget_goes_to_whole_documents_where_the_student_is_least_sure() -> Non
     assert chosen(9) == ["d2", "d3", "d4"]
     assert chosen(6, always=("d1",)) == ["d1", "d2"]  # held-out documents first, inside the budget
     assert chosen(3, always=("d1", "d4")) == ["d1", "d4"]  # and always, even beyond it
+    assert chosen(6, depth=2) == ["d2", "d3", "d4"]  # the first two candidates of each document
+    assert chosen(6, depth=2, always=("d1",)) == ["d1", "d2"]  # held-out documents keep all theirs
     randomly = chosen(6, by="random")
     assert len(randomly) == 2 and randomly == chosen(6, by="random")  # seeded
-    with pytest.raises(ValueError, match="budget must be at least 1"):
+    with pytest.raises(ValueError, match="budget and budget_depth must be at least 1"):
         mining.MineConfig(budget=0)
+
+
+def test_budget_depth_below_the_training_list_is_a_config_error(tmp_path: Path) -> None:
+    cold_start = REPO / "pipelines" / "cold-start.toml"  # list_size = 5
+    budget = ("--set", "mine.budget=100", "--set", "mine.budget_depth=4", "--run-dir", str(tmp_path / "run"))
+    assert_one_line_error(eztag("run", str(cold_start), *budget), "'--set mine.budget_depth'", "list_size 5")
+    assert not (tmp_path / "run").exists()

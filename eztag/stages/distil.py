@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,11 @@ from eztag.distillation.selection import agreement, label_free_scores, selection
 from eztag.distillation.training import train
 from eztag.embeddings import EmbeddingStore, gather_rows
 from eztag.encoding import write_embeddings
+from eztag.errors import EztagError
 from eztag.indexing import write_index
+from eztag.mining import MineConfig
 from eztag.models import resolve_encoder
-from eztag.stages.contract import StageInputs, no_fingerprint, no_pipeline_checks
+from eztag.stages.contract import StageInputs, no_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,6 @@ REQUIRES = ("ingest", "encode", "index", "mine", "judge")
 OPTIONAL: tuple[str, ...] = ()
 CONFLICTS = {"synonyms": "distil re-encodes and re-indexes the labels without their synonym vectors"}
 PATH_FIELDS: tuple[str, ...] = ()
-check_pipeline = no_pipeline_checks
 fingerprint = no_fingerprint
 ENCODE_DIR, INDEX_DIR = "encode", "index"  # the kept student's encode and index outputs, inside distil's folder
 HELD_OUT_DIR = "round-0-held-out"  # under a budget: the held-out top-5 pairs the judge stage left unjudged
@@ -48,6 +50,17 @@ MODEL_DIR = "model"  # the kept student (a sentence-transformers folder), inside
 # the stages after distil tag, calibrate and identify with the kept student; calibrate also reads the rounds' judgments
 PROVIDES = {"encode": ENCODE_DIR, "index": INDEX_DIR, "encoder": MODEL_DIR, "round_judgments": "rounds"}
 Config = DistilConfig
+
+
+def check_pipeline(config: DistilConfig, configs: Mapping[str, Any]) -> None:
+    """A judging budget's depth leaves each budgeted document enough judged candidates for a training row."""
+    mine: MineConfig = configs["mine"]
+    if mine.budget is not None and mine.budget_depth is not None and mine.budget_depth < config.list_size:
+        raise EztagError(
+            f"budget_depth {mine.budget_depth} is below distil.list_size {config.list_size}: "
+            "no budgeted document would make a training row",
+            field="mine.budget_depth",
+        )
 
 
 def run(config: DistilConfig, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:

@@ -45,7 +45,7 @@ def run(config: MineConfig, out_dir: Path, inputs: StageInputs) -> dict[str, Any
         "candidates": candidates.height,
         "documents_within_budget": candidates["doc_id"].n_unique(),
         "candidates_over_budget": mined.height - candidates.height,
-        "per_document": round(candidates.height / max(1, len(doc_rows)), 2),
+        "per_document": round(candidates.height / max(1, candidates["doc_id"].n_unique()), 2),
         "by_source": dict(zip(counts["source"].to_list(), counts["count"].to_list(), strict=True)),
     }
     write_json(out_dir / "report.json", summary)
