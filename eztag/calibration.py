@@ -1,9 +1,10 @@
 """Calibrators: monotone maps from the student's evidence (cosine score, optionally log rank) to P(relevant).
 
 Fitted with scikit-learn (isotonic regression on the score, or a logistic fit on score and log rank) against
-soft targets (the judge's P(yes)), and saved as plain JSON — no pickle — so a calibrator file can be read,
-checked and applied without scikit-learn. A calibrator records the hashes of the encoder and of the indexed
-label set it was fitted for; `load` refuses it for any other.
+soft targets (the relevance a latent-class model of judge and student gives each judged pair, or the judge's
+P(yes) as is), and saved as plain JSON — no pickle — so a calibrator file can be read, checked and applied without
+scikit-learn. A calibrator records the hashes of the encoder and of the indexed label set it was fitted for; `load`
+refuses it for any other.
 """
 
 from __future__ import annotations
@@ -123,6 +124,30 @@ def fit(
         encoder_hash=identity["encoder_hash"],
         labels_hash=identity["labels_hash"],
     )
+
+
+def latent_class_targets(log_odds: np.ndarray, scores: np.ndarray, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """P(relevant) of each judged pair, label-free: a two-class latent-class model of two views of the pair, the
+    judge's log-odds and the student's score, each Gaussian within a class and independent of the other given the
+    class (scikit-learn's GaussianMixture with diagonal covariances); the relevant class is the one the judge scores
+    higher. A lenient judge's P(yes) overstates relevance; the model learns by how much from where the views agree.
+    Also returns the fit: the relevant class's share, both classes' means, and whether the student, too, scores the
+    relevant class higher (if not, the views disagree and the targets mean little)."""
+    from sklearn.mixture import GaussianMixture
+
+    views = np.column_stack([log_odds, scores]).astype(np.float64)
+    mixture = GaussianMixture(2, covariance_type="diag", n_init=5, random_state=seed).fit(views)
+    relevant = int(np.argmax(mixture.means_[:, 0]))
+    means = {
+        name: {"log_odds": round(float(mixture.means_[row, 0]), 4), "score": round(float(mixture.means_[row, 1]), 4)}
+        for name, row in (("relevant", relevant), ("other", 1 - relevant))
+    }
+    summary = {
+        "relevant_share": round(float(mixture.weights_[relevant]), 4),
+        "means": means,
+        "views_agree": bool(means["relevant"]["score"] > means["other"]["score"]),
+    }
+    return mixture.predict_proba(views)[:, relevant], summary
 
 
 def monotone_logistic(design: np.ndarray, targets: np.ndarray) -> tuple[list[float], float]:

@@ -76,7 +76,7 @@ def figures(runs: list[RunReport]) -> dict[str, object]:
                 plots.draw_reliability,
                 {"calibrated (marker area: pairs)": run.judge["calibration"]["reliability"]},
                 "calibrated probability",
-                "observed (judge's mean P(yes))",
+                "observed (mean calibration target)",
                 "probability",
                 "observed",
                 True,

@@ -233,7 +233,7 @@ def _scalars(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def calibration(run_dir: Path) -> dict[str, Any] | None:
     """A `calibrate` stage's report when the run has one: its scalar entries and its reliability bins
     (`check.reliability`: pairs per bin, the calibrated probability and the observed rate it should match, which
-    the stage defines; today the judge's mean P(yes) on held-out documents)."""
+    the stage defines: the mean of its targets on held-out documents)."""
     folder = run_dir / "calibrate"
     report = _read_json(folder / "report.json") if folder.is_dir() else None
     if not isinstance(report, dict):

@@ -117,6 +117,27 @@ def test_logistic_fit_stays_monotone() -> None:
     assert rising.coef[0] > 0 and rising.coef[1] <= 0
 
 
+def test_latent_class_targets_correct_a_lenient_judge() -> None:
+    # 20% relevant pairs; the judge says yes to most of the others too (mean P(yes) ~0.7 over all pairs), the
+    # student scores the relevant ones higher; given the class the two views are independent
+    rng = np.random.default_rng(1)
+    relevant = rng.random(4000) < 0.2
+    log_odds = np.where(relevant, rng.normal(3.0, 0.8, 4000), rng.normal(0.8, 1.0, 4000))
+    scores = np.where(relevant, rng.normal(0.5, 0.08, 4000), rng.normal(0.3, 0.08, 4000))
+    p_yes = 1 / (1 + np.exp(-log_odds))
+    targets, fit = calibration.latent_class_targets(log_odds, scores, seed=0)
+    assert p_yes.mean() > 0.65 and fit["views_agree"]
+    assert fit["relevant_share"] == pytest.approx(relevant.mean(), abs=0.03)
+    assert targets.mean() == pytest.approx(relevant.mean(), abs=0.03)
+    truth = relevant.astype(float)
+    assert calibration.expected_calibration_error(targets, truth) < 0.05
+    assert calibration.expected_calibration_error(p_yes, truth) > 0.3
+    again, _ = calibration.latent_class_targets(log_odds, scores, seed=0)
+    assert np.array_equal(targets, again)
+    # a student that scores the judge's relevant pairs lower: said, not hidden
+    assert not calibration.latent_class_targets(log_odds, -scores, seed=0)[1]["views_agree"]
+
+
 def test_calibrator_file_errors(tmp_path: Path) -> None:
     path = tmp_path / "calibrator.json"
     with pytest.raises(EztagError, match="calibrator file not found") as missing:
@@ -152,6 +173,7 @@ def test_calibrate_then_tag_by_expected_f1(tmp_path: Path, tiny_llama_dir: Path)
     run_cli("run", str(path), "--run-dir", str(run_dir))
     report = json.loads((run_dir / "calibrate" / "report.json").read_text())
     assert report["pairs"] == 240 and report["documents"] == {"fit": 28, "check": 12}
+    assert report["target"] == "latent-class" and 0 < report["latent_class"]["relevant_share"] < 1
     assert 0 <= report["check"]["ece"] <= 1 and report["check"]["reliability"]
     assert (run_dir / "calibrate" / "reliability.png").read_bytes()[:4] == b"\x89PNG"
     pairs = pl.read_parquet(run_dir / "calibrate" / "pairs.parquet")

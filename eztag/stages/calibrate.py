@@ -2,8 +2,10 @@
 
 The judged pairs (the judge stage's and, with distil, every round's) are scored again by the encoder and index
 that will tag (distil's when present), exactly as tag scores them: the pair's score and rank in the index's
-top-`depth` for its document. A monotone map (eztag.calibration) from that evidence to the judge's P(yes) is
-fitted on part of the documents and checked on the rest (expected calibration error, reliability.png). The
+top-`depth` for its document. Each pair's target is its relevance under a two-class latent-class model of the
+judge's log-odds and that score (`target = "latent-class"`; or the judge's P(yes) as is, `"judge"`), and a
+monotone map (eztag.calibration) from the score and rank to the target is fitted on part of the documents and
+checked on the rest (expected calibration error, reliability.png). The
 calibrator records the hashes of the encoder and of the indexed label set; tag refuses it for any other.
 Ground truth is never read.
 """
@@ -11,6 +13,7 @@ Ground truth is never read.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +27,8 @@ from eztag.errors import EztagError
 from eztag.indexing import load_index
 from eztag.judging import P_YES
 from eztag.stages.contract import StageInputs, no_fingerprint, no_pipeline_checks
+
+log = logging.getLogger(__name__)
 
 NAME = "calibrate"
 HELP = "fit calibrated tag probabilities to the judge's verdicts"
@@ -47,6 +52,10 @@ class Config:
     it are left out. `bins`: equal-width bins of the ECE and the reliability plot.
     """
 
+    target: Literal["latent-class", "judge"] = "latent-class"
+    """What the map learns: `latent-class` (each judged pair's relevance under a two-class model of the judge's
+    log-odds and the student's score, Gaussian and independent within a class: it corrects a lenient judge,
+    label-free; docs/calibration.md) or `judge` (the judge's P(yes) as is)."""
     method: Literal["logistic-rank", "logistic", "isotonic"] = "logistic-rank"
     """The map: `logistic-rank` (logistic on score and log rank), `logistic` (on the score) or `isotonic` (on the
     score; flat beyond the judged scores)."""
@@ -70,7 +79,7 @@ class Config:
 
 
 def judged_pairs(judge_dir: Path, rounds_dir: Path | None) -> pl.DataFrame:
-    """Every successfully judged (doc_id, label_id, p_yes), once: the judge stage's and distil's rounds'."""
+    """Every successfully judged (doc_id, label_id, log_odds, p_yes), once: the judge stage's and distil's rounds'."""
     paths = [judge_dir / "judgments.parquet"]
     if rounds_dir is not None:
         paths += sorted(rounds_dir.glob("*/judgments.parquet"))
@@ -78,7 +87,7 @@ def judged_pairs(judge_dir: Path, rounds_dir: Path | None) -> pl.DataFrame:
     return (
         pl.concat(frames)
         .filter(pl.col("failure").is_null() & pl.col("log_odds").is_not_null())
-        .select("doc_id", "label_id", P_YES)
+        .select("doc_id", "label_id", "log_odds", P_YES)
         .unique(["doc_id", "label_id"], keep="first", maintain_order=True)
     )
 
@@ -119,14 +128,27 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
             file=judge_dir / "judgments.parquet",
         )
     check = set(np.random.default_rng(config.seed).choice(documents, check_count, replace=False).tolist())
+    latent_class: dict[str, Any] | None = None
+    if config.target == "latent-class":
+        target, latent_class = calibration.latent_class_targets(
+            pairs["log_odds"].to_numpy(), pairs["score"].to_numpy(), config.seed
+        )
+        if not latent_class["views_agree"]:
+            log.warning(
+                "calibrate: the student scores the pairs the judge finds relevant lower than the others; the "
+                "latent-class targets mean little (check the judge first: eztag check-judge)"
+            )
+    else:
+        target = pairs["p_yes"].to_numpy()
     pairs = pairs.with_columns(
-        split=pl.when(pl.col("doc_id").is_in(list(check))).then(pl.lit("check")).otherwise(pl.lit("fit"))
+        target=pl.Series(target, dtype=pl.Float64),
+        split=pl.when(pl.col("doc_id").is_in(list(check))).then(pl.lit("check")).otherwise(pl.lit("fit")),
     )
     fit_part = pairs.filter(pl.col("split") == "fit")
     calibrator = calibration.fit(
         fit_part["score"].to_numpy(),
         fit_part["rank"].to_numpy(),
-        fit_part["p_yes"].to_numpy(),
+        fit_part["target"].to_numpy(),
         "isotonic" if config.method == "isotonic" else "logistic",
         config.method == "logistic-rank",
         calibration.tagging_identity(inputs.config("encode"), inputs.artifacts, inputs["ingest"]),
@@ -146,7 +168,9 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     }
     calibration.save(calibrator, out_dir / PROVIDES["calibrator"])
     write_parquet(out_dir / "pairs.parquet", pairs)
-    report.update(method=config.method, judged_pairs=judged.height, pairs=pairs.height)
+    report.update(method=config.method, target=config.target, judged_pairs=judged.height, pairs=pairs.height)
+    report["judge_mean_p_yes"] = round(float(np.mean(pairs["p_yes"].to_numpy())), 4)
+    report["latent_class"] = latent_class
     report["pairs_below_depth"] = judged.height - pairs.height
     write_json(out_dir / "report.json", report)
     held_out = pairs.filter(pl.col("split") == "check")
@@ -154,10 +178,10 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     curves = {
         f"calibrator (ECE {report['check']['ece']:.3f})": report["check"]["reliability"],
         f"constant (ECE {report['check']['constant_ece']:.3f})": calibration.reliability(
-            np.full(held_out.height, report["fit_mean_p_yes"]), held_out["p_yes"].to_numpy(), config.bins
+            np.full(held_out.height, report["fit_mean_target"]), held_out["target"].to_numpy(), config.bins
         ),
     }
-    plots.draw_reliability(axes, curves, "predicted probability (bin mean)", "judge's mean P(yes), held-out documents")
+    plots.draw_reliability(axes, curves, "predicted probability (bin mean)", "mean target, held-out documents")
     plots.save_png(figure, out_dir / "reliability.png")
     return {key: value for key, value in report.items() if not isinstance(value, dict)} | {
         "check_ece": report["check"]["ece"]
@@ -165,17 +189,18 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
 
 
 def check_report(pairs: pl.DataFrame, bins: int) -> dict[str, Any]:
-    """On the held-out documents: ECE and Brier score of the calibrator and of the constant fit-set mean (a map
-    that ignores the score), the reliability points, and the Spearman correlation of score and P(yes)."""
+    """On the held-out documents: ECE and Brier score of the calibrator against the targets and of the constant
+    fit-set mean (a map that ignores the score), the reliability points, and the Spearman correlation of score and
+    the judge's P(yes)."""
     from scipy.stats import spearmanr
 
-    fit_mean = float(np.mean(pairs.filter(pl.col("split") == "fit")["p_yes"].to_numpy()))
+    fit_mean = float(np.mean(pairs.filter(pl.col("split") == "fit")["target"].to_numpy()))
     held_out = pairs.filter(pl.col("split") == "check")
-    probability, target = held_out["probability"].to_numpy(), held_out["p_yes"].to_numpy()
+    probability, target = held_out["probability"].to_numpy(), held_out["target"].to_numpy()
     constant = np.full(len(target), fit_mean)
     correlation = spearmanr(pairs["score"].to_numpy(), pairs["p_yes"].to_numpy()).statistic
     return {
-        "fit_mean_p_yes": round(fit_mean, 4),
+        "fit_mean_target": round(fit_mean, 4),
         "spearman_score_p_yes": round(float(correlation), 4) if np.isfinite(correlation) else None,
         "documents": {
             "fit": pairs.filter(pl.col("split") == "fit")["doc_id"].n_unique(),
