@@ -27,6 +27,9 @@ from eztag.templates import render_rows
 
 FORMAT = 1
 FEATURES = ("score", "log_rank")
+# the least d' by which the student's score must separate the judge's two latent classes for the views to agree
+# (debtags: 1.48 with the 1.5B judge, 0.38 with SmolLM2-135M, a judge `eztag check-judge` rejects)
+MIN_SEPARATION = 0.5
 FIX = (
     "rerun the calibrate stage (e.g. `eztag calibrate pipelines/cold-start.toml`) and point tag.calibrator at its file"
 )
@@ -131,21 +134,24 @@ def latent_class_targets(log_odds: np.ndarray, scores: np.ndarray, seed: int) ->
     judge's log-odds and the student's score, each Gaussian within a class and independent of the other given the
     class (scikit-learn's GaussianMixture with diagonal covariances); the relevant class is the one the judge scores
     higher. A lenient judge's P(yes) overstates relevance; the model learns by how much from where the views agree.
-    Also returns the fit: the relevant class's share, both classes' means, and whether the student, too, scores the
-    relevant class higher (if not, the views disagree and the targets mean little)."""
+    Also returns the fit: the relevant class's share, both classes' means, each view's separation of the classes
+    (difference of means over the root mean variance, d'), and whether the views agree: the student, too, scores
+    the relevant class higher, by at least MIN_SEPARATION (if not, the targets mean little)."""
     from sklearn.mixture import GaussianMixture
 
     views = np.column_stack([log_odds, scores]).astype(np.float64)
     mixture = GaussianMixture(2, covariance_type="diag", n_init=5, random_state=seed).fit(views)
     relevant = int(np.argmax(mixture.means_[:, 0]))
-    means = {
-        name: {"log_odds": round(float(mixture.means_[row, 0]), 4), "score": round(float(mixture.means_[row, 1]), 4)}
-        for name, row in (("relevant", relevant), ("other", 1 - relevant))
-    }
+    other = 1 - relevant
+    separation = (mixture.means_[relevant] - mixture.means_[other]) / np.sqrt(mixture.covariances_.mean(axis=0))
     summary = {
         "relevant_share": round(float(mixture.weights_[relevant]), 4),
-        "means": means,
-        "views_agree": bool(means["relevant"]["score"] > means["other"]["score"]),
+        "means": {
+            name: dict(zip(("log_odds", "score"), np.round(mixture.means_[row], 4).tolist(), strict=True))
+            for name, row in (("relevant", relevant), ("other", other))
+        },
+        "separation": {"log_odds": round(float(separation[0]), 3), "score": round(float(separation[1]), 3)},
+        "views_agree": bool(separation[1] >= MIN_SEPARATION),
     }
     return mixture.predict_proba(views)[:, relevant], summary
 

@@ -134,8 +134,12 @@ def test_latent_class_targets_correct_a_lenient_judge() -> None:
     assert calibration.expected_calibration_error(p_yes, truth) > 0.3
     again, _ = calibration.latent_class_targets(log_odds, scores, seed=0)
     assert np.array_equal(targets, again)
-    # a student that scores the judge's relevant pairs lower: said, not hidden
+    assert fit["separation"]["log_odds"] > 2 and fit["separation"]["score"] > 2
+    # a student that scores the judge's relevant pairs lower, or hardly differently: said, not hidden
     assert not calibration.latent_class_targets(log_odds, -scores, seed=0)[1]["views_agree"]
+    blurred = np.where(relevant, rng.normal(0.32, 0.08, 4000), rng.normal(0.3, 0.08, 4000))
+    weak = calibration.latent_class_targets(log_odds, blurred, seed=0)[1]
+    assert not weak["views_agree"] and weak["separation"]["score"] < calibration.MIN_SEPARATION
 
 
 def test_calibrator_file_errors(tmp_path: Path) -> None:

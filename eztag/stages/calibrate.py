@@ -135,8 +135,9 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
         )
         if not latent_class["views_agree"]:
             log.warning(
-                "calibrate: the student scores the pairs the judge finds relevant lower than the others; the "
-                "latent-class targets mean little (check the judge first: eztag check-judge)"
+                f"calibrate: the student hardly tells apart the pairs the judge finds relevant (separation "
+                f"{latent_class['separation']['score']}, below {calibration.MIN_SEPARATION}); the latent-class "
+                "targets and the tag counts they give mean little: check the judge first (eztag check-judge)"
             )
     else:
         target = pairs["p_yes"].to_numpy()
