@@ -91,8 +91,9 @@ def main() -> None:
         rows["no budget"] = measure("no budget", REFERENCE / "dev", full, full, None, kept)
     if args.budget:
         started = time.perf_counter()
-        name = f"{args.budget}-{args.by}" + (f"-depth{args.depth}" if args.depth else "")
-        name += f"-holdout{args.holdout}" if args.holdout else ""
+        label = f"budget {args.budget}, {args.by}" + (f", depth {args.depth}" if args.depth else "")
+        label += f", holdout {args.holdout}" if args.holdout else ""
+        name = label.removeprefix("budget ").replace(", ", "-").replace(" ", "")  # e.g. 600-gap-depth5
         dev, test = RUNS / f"dev-{name}", RUNS / f"test-{name}"
         settings = [f"mine.budget={args.budget}", f'mine.budget_by="{args.by}"']
         settings += [f"mine.budget_depth={args.depth}"] if args.depth else []
@@ -101,10 +102,9 @@ def main() -> None:
         model = dev / "distil" / "model"
         Pipeline.load(TEST_PIPELINE, [f'encode.model="{model}"']).run(test)
         seconds = round(time.perf_counter() - started, 1)
-        label = f"budget {args.budget}, {args.by}" + (f", depth {args.depth}" if args.depth else "")
-        label += f", holdout {args.holdout}" if args.holdout else ""
         row = measure(label, dev, test, full, seconds)
-        row |= {"budget": args.budget, "by": args.by, "depth": args.depth or 8, "holdout": args.holdout}
+        depth = args.depth or cold_start.configs["mine"].k
+        row |= {"budget": args.budget, "by": args.by, "depth": depth, "holdout": args.holdout}
         row |= {"host": host_line()}
         rows[label] = row | {"date": time.strftime("%Y-%m-%d")}
     budgeted = sorted(

@@ -40,12 +40,13 @@ def run(config: MineConfig, out_dir: Path, inputs: StageInputs) -> dict[str, Any
     candidates = within_budget(mined, config)
     write_parquet(out_dir / "candidates.parquet", candidates)
     counts = candidates["source"].value_counts()
+    within = candidates["doc_id"].n_unique()
     summary = {
         "documents": len(doc_rows),
         "candidates": candidates.height,
-        "documents_within_budget": candidates["doc_id"].n_unique(),
+        "documents_within_budget": within,
         "candidates_over_budget": mined.height - candidates.height,
-        "per_document": round(candidates.height / max(1, candidates["doc_id"].n_unique()), 2),
+        "per_document": round(candidates.height / max(1, within), 2),
         "by_source": dict(zip(counts["source"].to_list(), counts["count"].to_list(), strict=True)),
     }
     write_json(out_dir / "report.json", summary)
