@@ -18,18 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import polars as pl
+from rounds_debtags import interval
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.calibrate_debtags import host_line
-from benchmarks.rounds_debtags import interval
 from eztag.artifacts import write_json, write_text
 from eztag.comparison import compare_runs
+from eztag.devices import host_line
 from eztag.pipeline import Pipeline
 
 REPO = Path(__file__).resolve().parents[1]

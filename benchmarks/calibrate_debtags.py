@@ -26,20 +26,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from eztag import calibration, metrics, plots
 from eztag.artifacts import RunDir, write_json, write_text
-from eztag.judges.vllm import cpu_flags
+from eztag.devices import host_line
 from eztag.pipeline import Pipeline
 from eztag.stages import tag
 from eztag.stages.evaluate import label_sets
@@ -52,17 +48,11 @@ TEST_ZERO_SHOT = RUNS / "test-zero-shot"
 COLD_START = REPO / "pipelines" / "cold-start.toml"
 TEST_PIPELINE = REPO / "pipelines" / "recall-benchmark.toml"
 OUT = REPO / "benchmarks" / "results"
-HOST_FLAGS = {"avx2", "avx512f", "avx512_bf16", "amx_tile"}  # the CPU flags that decide bf16 speed
 LIMITS = {"min_per_doc": 1, "max_per_doc": 10}
 KS = range(1, 11)
 THRESHOLDS = np.round(np.arange(0.10, 0.80, 0.01), 2)
 RESAMPLES = 1000
 SHIPPED_RULE = "(d) calibrated probability >= 0.5"  # [tag] rule and min_probability of pipelines/cold-start.toml
-
-
-def host_line() -> str:
-    """'CPU only (N cores; flags)': the host of a CPU benchmark, with the flags that decide bfloat16 speed."""
-    return f"CPU only ({os.cpu_count()} cores; {' '.join(sorted(HOST_FLAGS & cpu_flags()))})"
 
 
 @dataclasses.dataclass

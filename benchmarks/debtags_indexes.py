@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import faiss
 import polars as pl
 
+from eztag.pipeline import Pipeline
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from eztag.pipeline import Pipeline  # noqa: E402
 
 BACKENDS = {
     "exact": ["index.backend='exact'"],

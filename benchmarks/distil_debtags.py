@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from eztag import metrics
 from eztag.artifacts import RunDir, file_checksum, write_json, write_text
+from eztag.comparison import Interval, paired_bootstrap
 from eztag.config import from_dict
 from eztag.distillation import data as distil_data
 from eztag.distillation import selection as distil_selection
@@ -54,6 +52,7 @@ SELECT = [f"mine.documents_limit={SELECT_DOCUMENTS}", f"mine.k={SELECT_K}", "min
 TEST_SUBSET = 60
 KS = (1, 5, 10)
 REPORTED = ("P@1", "P@5", "R@10", "nDCG@5")
+RESAMPLES = 1000
 
 
 def run_pipeline(path: Path, run_dir: Path, overrides: list[str], until: str | None = None) -> Path:
@@ -90,17 +89,21 @@ def per_document(ingest_dir: Path, tags: pl.DataFrame) -> dict[str, np.ndarray]:
     }
 
 
-def paired_bootstrap(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """Mean per-document difference of `per_document` values to `theirs`, with a 95% paired bootstrap interval
-    (1,000 resamples)."""
-    rng = np.random.default_rng(0)
-    result = {}
-    for name in ours:
-        difference = ours[name] - theirs[name]
-        means = [difference[rng.integers(0, len(difference), len(difference))].mean() for _ in range(1000)]
-        low, high = np.percentile(means, [2.5, 97.5])
-        result[name] = {"difference": round(difference.mean(), 4), "low": round(low, 4), "high": round(high, 4)}
-    return result
+def paired_differences(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Mean per-document difference of `per_document` values to `theirs`, with its 95% interval from
+    `eztag.comparison.paired_bootstrap` (scipy's paired percentile bootstrap, 1,000 resamples, seeded)."""
+    names = list(ours)
+    observed, low, high = paired_bootstrap(
+        np.stack([theirs[name] for name in names]),
+        np.stack([ours[name] for name in names]),
+        means=len(names),
+        resamples=RESAMPLES,
+        confidence=0.95,
+    )
+    return {
+        name: {"difference": round(float(value), 4), "low": round(float(lo), 4), "high": round(float(hi), 4)}
+        for name, value, lo, hi in zip(names, observed, low, high, strict=True)
+    }
 
 
 def rerank_table(run_dir: Path, judgments: pl.DataFrame) -> dict[str, dict[str, float]]:
@@ -201,8 +204,8 @@ def test_run(name: str, model: str, runs: Path = RUNS) -> dict:
 
 
 def interval(value: dict[str, float]) -> str:
-    """A paired_bootstrap entry as 'difference [low, high]'."""
-    return f"{value['difference']:+.4f} [{value['low']:+.4f}, {value['high']:+.4f}]"
+    """A paired_differences entry as 'difference [low, high]'."""
+    return Interval(**value).text
 
 
 def test_table(test: dict[str, dict]) -> list[str]:
@@ -318,7 +321,7 @@ def main() -> None:
     baseline = per_document(zero_shot / "ingest", tags["zero-shot"])
     for name, row in test.items():
         if name != "zero-shot":
-            row["vs zero-shot"] = paired_bootstrap(per_document(zero_shot / "ingest", tags[name]), baseline)
+            row["vs zero-shot"] = paired_differences(per_document(zero_shot / "ingest", tags[name]), baseline)
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "note": (

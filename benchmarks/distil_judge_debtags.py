@@ -33,13 +33,10 @@ import time
 from pathlib import Path
 
 import polars as pl
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.distil_debtags import (
+from distil_debtags import (
     interval,
     one_round,
-    paired_bootstrap,
+    paired_differences,
     per_document,
     rerank_table,
     run_pipeline,
@@ -50,7 +47,8 @@ from benchmarks.distil_debtags import (
     test_run,
     test_table,
 )
-from benchmarks.teacher_debtags import PROMPTS, split_dev
+from teacher_debtags import PROMPTS, split_dev
+
 from eztag.artifacts import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -238,9 +236,9 @@ def add_arm(name: str, stored: Path, dtype: str) -> None:
     }
     for model_name in models:
         if model_name.startswith(name):
-            test[model_name]["vs zero-shot"] = paired_bootstrap(scores[model_name], scores["zero-shot"])
+            test[model_name]["vs zero-shot"] = paired_differences(scores[model_name], scores["zero-shot"])
             result["test"][model_name] = test[model_name]
-    result["credit"][name] = paired_bootstrap(scores[f"{name} round 1"], scores["self-training round 1"])
+    result["credit"][name] = paired_differences(scores[f"{name} round 1"], scores["self-training round 1"])
     result["reproduced"] = {
         model_name: {"stored": result["test"][model_name]["metrics"], "now": test[model_name]["metrics"]}
         for model_name in ("zero-shot", "self-training round 1")
@@ -311,8 +309,8 @@ def main() -> None:
     scores = {name: per_document(ingest_dir, frame) for name, frame in tags.items()}
     for name, row in test.items():
         if name != "zero-shot":
-            row["vs zero-shot"] = paired_bootstrap(scores[name], scores["zero-shot"])
-    credit = {name: paired_bootstrap(scores[f"{name} round 1"], scores["self-training round 1"]) for name in arms}
+            row["vs zero-shot"] = paired_differences(scores[name], scores["zero-shot"])
+    credit = {name: paired_differences(scores[f"{name} round 1"], scores["self-training round 1"]) for name in arms}
     student_ms = test["zero-shot"]["ms_per_document"]  # scoring time: the model load is start-up, not per package
     judge_ms = round(1000 * judge_report["scoring_seconds"] / len(doc_ids), 1)
     result = {

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from random_models import materialise
 
+from eztag.devices import SPEED_FLAGS, cpu_flags
 from eztag.judges.transformers import TransformersJudge
 from eztag.prompts import Pair, PromptTemplate
 
@@ -94,12 +95,6 @@ def prompt_tokens(ids: list[list[int]], pairs: list[Pair]) -> tuple[int, int]:
     return sum(map(len, ids)), unique
 
 
-def cpu_flags() -> list[str]:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    flags = set(text.split("flags", 1)[-1].split("\n", 1)[0].split())
-    return sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"})
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="skeleton:qwen2.5-coder-1.5b")
@@ -122,7 +117,7 @@ def main() -> None:
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "cpu": platform.processor() or platform.machine(),
-        "cpu_flags": cpu_flags(),
+        "cpu_flags": sorted(SPEED_FLAGS & cpu_flags()),
         "torch": torch.__version__,
         "model": args.model,
         "dtype": str(reference.dtype).removeprefix("torch."),

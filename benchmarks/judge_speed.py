@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import shutil
-import sys
 import threading
 import time
 from pathlib import Path
@@ -28,17 +27,15 @@ from pathlib import Path
 import polars as pl
 import psutil
 
+from eztag.artifacts import RunDir
+from eztag.devices import bf16_gemm_speedup, cpu_flags
+from eztag.judges.vllm import cpu_environment, server_command
+from eztag.judging import P_YES, build_judge
+from eztag.models import resolve_judge_folder
+from eztag.pipeline import Pipeline
+from eztag.servers import free_port, kill, start_server
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from eztag.artifacts import RunDir  # noqa: E402
-from eztag.devices import bf16_gemm_speedup  # noqa: E402
-from eztag.judges.vllm import cpu_environment, cpu_flags, server_command  # noqa: E402
-from eztag.judging import P_YES, build_judge  # noqa: E402
-from eztag.models import resolve_judge_folder  # noqa: E402
-from eztag.pipeline import Pipeline  # noqa: E402
-from tests.servers import free_port, kill, start_server  # noqa: E402
-
 SETTINGS = {
     "transformers-fp32": ("transformers", {"device": "cpu", "precision": "float32", "scoring": "per-document"}),
     "transformers-bf16": ("transformers", {"device": "cpu", "precision": "bfloat16", "scoring": "per-document"}),

@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import polars as pl
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.calibrate_debtags import host_line
 from eztag.artifacts import write_json, write_text
 from eztag.comparison import Comparison, compare_runs
+from eztag.devices import host_line
 from eztag.distillation.selection import selection_score
 from eztag.pipeline import Pipeline
 
@@ -41,7 +38,7 @@ METRICS = ("P@1", "nDCG@5")
 def interval(comparison: Comparison, name: str, metric: str) -> str:
     """`+d [lo, hi]` of `metric` for run `name` in a comparison, or '-' for the baseline."""
     found = comparison.intervals.get(name, {}).get(metric)
-    return "-" if found is None else f"{found.difference:+.4f} [{found.low:+.4f}, {found.high:+.4f}]"
+    return "-" if found is None else found.text
 
 
 def main() -> None:

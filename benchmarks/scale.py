@@ -25,7 +25,6 @@ import json
 import platform
 import random
 import resource
-import sys
 import time
 from pathlib import Path
 
@@ -33,7 +32,6 @@ import faiss
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eztag.embeddings import EmbeddingStore
 from eztag.encoding import EncodeConfig, load_encoder
 from eztag.indexes import LabelIndex
@@ -178,8 +176,7 @@ def bench_search(labels: np.ndarray, queries: np.ndarray, workdir: Path, args: a
         row["options"] = options
         row["points"] = []
         for value in values:
-            setattr(index, knob, value)
-            index._configure()
+            index.set_search(**{knob: value})
             (_, found), seconds = timed(lambda index=index: index.search(queries, K))
             docs_per_s = len(queries) / seconds
             row["points"].append(

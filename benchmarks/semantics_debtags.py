@@ -22,7 +22,6 @@ import argparse
 import gzip
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,12 +29,11 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from distil_debtags import paired_differences
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.distil_debtags import paired_bootstrap
 from eztag import metrics, semantics
 from eztag.artifacts import config_hash, read_shards, write_json, write_npy, write_text
+from eztag.comparison import Interval
 from eztag.embeddings import EmbeddingStore
 from eztag.encoders import get_encoder
 from eztag.indexes.exact import ExactIndex
@@ -302,7 +300,7 @@ def ablation(bench: Bench) -> dict[str, Any]:
         table.append({"row": name, "setting": describe(setting), "dev": dev, "test": test})
     zero_shot = table[0]["test"]["per_document"]
     for row in table:
-        row["vs_zero_shot"] = paired_bootstrap(row["test"]["per_document"], zero_shot)
+        row["vs_zero_shot"] = paired_differences(row["test"]["per_document"], zero_shot)
     for row in table:
         del row["test"]["per_document"]
     kept = bench.keep_mask(best_semantics["eps"], best_semantics.get("refine"))
@@ -340,8 +338,7 @@ def interval(row: dict[str, Any], metric: str) -> str:
     """`+0.0123 [+0.0050, +0.0200]`, or - for the zero-shot row and rows stored before intervals were kept."""
     if "vs_zero_shot" not in row or row["row"] == "zero-shot":
         return "-"
-    value = row["vs_zero_shot"][metric]
-    return f"{value['difference']:+.4f} [{value['low']:+.4f}, {value['high']:+.4f}]"
+    return Interval(**row["vs_zero_shot"][metric]).text
 
 
 def markdown(results: dict[str, Any]) -> str:

@@ -33,17 +33,16 @@ from pathlib import Path
 
 import polars as pl
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from tests.reliability import differing_outputs  # noqa: E402
+from eztag.artifacts import differing_outputs
 
+REPO = Path(__file__).resolve().parents[1]
 PIPELINE = REPO / "pipelines" / "demo.toml"
 KILLS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
 GRACEFUL = {0, 2, 130, 143}
 
 
 def start(run_dir: Path, *extra: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "eztag.cli", "run", str(PIPELINE), "--run-dir", str(run_dir), *extra]
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 

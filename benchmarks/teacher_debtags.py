@@ -25,10 +25,8 @@ import time
 from pathlib import Path
 
 import polars as pl
+from distil_debtags import paired_differences, per_document, reranked, run_pipeline
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.distil_debtags import paired_bootstrap, per_document, reranked, run_pipeline
 from eztag.artifacts import write_json, write_text
 from eztag.distillation import data as distil_data
 from eztag.distillation.config import DistilConfig
@@ -83,7 +81,7 @@ def orderings(run_dir: Path, judgments: pl.DataFrame, k: int) -> dict[str, dict[
         for name, values in teachers.items():
             row: dict[str, object] = {metric: round(float(v.mean()), 4) for metric, v in values.items()}
             if name != "student":
-                row["vs student"] = paired_bootstrap(values, student)
+                row["vs student"] = paired_differences(values, student)
             rows[f"top-{depth} {name}"] = row
     return rows
 

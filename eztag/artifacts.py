@@ -246,3 +246,33 @@ class RunDir:
         manifest = self.manifest()
         if manifest["stages"].pop(stage, None) is not None:
             write_json(self.root / MANIFEST, manifest)
+
+
+def without_timings(data: Any) -> Any:
+    """JSON data without the wall-clock times (keys ending in "seconds") that differ from run to run."""
+    if isinstance(data, dict):
+        return {key: without_timings(value) for key, value in data.items() if not key.endswith("seconds")}
+    return data
+
+
+def differing_outputs(run_dir: Path, reference: Path) -> list[str]:
+    """Output files (stage/name, from the manifests' checksums) that differ between two finished runs; a JSON file
+    that differs only in its timings counts as equal."""
+    digests = [
+        {
+            f"{stage}/{name}": digest
+            for stage, record in RunDir(root).manifest()["stages"].items()
+            for name, digest in record["outputs"].items()
+        }
+        for root in (run_dir, reference)
+    ]
+    differ = []
+    for name in sorted(digests[0].keys() | digests[1].keys()):
+        if digests[0].get(name) == digests[1].get(name):
+            continue
+        if name.endswith(".json") and name in digests[0] and name in digests[1]:
+            got, want = (without_timings(json.loads((root / name).read_text())) for root in (run_dir, reference))
+            if got == want:
+                continue
+        differ.append(name)
+    return differ

@@ -8,7 +8,9 @@ gradients need float32's range): `pick_dtype(..., gpu_auto="bfloat16")`.
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from eztag.errors import EztagError, did_you_mean
@@ -18,6 +20,23 @@ if TYPE_CHECKING:  # torch is imported when a device is picked, not when a confi
 
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+SPEED_FLAGS = frozenset({"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"})
+"""The CPU flags that decide how fast float32 and bfloat16 matrix products run (the ones benchmarks print)."""
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of this host (/proc/cpuinfo; empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return set()
+    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
+
+
+def host_line() -> str:
+    """'CPU only (N cores; flags)': a CPU benchmark's host, with the flags that decide bfloat16 speed."""
+    return f"CPU only ({os.cpu_count()} cores; {' '.join(sorted(SPEED_FLAGS & cpu_flags())) or 'no flags read'})"
 
 
 def bf16_gemm_speedup(size: int = 512, repeats: int = 20) -> float:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.bad_inputs import jsonl
+from tests.support.bad_inputs import jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 DEBTAGS = REPO / "data" / "debtags"
@@ -152,7 +152,7 @@ def debtags_texts() -> tuple[list[str], list[str]]:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """A pytest-xdist worker hands its reliability tally to the controller (`pytest_testnodedown`)."""
-    from tests.reliability import KILLS_BY_STAGE, TALLY
+    from tests.support.reliability import KILLS_BY_STAGE, TALLY
 
     output = getattr(session.config, "workeroutput", None)
     if output is not None:
@@ -162,7 +162,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: object) -> None:
     """The controller adds a finished pytest-xdist worker's reliability tally to its own."""
-    from tests.reliability import KILLS_BY_STAGE, TALLY
+    from tests.support.reliability import KILLS_BY_STAGE, TALLY
 
     handed = getattr(node, "workeroutput", {}).get("reliability")
     if handed:
@@ -172,7 +172,7 @@ def pytest_testnodedown(node: Any, error: object) -> None:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """One line summing up the reliability tests that ran: kill points, bad inputs, server faults, lost work."""
-    from tests.reliability import summary_line
+    from tests.support.reliability import summary_line
 
     line = summary_line()
     if line:
@@ -190,12 +190,12 @@ def vllm_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def smollm2_float32_scores(vllm_cache: Path) -> list[float]:
-    """The transformers judge's P(yes) on `tests.judge_pairs.PAIRS` in float32, from SmolLM2's bf16 folder (the one
-    vLLM serves): the reference of the vLLM agreement tests."""
+    """The transformers judge's P(yes) on `tests.support.judge_pairs.PAIRS` in float32, from SmolLM2's bf16 folder
+    (the one vLLM serves): the reference of the vLLM agreement tests."""
     from eztag.judges.transformers import TransformersJudge
     from eztag.models import resolve_judge_folder
     from eztag.prompts import PromptTemplate
-    from tests.judge_pairs import PAIRS
+    from tests.support.judge_pairs import PAIRS
 
     template = PromptTemplate.named("yes-no", domain="software package")
     judge = TransformersJudge(resolve_judge_folder("smollm2-135m"), template, device="cpu", precision="float32")

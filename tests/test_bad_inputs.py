@@ -10,9 +10,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tests.bad_inputs import CASES, DOCS, LABELS, SKIP_DOCUMENT_COUNTS, Case, jsonl, skip_documents
 from tests.conftest import assert_one_line_error, eztag
-from tests.reliability import TALLY
+from tests.support.bad_inputs import CASES, DOCS, LABELS, SKIP_DOCUMENT_COUNTS, Case, jsonl, skip_documents
+from tests.support.reliability import TALLY
 
 pytestmark = pytest.mark.xdist_group("bad-inputs")  # one worker: the module fixture runs once
 

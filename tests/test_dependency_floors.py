@@ -36,15 +36,16 @@ PYPROJECT = REPO / "pyproject.toml"
 # The unit tests run in the lowest-versions environment: readers (every input format, skips, byte-order mark),
 # metrics (ranking metrics, set metrics, calibration fits against scikit-learn), artifacts (atomic writes, modes).
 SMOKE_TESTS = (
-    "tests/test_ingest_formats.py",
+    "tests/stages/test_ingest_formats.py",
     "tests/test_bad_inputs.py::test_skip_mode_counts_every_problem",
     "tests/test_bad_inputs.py::test_skip_mode_labels_and_ground_truth",
     "tests/test_bad_inputs.py::test_byte_order_mark_is_accepted",
     "tests/test_metrics.py",
-    "tests/test_calibrate.py",
+    "tests/stages/test_calibrate.py",
     "tests/test_safety.py::test_artifacts_get_the_mode_the_umask_allows",
 )
-DISTIL_TEST = "tests/test_distil.py::test_training_lowers_loss_and_moves_toward_teacher"  # marked slow: run by name
+# marked slow: run by name
+DISTIL_TEST = "tests/stages/test_distil.py::test_training_lowers_loss_and_moves_toward_teacher"
 REUSED = "torch"  # taken from this interpreter, never downloaded
 REUSED_WITH_IT = re.compile(r"nvidia-.*|triton|cuda-.*")  # a CUDA torch's own libraries, linked along with it
 

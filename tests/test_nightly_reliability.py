@@ -19,10 +19,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from eztag.artifacts import RunDir, atomic_path, write_npy, write_parquet
+from eztag.artifacts import RunDir, atomic_path, differing_outputs, write_npy, write_parquet
 from eztag.safe_writes import WriteFailed
 from tests.conftest import REPO, cli_env, eztag, pipeline_file, run_cli
-from tests.reliability import differing_outputs
 from tests.test_resume import demo_like
 
 pytestmark = pytest.mark.xdist_group("nightly")  # one worker: the module fixture runs the pipeline once

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import Browser, chromium
 from tests.conftest import assert_one_line_error, eztag, run_cli, write_jsonl
+from tests.support.browser import Browser, chromium
 
 pytestmark = pytest.mark.xdist_group("report")  # one worker: the module fixture runs the pipeline once
 

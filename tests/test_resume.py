@@ -18,7 +18,7 @@ from eztag.artifacts import RunDir, read_shards
 from eztag.embeddings import EmbeddingStore
 from eztag.judging import SHARD_SCHEMA
 from tests.conftest import DEBTAGS, REPO, cli_env, eztag, pipeline_file, run_cli
-from tests.reliability import KILLS_BY_STAGE, TALLY
+from tests.support.reliability import KILLS_BY_STAGE, TALLY
 
 STAGES = ("ingest", "encode", "index", "mine", "judge", "tag", "evaluate")
 # Kill points aimed at each stage, and the longest wait after the stage's "[stage] running" line before the kill

@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 
 from eztag.artifacts import write_json, write_npy, write_parquet
-from tests.bad_inputs import DOCS, jsonl
 from tests.conftest import REPO, eztag, pipeline_file
+from tests.support.bad_inputs import DOCS, jsonl
 
 IGNORED = {".git", ".pytest_cache", "__pycache__", ".ruff_cache"}
 

@@ -104,13 +104,19 @@ class FaissIndex(LabelIndex):
         self.index = index
         self._configure()
 
-    def _configure(self) -> None:
-        faiss = self.faiss
-        params = faiss.ParameterSpace()
+    def set_search(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """Change the search-time settings (IVF `nprobe`, HNSW `efSearch`) of the built index, without a rebuild."""
+        self.nprobe = self.nprobe if nprobe is None else nprobe
+        self.ef_search = self.ef_search if ef_search is None else ef_search
+        params = self.faiss.ParameterSpace()
         if self.nprobe is not None:
             params.set_index_parameter(self.index, "nprobe", self.nprobe)
         if self.ef_search is not None:
             params.set_index_parameter(self.index, "efSearch", self.ef_search)
+
+    def _configure(self) -> None:
+        faiss = self.faiss
+        self.set_search()
         if self.use_gpu:
             options = faiss.GpuMultipleClonerOptions()
             options.shard = True

@@ -26,10 +26,9 @@ import importlib.util
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from eztag.devices import bf16_gemm_speedup
+from eztag.devices import bf16_gemm_speedup, cpu_flags
 from eztag.errors import EztagError, did_you_mean
 from eztag.judges import Judge, Judgment, judgment_from_classes
 from eztag.models import cache_root, resolve_judge_folder
@@ -79,16 +78,6 @@ def cpu_environment(
         name: str(explicit[name]) if explicit.get(name) is not None else os.environ.get(name, default)
         for name, default in defaults.items()
     }
-
-
-def cpu_flags() -> set[str]:
-    """The CPU feature flags of this host (/proc/cpuinfo; empty where there is none)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return set()
-    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    return set(line.partition(":")[2].split())
 
 
 def auto_dtype(on_cpu: bool, flags: set[str], bf16_speedup: Callable[[], float]) -> str:

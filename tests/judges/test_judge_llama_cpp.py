@@ -22,8 +22,8 @@ from eztag.judges.openai import OpenAIJudge
 from eztag.judges.transformers import TransformersJudge
 from eztag.models import resolve_judge
 from eztag.prompts import PromptTemplate
-from tests.judge_pairs import PAIRS
-from tests.servers import free_port, serving
+from eztag.servers import free_port, serving
+from tests.support.judge_pairs import PAIRS
 
 pytest.importorskip("llama_cpp.server.app", reason="needs llama.cpp's server: pip install -e '.[llamacpp]'")
 

@@ -68,6 +68,20 @@ def test_approximate_recall(tmp_path: Path, vectors, factory: str, options: dict
     assert recall["recall@10"] >= floor
 
 
+def test_set_search_equals_a_rebuild_with_that_setting(tmp_path: Path, vectors) -> None:
+    documents, labels = vectors
+    store = store_of(tmp_path / "labels", labels)
+    swept = FaissIndex(factory="IVF16,Flat", device="cpu", nprobe=1)
+    swept.build(store)
+    narrow = swept.search(documents, 10)
+    swept.set_search(nprobe=16)
+    rebuilt = FaissIndex(factory="IVF16,Flat", device="cpu", nprobe=16)
+    rebuilt.build(store)
+    wide = swept.search(documents, 10)
+    np.testing.assert_array_equal(wide[1], rebuilt.search(documents, 10)[1])
+    assert not np.array_equal(wide[1], narrow[1])  # the setting took effect: 16 of 16 lists searched, not 1
+
+
 def test_ef_construction_needs_hnsw(tmp_path: Path, vectors) -> None:
     index = FaissIndex(factory="IVF16,Flat", device="cpu", ef_construction=80)
     with pytest.raises(EztagError, match="ef_construction needs an HNSW factory"):

@@ -15,7 +15,7 @@ from eztag import calibration, metrics
 from eztag.errors import EztagError
 from eztag.stages import tag
 from tests.conftest import assert_one_line_error, eztag, pipeline_file, run_cli
-from tests.test_judge_stage import judge_pipeline
+from tests.stages.test_judge_stage import judge_pipeline
 
 IDENTITY = {"encoder_hash": "e" * 64, "labels_hash": "l" * 64}
 

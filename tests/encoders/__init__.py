@@ -1,0 +1,1 @@
+"""Tests of the encoder backends (eztag/encoders/)."""
