@@ -191,21 +191,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("run_dir", type=Path, help="run directory")
     report.add_argument("--out", type=Path, help="HTML file to write (default: RUN_DIR-report.html beside RUN_DIR)")
-    data = commands.add_parser("data", help="build benchmark data sets", description="Build a benchmark data set.")
-    datasets = data.add_subparsers(dest="dataset", required=True, metavar="DATASET")
-    debtags = datasets.add_parser(
-        "debtags",
-        help="Debian package descriptions tagged with debtags",
-        description="Build the debtags benchmark from the Debian archive (needs apt-get).",
-    )
-    debtags.add_argument("--out", type=Path, required=True, help="output folder")
-    debtags.add_argument("--lists-dir", type=Path, help="keep the downloaded apt lists here")
-    debtags.add_argument("--sample-size", type=int, default=300, help="documents in the demo sample (from dev)")
-    debtags.add_argument(
-        "--bare-labels-only",
-        action="store_true",
-        help="only write labels-bare.jsonl (tag names' own words, no descriptions) from OUT/labels.jsonl; offline",
-    )
     return parser
 
 
@@ -354,14 +339,6 @@ def _dispatch(args: argparse.Namespace) -> None:
         _init(args)
     elif args.command == "check-judge":
         _check_judge(args)
-    elif args.command == "data":
-        from eztag.datasets import debtags
-
-        if args.bare_labels_only:
-            print(f"wrote {debtags.write_bare_labels(args.out)}")
-        else:
-            stats = debtags.build(args.out, args.lists_dir, sample_size=args.sample_size)
-            print(f"wrote {args.out}: {stats['splits']}")
     else:
         _run_pipeline(args)
 

@@ -7,8 +7,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from eztag.datasets import debtags
-from eztag.datasets.debtags import (
+from benchmarks import build_debtags as debtags
+from benchmarks.build_debtags import (
     Package,
     _write_jsonl,
     describe_lists,

@@ -1,4 +1,7 @@
-"""Build the debtags benchmark: Debian package descriptions tagged with debtags.
+"""Build the debtags benchmark: Debian package descriptions tagged with debtags (data/debtags; needs apt-get).
+
+    python benchmarks/build_debtags.py --out data/debtags
+    python benchmarks/build_debtags.py --out data/debtags --bare-labels-only   # offline: labels-bare.jsonl only
 
 Documents are the English long descriptions of the binary packages in Debian
 ``main`` (amd64 package lists), labels are the debtags tags of the topical
@@ -12,6 +15,7 @@ The pure functions (``parse_stanzas``, ``parse_vocabulary``, ``join_packages``,
 
 from __future__ import annotations
 
+import argparse
 import bz2
 import gzip
 import hashlib
@@ -567,3 +571,25 @@ def build(out_dir: Path, lists_dir: Path | None = None, sample_size: int = 300, 
     }
     (out_dir / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return stats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--lists-dir", type=Path, help="keep the downloaded apt lists here")
+    parser.add_argument("--sample-size", type=int, default=300, help="documents in the demo sample (from dev)")
+    parser.add_argument(
+        "--bare-labels-only",
+        action="store_true",
+        help="only write labels-bare.jsonl (tag names' own words, no descriptions) from OUT/labels.jsonl; offline",
+    )
+    args = parser.parse_args()
+    if args.bare_labels_only:
+        print(f"wrote {write_bare_labels(args.out)}")
+    else:
+        stats = build(args.out, args.lists_dir, sample_size=args.sample_size)
+        print(f"wrote {args.out}: {stats['splits']}")
+
+
+if __name__ == "__main__":
+    main()

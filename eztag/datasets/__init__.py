@@ -1,1 +1,0 @@
-"""Builders for the benchmark data sets shipped with eztag."""

@@ -1,0 +1,1 @@
+"""Tests of the tools under benchmarks/ that build data (not of the runtime package)."""

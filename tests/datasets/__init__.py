@@ -1,1 +1,0 @@
-"""Tests of the dataset builders (eztag/datasets/)."""
