@@ -15,6 +15,11 @@ is common at small k) BCa's acceleration is 0/0 and its interval NaN, where the 
 documents; and the mean over hundreds of documents is close to normal, where the two intervals agree. The generator
 is seeded (a fresh `np.random.default_rng(SEED)` per run pair), so the output is reproducible.
 
+Beside the metrics, each run's ranked lists (`tag/tags.parquet`) are compared with the baseline's, which needs no
+ground truth: overlap@k is the mean share of a document's top-k in the baseline that the run's top-k also holds
+(recall@k against the baseline: approximate against exact search, a new model against the old), same@k the share
+of documents whose top-k sets are equal, over the documents both runs tagged.
+
 Runs must have evaluated the same documents; a run that did not (other ground truth, other documents) gets no
 intervals and a one-line note instead, since the metric table compares means over different documents there. A run
 whose evaluate stage predates per_document.parquet gets a note saying how to rerun it. Nothing here imports a stage.
@@ -77,6 +82,7 @@ class Comparison:
     notes: list[str]
     method: str = METHOD
     seed: int = SEED
+    agreement: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)  # run -> overlap@k, same@k
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -171,6 +177,28 @@ def _read(run_dir: Path, name: str, notes: list[str]) -> pl.DataFrame | None:
     return frame.sort("doc_id")
 
 
+def top_k_agreement(baseline: Path, other: Path, ks: Sequence[int]) -> dict[str, float] | None:
+    """overlap@k and same@k of `other`'s ranked lists against `baseline`'s over the documents both tagged, and
+    their count (`documents`); None when either run has no tag/tags.parquet."""
+    paths = [Path(run_dir) / "tag" / "tags.parquet" for run_dir in (baseline, other)]
+    if not all(path.is_file() for path in paths):
+        return None
+    base, run = (pl.read_parquet(path, columns=["doc_id", "rank", "label_id"]) for path in paths)
+    documents = base.select("doc_id").unique().join(run.select("doc_id").unique(), on="doc_id")
+    result = {"documents": float(documents.height)}
+    for k in ks:
+        top = [frame.filter(pl.col("rank") <= k).join(documents, on="doc_id") for frame in (base, run)]
+        sizes = [
+            frame.group_by("doc_id").agg(pl.len().alias(name)) for frame, name in zip(top, ("a", "b"), strict=True)
+        ]
+        shared = top[0].join(top[1], on=["doc_id", "label_id"]).group_by("doc_id").agg(pl.len().alias("shared"))
+        counts = sizes[0].join(sizes[1], on="doc_id").join(shared, on="doc_id", how="left").fill_null(0)
+        result[f"overlap@{k}"] = float((counts["shared"] / counts["a"]).mean() or 0.0)
+        same = (counts["shared"] == counts["a"]) & (counts["a"] == counts["b"])
+        result[f"same@{k}"] = float(same.mean() or 0.0)
+    return result
+
+
 def _columns(frame: pl.DataFrame, names: list[str]) -> np.ndarray:
     return frame.select(names).to_numpy().astype(np.float64).T.copy()
 
@@ -194,6 +222,10 @@ def compare_runs(
     frames = [_read(run_dir, name, notes) for run_dir, name in zip(run_dirs, names, strict=True)]
     baseline, base_name = frames[0], names[0]
     comparison = Comparison(base_name, list(ks), resamples, confidence, None, {}, notes, seed=seed)
+    for run_dir, name in zip(run_dirs[1:], names[1:], strict=True):
+        agreement = top_k_agreement(run_dirs[0], run_dir, ks)
+        if agreement is not None:
+            comparison.agreement[name] = agreement
     if baseline is None:
         if len(frames) > 1:
             notes.append(f"no intervals: the baseline {base_name} has no per-document metrics")
@@ -233,14 +265,13 @@ def compare_runs(
 
 def markdown(comparison: Comparison) -> str:
     """The intervals as Markdown: a heading naming the baseline, a line on the method, one table (and one for
-    example_F1), then the notes. Empty when there is nothing to say (a single run)."""
-    if not comparison.intervals and not comparison.notes:
+    example_F1), the notes, then the ranked lists' agreement. Empty when there is nothing to say (a single run)."""
+    if not comparison.intervals and not comparison.notes and not comparison.agreement:
         return ""
     ks = comparison.ks
-    lines = [
-        f"## Differences from the baseline {comparison.baseline} (paired bootstrap)",
-        "",
-    ]
+    lines: list[str] = []
+    if comparison.intervals or comparison.notes:
+        lines += [f"## Differences from the baseline {comparison.baseline} (paired bootstrap)", ""]
     if comparison.intervals:
         lines += [
             f"Each cell: run - {comparison.baseline} [{comparison.confidence:.0%} interval]; "
@@ -259,6 +290,21 @@ def markdown(comparison: Comparison) -> str:
             lines += [f"| {name} | {interval.text} |" for name, interval in comparison.set_intervals.items()]
         lines.append("")
     lines += [f"Note: {note}" for note in comparison.notes]
+    if comparison.agreement:
+        lines += [""] if lines else []
+        lines += [
+            f"## Ranked lists against the baseline {comparison.baseline} (tag/tags.parquet)",
+            "",
+            "overlap@k: mean share of a document's baseline top-k that the run's top-k holds; same@k: share of "
+            "documents with the same top-k set.",
+            "",
+            "| run | documents | measure | " + " | ".join(f"@{k}" for k in ks) + " |",
+            "|---|---:|---|" + "---:|" * len(ks),
+        ]
+        for name, values in comparison.agreement.items():
+            for measure in ("overlap", "same"):
+                cells = " | ".join(f"{values[f'{measure}@{k}']:.4f}" for k in ks)
+                lines.append(f"| {name} | {values['documents']:.0f} | {measure} | {cells} |")
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

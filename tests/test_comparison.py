@@ -143,6 +143,37 @@ def test_a_run_against_a_copy_of_itself_is_exactly_zero(runs: tuple[Path, Path],
         assert f"| copy | {metric} | {zero} |" in printed
 
 
+def test_ranked_lists_agreement_by_hand(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    base, described = runs
+    tags = [pl.read_parquet(run / "tag" / "tags.parquet") for run in runs]
+    result = comparison.compare_runs(list(runs), ["base", "described"], KS).agreement["described"]
+    assert result["documents"] == DOCUMENTS
+    for k in KS:
+        top = [
+            {doc: set(group.filter(pl.col("rank") <= k)["label_id"]) for (doc,), group in frame.group_by("doc_id")}
+            for frame in tags
+        ]
+        overlap = np.mean([len(top[0][doc] & top[1][doc]) / len(top[0][doc]) for doc in top[0]])
+        same = np.mean([top[0][doc] == top[1][doc] for doc in top[0]])
+        assert result[f"overlap@{k}"] == pytest.approx(overlap) and result[f"same@{k}"] == pytest.approx(same)
+    assert 0 < result["overlap@10"] < 1  # the label template moved some labels in and out of the top 10
+    # a run tagged on half of the documents: compared over those; a copy agrees everywhere
+    half = tmp_path / "half"
+    shutil.copytree(described, half)
+    kept = sorted(set(tags[1]["doc_id"]))[: DOCUMENTS // 2]
+    tags[1].filter(pl.col("doc_id").is_in(kept)).write_parquet(half / "tag" / "tags.parquet")
+    assert comparison.top_k_agreement(base, half, KS)["documents"] == DOCUMENTS // 2
+    assert comparison.top_k_agreement(described, described, KS) == {"documents": DOCUMENTS} | {
+        f"{measure}@{k}": 1.0 for k in KS for measure in ("overlap", "same")
+    }
+    out = tmp_path / "cmp"
+    printed = run_cli("compare", str(base), str(described), "--out", str(out)).stdout
+    cells = " | ".join(f"{result[f'overlap@{k}']:.4f}" for k in KS)
+    assert f"| described | {DOCUMENTS} | overlap | {cells} |" in printed
+    page = (out / "comparison.html").read_text(encoding="utf-8")
+    assert f'data-agreement="same@10">{result["same@10"]:.4f}<' in page
+
+
 def test_runs_over_different_documents_get_a_note(runs: tuple[Path, Path], tmp_path: Path) -> None:
     fewer = tmp_path / "fewer"
     shutil.copytree(runs[1], fewer)

@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from tests.conftest import assert_one_line_error, eztag, run_cli, write_jsonl
@@ -171,8 +172,13 @@ def test_compare_keeps_runs_with_the_same_folder_name(judged_run: Path, tmp_path
         shutil.copytree(judged_run, tmp_path / parent / "run")
     result = run_cli("compare", str(tmp_path / "a" / "run"), str(tmp_path / "b" / "run"), "--out", str(tmp_path / "c"))
     rows = [line for line in result.stdout.splitlines() if line.startswith("| a/run | ") or line.startswith("| b/run")]
-    table, intervals = [row for row in rows if "[" not in row], [row for row in rows if "[" in row]
+    agreement = [row for row in rows if " | overlap | " in row or " | same | " in row]
+    table = [row for row in rows if "[" not in row and row not in agreement]
+    intervals = [row for row in rows if "[" in row]
     assert len(table) == 10  # five metrics for each run
+    ones = " | ".join(["1.0000"] * 3)  # a copy's ranked lists are the baseline's
+    tagged = pl.read_parquet(judged_run / "tag" / "tags.parquet")["doc_id"].n_unique()
+    assert agreement == [f"| b/run | {tagged} | {measure} | {ones} |" for measure in ("overlap", "same")]
     zero = " | ".join(["+0.0000 [+0.0000, +0.0000]"] * 3)  # b/run is a copy of the baseline a/run
     assert intervals == [f"| b/run | {metric} | {zero} |" for metric in ("P", "R", "nDCG", "PSP")] + [
         "| b/run | +0.0000 [+0.0000, +0.0000] |"  # example_F1
