@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -12,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from eztag.cli import main
 from tests.support.bad_inputs import jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,17 +34,30 @@ def cli_env(**extra: str) -> dict[str, str]:
 def run_cli(
     *args: str, cwd: Path | None = None, check: bool = True, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run `python -m eztag.cli ARGS` (environment `cli_env(**env)`) and return the finished process."""
-    command = [sys.executable, "-m", "eztag.cli", *args]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=cli_env(**(env or {})))
+    """Run the `eztag` CLI with ARGS and return the finished run: without `env`, in this process through the console
+    script's own entry point (`eztag.cli.main`, stdout and stderr captured; the libraries' imports and the loaded
+    encoder are paid once per test worker instead of once per command), else `python -m eztag.cli ARGS` in a process
+    of its own (environment `cli_env(**env)`). Kills, signals and error-line checks (`eztag`) use processes."""
+    if env is None:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.chdir(cwd or Path.cwd()), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exit:  # argparse's usage errors
+                code = exit.code if isinstance(exit.code, int) else 2
+        result = subprocess.CompletedProcess(["eztag", *args], code, out.getvalue(), err.getvalue())
+    else:
+        command = [sys.executable, "-m", "eztag.cli", *args]
+        result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=cli_env(**env))
     if check and result.returncode != 0:
         raise AssertionError(f"eztag {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
 
 
 def eztag(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`run_cli` from the repository root by default, whatever the exit status."""
-    return run_cli(*args, cwd=cwd or REPO, check=False, env=env)
+    """`run_cli` in a process of its own from the repository root by default, whatever the exit status: what a
+    user's shell sees, warnings and tracebacks included (the one-line error checks need that)."""
+    return run_cli(*args, cwd=cwd or REPO, check=False, env=env or {})
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
