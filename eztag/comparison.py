@@ -193,9 +193,10 @@ def top_k_agreement(baseline: Path, other: Path, ks: Sequence[int]) -> dict[str,
         ]
         shared = top[0].join(top[1], on=["doc_id", "label_id"]).group_by("doc_id").agg(pl.len().alias("shared"))
         counts = sizes[0].join(sizes[1], on="doc_id").join(shared, on="doc_id", how="left").fill_null(0)
-        result[f"overlap@{k}"] = float((counts["shared"] / counts["a"]).mean() or 0.0)
-        same = (counts["shared"] == counts["a"]) & (counts["a"] == counts["b"])
-        result[f"same@{k}"] = float(same.mean() or 0.0)
+        shared_count, base_count, run_count = (counts[column].to_numpy() for column in ("shared", "a", "b"))
+        empty = len(base_count) == 0
+        result[f"overlap@{k}"] = 0.0 if empty else float(np.mean(shared_count / base_count))
+        result[f"same@{k}"] = 0.0 if empty else float(np.mean((shared_count == base_count) & (base_count == run_count)))
     return result
 
 
@@ -303,8 +304,8 @@ def markdown(comparison: Comparison) -> str:
         ]
         for name, values in comparison.agreement.items():
             for measure in ("overlap", "same"):
-                cells = " | ".join(f"{values[f'{measure}@{k}']:.4f}" for k in ks)
-                lines.append(f"| {name} | {values['documents']:.0f} | {measure} | {cells} |")
+                row = " | ".join(f"{values[f'{measure}@{k}']:.4f}" for k in ks)
+                lines.append(f"| {name} | {values['documents']:.0f} | {measure} | {row} |")
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
