@@ -15,6 +15,7 @@ from pathlib import Path
 
 
 def free_port() -> int:
+    """A free loopback port: the one the kernel picks for port 0."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
