@@ -1,7 +1,8 @@
 """A million labels end to end on the CPU (issue 35 item 5): the debtags recall benchmark whose label set is the 392
 real tags among generated distractor phrases.
 
-    python benchmarks/million_labels.py --labels 1000000   # -> benchmarks/results/million-labels-cpu.{md,json}
+    python benchmarks/million_labels.py --labels 1000000   # -> benchmarks/results/million-labels-cpu-1000000.*
+    python benchmarks/million_labels.py --labels 1000000 --precision bfloat16   # the encoder in bf16 (AMX CPUs)
 
 Distractors: distinct phrases of 2 to 4 words drawn (seeded) by frequency from the words of the debtags *dev*
 documents, so they share the test documents' vocabulary without being taken from them; a label of the same form as
@@ -96,29 +97,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labels", type=int, default=1_000_000, help="label set size, real tags included")
     parser.add_argument("--out", type=Path, default=OUT, help="results folder")
+    parser.add_argument(
+        "--precision", choices=["float32", "bfloat16"], default="float32", help="[encode] precision (bfloat16: AMX)"
+    )
     args = parser.parse_args()
+    suffix = "" if args.precision == "float32" else f"-{args.precision}"
+    precision = ["--set", f'encode.precision="{args.precision}"']
     eztag = str(Path(sys.executable).with_name("eztag"))
     WORK.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    log = args.out / f"million-labels-cpu-{args.labels}.log"
+    log = args.out / f"million-labels-cpu-{args.labels}{suffix}.log"
     log.unlink(missing_ok=True)
-    name = f"labels-{args.labels}"
-    labels_file = WORK / f"{name}.jsonl"
+    name = f"labels-{args.labels}{suffix}"
+    labels_file = WORK / f"labels-{args.labels}.jsonl"
     started = time.perf_counter()
     distractors = write_labels(labels_file, args.labels)
     generate_seconds = round(time.perf_counter() - started, 1)
-    run_dir, base_dir, compare_dir = WORK / name, WORK / "labels-392", WORK / f"compare-{args.labels}"
-    options = ["--set", f'ingest.labels="{labels_file}"', "--run-dir", str(run_dir)]
+    run_dir, base_dir, compare_dir = WORK / name, WORK / f"labels-392{suffix}", WORK / f"compare-{args.labels}{suffix}"
+    options = ["--set", f'ingest.labels="{labels_file}"', "--run-dir", str(run_dir), *precision]
     stages = {stage: timed([eztag, stage, str(PIPELINE), *options], log) for stage in STAGES}
     manifest = json.loads((run_dir / "manifest.json").read_text())["stages"]
     for stage in STAGES:
         stages[stage]["stage_seconds"] = round(manifest[stage]["seconds"], 1)
     stages["report"] = timed([eztag, "report", str(run_dir), "--out", str(WORK / f"{name}-report.html")], log)
-    baseline = timed([eztag, "run", str(BASELINE), "--run-dir", str(base_dir)], log)
+    baseline = timed([eztag, "run", str(BASELINE), "--run-dir", str(base_dir), *precision], log)
     stages["compare"] = timed([eztag, "compare", str(base_dir), str(run_dir), "--out", str(compare_dir)], log)
     comparison = (compare_dir / "comparison.md").read_text(encoding="utf-8")
     result = {
-        "command": f"python benchmarks/million_labels.py --labels {args.labels}",
+        "command": f"python benchmarks/million_labels.py --labels {args.labels} --precision {args.precision}",
         "host": host_line(),
         "labels": args.labels,
         "distractors": distractors,
@@ -130,7 +136,7 @@ def main() -> None:
         "metrics": {"392 labels": metrics(base_dir), f"{args.labels:,} labels": metrics(run_dir)},
         "comparison_md": comparison,
     }
-    stem = args.out / f"million-labels-cpu-{args.labels}"
+    stem = args.out / f"million-labels-cpu-{args.labels}{suffix}"
     write_json(stem.with_suffix(".json"), result)
     write_text(stem.with_suffix(".md"), render(result))
     print(render(result))
