@@ -52,6 +52,10 @@ DEFAULT_RESAMPLES = 2000
 DEFAULT_CONFIDENCE = 0.95
 SEED = 0
 METHOD = "percentile"
+AGREEMENT_NOTE = (
+    "overlap@k: mean share of a document's baseline top-k that the run's top-k holds; same@k: share of documents "
+    "with the same top-k set."
+)
 BATCH_VALUES = 1 << 23  # resampled values held at once per input array (64 MB of float64)
 
 
@@ -88,6 +92,11 @@ class Comparison:
     def metrics(self) -> tuple[str, ...]:
         """The metrics with intervals, in table order (the HTML page's rows)."""
         return INTERVAL_METRICS
+
+    @property
+    def agreement_note(self) -> str:
+        """What overlap@k and same@k are (the HTML page's line under their table)."""
+        return AGREEMENT_NOTE
 
     @property
     def set_intervals(self) -> dict[str, Interval]:
@@ -296,8 +305,7 @@ def markdown(comparison: Comparison) -> str:
         lines += [
             f"## Ranked lists against the baseline {comparison.baseline} (tag/tags.parquet)",
             "",
-            "overlap@k: mean share of a document's baseline top-k that the run's top-k holds; same@k: share of "
-            "documents with the same top-k set.",
+            AGREEMENT_NOTE,
             "",
             "| run | documents | measure | " + " | ".join(f"@{k}" for k in ks) + " |",
             "|---|---:|---|" + "---:|" * len(ks),
