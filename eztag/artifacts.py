@@ -230,6 +230,18 @@ class RunDir:
         }
         write_json(self.root / MANIFEST, manifest)
 
+    def adopt(self, stage: str, source: RunDir) -> None:
+        """Take `stage` as finished in `source` (another run directory, the same config hash): its files hard-linked
+        (copied across file systems; every eztag write replaces a file, never changes one in place) and its manifest
+        record."""
+        target = self.stage_dir(stage)
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(source.stage_dir(stage), target, copy_function=_link_or_copy)
+        manifest = self.manifest()
+        manifest["stages"][stage] = source.manifest()["stages"][stage]
+        write_json(self.root / MANIFEST, manifest)
+
     def _discard_untrusted(self, stage: str) -> None:
         """Delete temporary files left by a killed write and outputs that no longer match the manifest."""
         stage_dir = self.stage_dir(stage)
@@ -246,6 +258,13 @@ class RunDir:
         manifest = self.manifest()
         if manifest["stages"].pop(stage, None) is not None:
             write_json(self.root / MANIFEST, manifest)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def without_timings(data: Any) -> Any:

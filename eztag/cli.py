@@ -21,10 +21,15 @@ from eztag.errors import EztagError
 from eztag.stages import STAGES
 
 
-def _pipeline_arguments(parser: argparse.ArgumentParser, *, positional: bool = True) -> None:
+def _pipeline_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    positional: bool = True,
+    run_dir: str = "run directory (default: [pipeline] run_dir or runs/NAME)",
+) -> None:
     if positional:
         parser.add_argument("pipeline", type=Path, help="pipeline TOML file")
-    parser.add_argument("--run-dir", type=Path, help="run directory (default: [pipeline] run_dir or runs/NAME)")
+    parser.add_argument("--run-dir", type=Path, help=run_dir)
     parser.add_argument(
         "--force",
         action="append",
@@ -162,6 +167,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, required=True, help="folder for comparison.md, recall_at_k.png and comparison.html"
     )
     _interval_arguments(compare, "the first run")
+    sweep = commands.add_parser(
+        "sweep",
+        help="run a pipeline under several settings and compare them",
+        description="Run the pipeline of a sweep file once per [variants.NAME] table (its `set` overrides after any "
+        "--set given here) into RUN_DIR/NAME, taking each stage already finished with the same settings in another "
+        "variant instead of running it again, then compare every variant with the first (eztag compare).",
+    )
+    sweep.add_argument("sweep", type=Path, help="sweep TOML file ([sweep] and [variants.NAME] tables)")
+    _pipeline_arguments(
+        sweep, positional=False, run_dir="folder of the variants' run directories (default: [sweep] run_dir)"
+    )
     check = commands.add_parser(
         "check-judge",
         help="before distilling: does the judge order candidates better than the student, on labelled documents?",
@@ -289,6 +305,33 @@ def _check_judge(args: argparse.Namespace) -> None:
     print(f"run directory: {run_dir}")
 
 
+def _sweep(args: argparse.Namespace) -> None:
+    """`eztag sweep`: each variant's pipeline into its run directory, then the comparison of them all."""
+    from eztag.report import write_comparison
+    from eztag.sweep import load_sweep, take_finished_stages
+
+    sweep = load_sweep(args.sweep, _overrides(args))
+    for name, pipeline in sweep.variants.items():
+        for stage in args.force:
+            if stage not in pipeline.configs:
+                raise EztagError(f"variant '{name}': stage '{stage}' is not in its pipeline", field="--force")
+    root = args.run_dir or sweep.run_dir
+    run_dirs = [root / name for name in sweep.variants]
+    fresh: list[Path] = []
+    for run_dir, pipeline in zip(run_dirs, sweep.variants.values(), strict=True):
+        print(f"variant {run_dir.name}: {run_dir}")
+        forced = pipeline.downstream(args.force)
+        with _claimed(run_dir, args.wait):
+            others = [other for other in run_dirs if other != run_dir]
+            taken = take_finished_stages(pipeline, run_dir, others, fresh, forced)
+            if taken:
+                print(f"taken from other variants: {', '.join(taken)}")
+            pipeline.run(run_dir, force=[stage for stage in forced if stage not in taken])
+        fresh.append(run_dir)
+    print(write_comparison(run_dirs, sweep.out, sweep.resamples, sweep.confidence), end="")
+    print(f"comparison: {sweep.out / 'comparison.html'}")
+
+
 def _tag(args: argparse.Namespace) -> None:
     """`eztag tag`: a pipeline file up to its tag stage, or DOCUMENTS LABELS into --out."""
     quick = {"--out": args.out, "--model": args.model, "--calibrator": args.calibrator}
@@ -339,6 +382,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         _init(args)
     elif args.command == "check-judge":
         _check_judge(args)
+    elif args.command == "sweep":
+        _sweep(args)
     else:
         _run_pipeline(args)
 

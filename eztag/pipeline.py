@@ -147,7 +147,7 @@ class Pipeline:
             if name not in self.configs:
                 raise EztagError(f"stage '{name}' is not in this pipeline{did_you_mean(name, self.configs)}")
         wanted = self._upstream(until) if until else set(self.stages)
-        forced = set().union(*(self._downstream(name) for name in force))
+        forced = self.downstream(force)
         runs = RunDir(run_dir)
         engine: Engine | None = None
         summaries = {}
@@ -189,9 +189,9 @@ class Pipeline:
             needed |= self._upstream(name)
         return needed
 
-    def _downstream(self, stage: str) -> set[str]:
-        """`stage` and every stage of this pipeline that reads it, directly or through others."""
-        found = {stage}
+    def downstream(self, stages: list[str]) -> set[str]:
+        """`stages` and every stage of this pipeline that reads one of them, directly or through others."""
+        found = set(stages)
         for name in self.stages:  # execution order: a stage comes after everything it reads
             if found.intersection(self.inputs(name)):
                 found.add(name)

@@ -1,0 +1,112 @@
+"""`eztag sweep`: a pipeline under named variants, each the same as `eztag run --set` into its own folder, stages
+shared between variants taken (hard-linked) instead of rerun, `--force` recomputed once, then `eztag compare`; a bad
+sweep file fails with one line before any variant runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from eztag.artifacts import RunDir, differing_outputs
+from tests.conftest import DEBTAGS, assert_one_line_error, eztag, run_cli, write_jsonl
+
+pytestmark = pytest.mark.xdist_group("sweep")  # one worker: the module fixture runs the sweep once
+
+TEMPLATE = 'encode.label_template="{text}[ ({description})]"'
+VARIANTS = {"base": [], "three-tags": ["tag.max_per_doc=3"], "described": [TEMPLATE]}
+
+
+def sweep_text(pipeline: Path, variants: dict[str, list[str]]) -> str:
+    tables = "".join(f"[variants.{name}]\nset = {json.dumps(sets)}\n" for name, sets in variants.items())
+    return f'[sweep]\npipeline = "{pipeline}"\nrun_dir = "runs"\nout = "comparison"\n{tables}'
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished sweep (its file) of three variants over 40 debtags documents: the baseline, a tag setting (its
+    ingest, encode and index taken from the baseline) and a label template (encode onwards its own)."""
+    folder = tmp_path_factory.mktemp("sweep")
+    rows = [json.loads(line) for line in (DEBTAGS / "sample.jsonl").open(encoding="utf-8")][:40]
+    documents = write_jsonl(folder / "docs.jsonl", rows)
+    pipeline = folder / "pipeline.toml"
+    pipeline.write_text(
+        '[pipeline]\nstages = ["ingest", "encode", "index", "tag", "evaluate"]\n'
+        f'[ingest]\ndocuments = "{documents}"\nlabels = "{DEBTAGS / "labels.jsonl"}"\n'
+        "[tag]\nk = 10\n[evaluate]\nks = [1, 3, 10]\n"
+    )
+    path = folder / "sweep.toml"
+    path.write_text(sweep_text(pipeline, VARIANTS))
+    run_cli("sweep", str(path), cwd=folder)
+    return path
+
+
+def inode(run_dir: Path, stage: str) -> int:
+    return (run_dir / stage / ".config_hash").stat().st_ino
+
+
+def test_each_variant_equals_its_own_run(sweep: Path) -> None:
+    runs = sweep.parent / "runs"
+    for name, sets in VARIANTS.items():
+        alone = sweep.parent / "alone" / name
+        run_cli("run", str(sweep.parent / "pipeline.toml"), "--run-dir", str(alone), *(f"--set={s}" for s in sets))
+        assert differing_outputs(runs / name, alone) == []
+    metrics = [json.loads((runs / name / "evaluate" / "metrics.json").read_text()) for name in VARIANTS]
+    assert metrics[0]["metrics"] != metrics[2]["metrics"]  # the variants really differ
+
+
+def test_shared_stages_are_taken_not_rerun(sweep: Path) -> None:
+    runs = sweep.parent / "runs"
+    for stage in ("ingest", "encode", "index"):
+        assert inode(runs / "three-tags", stage) == inode(runs / "base", stage)
+    assert inode(runs / "described", "ingest") == inode(runs / "base", "ingest")
+    assert inode(runs / "described", "encode") != inode(runs / "base", "encode")
+    rerun = run_cli("sweep", str(sweep), cwd=sweep.parent)
+    assert "running" not in rerun.stdout and rerun.stdout.count("up to date") == 15
+
+
+def test_comparison_is_eztag_compare(sweep: Path) -> None:
+    runs = sweep.parent / "runs"
+    run_cli("compare", *(str(runs / name) for name in VARIANTS), "--out", str(sweep.parent / "by-hand"))
+    by_sweep = (sweep.parent / "comparison" / "comparison.md").read_text()
+    assert by_sweep == (sweep.parent / "by-hand" / "comparison.md").read_text()
+    assert "| described | P |" in by_sweep and "| three-tags | P |" in by_sweep
+    assert (sweep.parent / "comparison" / "comparison.html").stat().st_size > 0
+
+
+def test_force_recomputes_once_and_shares_it(sweep: Path) -> None:
+    runs = sweep.parent / "runs"
+    before = {name: inode(runs / name, "encode") for name in VARIANTS}
+    finished_at = RunDir(runs / "base").manifest()["stages"]["encode"]["finished_at"]
+    result = run_cli("sweep", str(sweep), "--force", "encode", cwd=sweep.parent)
+    assert result.stdout.count("[encode] running") == 2  # the baseline's, then the described labels'
+    after = {name: inode(runs / name, "encode") for name in VARIANTS}
+    assert all(after[name] != before[name] for name in VARIANTS)
+    assert after["three-tags"] == after["base"]
+    assert RunDir(runs / "base").manifest()["stages"]["encode"]["finished_at"] >= finished_at
+    for name in VARIANTS:
+        assert differing_outputs(runs / name, sweep.parent / "alone" / name) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "args", "fragments"),
+    [
+        ("bad-set", "{pipeline_and_dirs}[variants.a]\n[variants.b]\nset = ['ingest.kk=3']\n", [], ["'b'", "kk"]),
+        ("one-variant", "{pipeline_and_dirs}[variants.a]\n", [], ["sweep.toml", "at least two"]),
+        ("bad-name", "{pipeline_and_dirs}[variants.a]\n[variants.'../b']\n", [], ["variants.../b", "folder name"]),
+        ("no-sweep", "[variants.a]\n[variants.b]\n", [], ["sweep.toml", "missing [sweep]"]),
+        ("force", "{pipeline_and_dirs}[variants.a]\n[variants.b]\n", ["--force", "mine"], ["--force", "'mine'"]),
+    ],
+)
+def test_bad_sweep_fails_before_running(
+    tmp_path: Path, name: str, text: str, args: list[str], fragments: list[str]
+) -> None:
+    write_jsonl(tmp_path / "d.jsonl", [{"id": "d1", "text": "a chess engine"}])
+    write_jsonl(tmp_path / "l.jsonl", [{"id": "chess", "text": "chess"}])
+    pipeline = tmp_path / "pipeline.toml"
+    pipeline.write_text('[pipeline]\nstages = ["ingest"]\n[ingest]\ndocuments = "d.jsonl"\nlabels = "l.jsonl"\n')
+    path = tmp_path / "sweep.toml"
+    path.write_text(text.format(pipeline_and_dirs=f'[sweep]\npipeline = "{pipeline}"\nrun_dir = "r"\nout = "o"\n'))
+    assert_one_line_error(eztag("sweep", str(path), *args), *fragments)
+    assert not (tmp_path / "r").exists()
