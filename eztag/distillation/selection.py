@@ -63,3 +63,29 @@ def agreement(reference: pl.DataFrame, doc_row: dict[str, int], doc_vectors: np.
 def selection_score(scores: dict[str, float]) -> float:
     """The label-free score the rounds are selected by: mean of LLM-P@1 and LLM-P@5."""
     return (scores["llm_p@1"] + scores[f"llm_p@{TOP_K}"]) / 2
+
+
+def rounds_markdown(history: list[dict], best: int, distinct_pairs: int) -> str:
+    """The distil stage's rounds as a Markdown table: label-free scores, agreement with the judge, training documents,
+    pairs judged and training time per round (round 0: the starting encoder), the kept round marked."""
+    lines = [
+        f"| round | LLM-P@1 | LLM-P@{TOP_K} | label-free score | Spearman with judge | training documents |"
+        " pairs judged now | train s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for report in history:
+        scores, spearman = report["label_free"], report["agreement"]["spearman"]
+        training = report.get("training_set", {}).get("documents", "-")
+        seconds = report.get("training", {}).get("seconds")
+        lines.append(
+            f"| {report['round']}{' (kept)' if report['round'] == best else ''} | {scores['llm_p@1']:.4f} | "
+            f"{scores[f'llm_p@{TOP_K}']:.4f} | {selection_score(scores):.4f} | "
+            f"{'-' if spearman is None else f'{spearman:.4f}'} | {training} | {report['judge']['judged_now']} | "
+            f"{'-' if seconds is None else f'{seconds:.1f}'} |"
+        )
+    return "\n".join(lines) + (
+        "\n\nLabel-free score: the mean of LLM-P@1 and LLM-P@5, the judge's verdicts on the student's top labels of the"
+        " held-out documents; (kept): the round whose model distil/model holds. Pairs judged now: not found in the"
+        " judge cache. Distinct (document, label) pairs over the judge stage, round 0's held-out top-up and every"
+        f" round: {distinct_pairs:,} (what an empty judge cache would judge).\n"
+    )

@@ -22,10 +22,10 @@ from typing import Any
 
 import polars as pl
 
-from eztag.artifacts import atomic_dir, write_json, write_parquet
+from eztag.artifacts import atomic_dir, write_json, write_parquet, write_text
 from eztag.distillation.config import DistilConfig
 from eztag.distillation.rounds import Rounds
-from eztag.distillation.selection import agreement, label_free_scores, selection_score
+from eztag.distillation.selection import agreement, label_free_scores, rounds_markdown, selection_score
 from eztag.distillation.training import train
 from eztag.embeddings import EmbeddingStore, gather_rows
 from eztag.encoding import write_embeddings
@@ -124,6 +124,9 @@ def _finish(state: Rounds, history: list[dict], best: int, out_dir: Path, inputs
     write_embeddings(encode_config, inputs["ingest"], out_dir / ENCODE_DIR, inputs.engine)
     write_index(state.index_config, inputs["ingest"], out_dir / ENCODE_DIR, None, out_dir / INDEX_DIR)
     rounds = history[1:]
+    judged = [inputs["judge"] / "judgments.parquet", out_dir / "rounds" / HELD_OUT_DIR / "judgments.parquet"]
+    judged += [out_dir / "rounds" / f"round-{report['round']}" / "judgments.parquet" for report in rounds]
+    pairs = [pl.read_parquet(path, columns=["doc_id", "label_id"]) for path in judged if path.exists()]
     summary = {
         "best_round": best,
         "rounds_run": len(rounds),
@@ -132,6 +135,7 @@ def _finish(state: Rounds, history: list[dict], best: int, out_dir: Path, inputs
         "pairs_judged": history[0]["judge"]["judged_now"]
         + (history[0]["held_out_top_up"] or {"judged_now": 0})["judged_now"]
         + sum(report["judge"]["judged_now"] for report in rounds),
+        "distinct_pairs": pl.concat(pairs).unique().height,
         "judge_seconds": round(
             history[0]["judge"]["scoring_seconds"] + sum(report["judge"]["scoring_seconds"] for report in rounds), 2
         ),
@@ -141,4 +145,5 @@ def _finish(state: Rounds, history: list[dict], best: int, out_dir: Path, inputs
         "rounds": history,
     }
     write_json(out_dir / "report.json", summary)
+    write_text(out_dir / "rounds.md", rounds_markdown(history, best, summary["distinct_pairs"]))
     return {key: value for key, value in summary.items() if key != "rounds"}

@@ -164,6 +164,14 @@ def test_distil_pipeline_tags_with_the_distilled_encoder(tmp_path: Path, tiny_ll
     second = report["rounds"][2]
     assert second["judge"]["cache_hits"] > 0 and second["judge"]["judged_now"] < second["judge"]["unique_pairs"]
     assert set(report["label_free"]) == {"0", "1", "2"} and "llm_p@5" in report["label_free"]["2"]
+    table = (run / "distil" / "rounds.md").read_text().splitlines()
+    rows = [line for line in table if line[:3] in {"| 0", "| 1", "| 2"}]
+    for number, row in enumerate(rows):
+        scores, judge = report["label_free"][str(number)], report["rounds"][number]["judge"]
+        assert f"| {scores['llm_p@1']:.4f} | {scores['llm_p@5']:.4f} |" in row and f"| {judge['judged_now']} |" in row
+    assert [row.split(" | ")[0] for row in rows if "(kept)" in row] == [f"| {report['best_round']} (kept)"]
+    assert report["distinct_pairs"] == report["pairs_judged"]  # a fresh judge cache judges each distinct pair once
+    assert f"every round: {report['distinct_pairs']:,} " in "\n".join(table)
     assert (run / "distil" / "model" / "config_sentence_transformers.json").is_file()
     assert not (run / "distil" / "rounds" / "round-1" / "checkpoints").exists()
     first = json.loads((run / "tag" / "report.json").read_text())
