@@ -9,6 +9,7 @@ one already finished in another variant's run directory is taken from there, har
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from pathlib import Path
 
@@ -17,6 +18,9 @@ from eztag.comparison import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
 from eztag.config import from_dict, load_toml
 from eztag.errors import EztagError
 from eztag.pipeline import Pipeline
+from eztag.runlock import run_lock
+
+log = logging.getLogger(__name__)
 
 VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -99,16 +103,30 @@ def take_finished_stages(
 ) -> list[str]:
     """Take into `run_dir` each stage of `pipeline` not finished there with its config hash but finished with it in
     one of `others` (other variants' run directories); a stage in `recomputed` (forced, or downstream of a forced
-    one) only from `fresh`, the run directories this sweep call has run. Returns the stages taken."""
+    one) only from `fresh`, the run directories this sweep call has run. A run directory that another run holds is
+    not read. Returns the stages taken."""
     target = RunDir(run_dir)
     taken = []
     for stage in pipeline.stages:
         stage_hash = pipeline.stage_hash(stage)
         if stage in pipeline.skipped or (stage not in recomputed and target.is_finished(stage, stage_hash)):
             continue
-        candidates = [RunDir(path) for path in (fresh if stage in recomputed else others) if path.is_dir()]
-        source = next((other for other in candidates if other.is_finished(stage, stage_hash)), None)
-        if source is not None:
-            target.adopt(stage, source)
-            taken.append(stage)
+        for path in fresh if stage in recomputed else others:
+            if path.is_dir() and _take(stage, stage_hash, path, target):
+                taken.append(stage)
+                break
     return taken
+
+
+def _take(stage: str, stage_hash: str, path: Path, target: RunDir) -> bool:
+    """Take `stage` from the run directory `path` if it finished there with `stage_hash` and no run holds it."""
+    try:
+        with run_lock(path):
+            source = RunDir(path)
+            if not source.is_finished(stage, stage_hash):
+                return False
+            target.adopt(stage, source)
+            return True
+    except EztagError:  # held by a run in progress: its stage may be rewritten under us
+        log.info(f"[{stage}] not taken from {path}: another run holds it")
+        return False

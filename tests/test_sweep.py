@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from eztag.artifacts import RunDir, differing_outputs
+from eztag.runlock import run_lock
+from eztag.sweep import load_sweep, take_finished_stages
 from tests.conftest import DEBTAGS, assert_one_line_error, eztag, run_cli, write_jsonl
 
 pytestmark = pytest.mark.xdist_group("sweep")  # one worker: the module fixture runs the sweep once
@@ -87,6 +89,13 @@ def test_force_recomputes_once_and_shares_it(sweep: Path) -> None:
     assert RunDir(runs / "base").manifest()["stages"]["encode"]["finished_at"] >= finished_at
     for name in VARIANTS:
         assert differing_outputs(runs / name, sweep.parent / "alone" / name) == []
+
+
+def test_a_run_directory_another_run_holds_is_not_read(sweep: Path, tmp_path: Path) -> None:
+    base, pipeline = sweep.parent / "runs" / "base", load_sweep(sweep, []).variants["three-tags"]
+    with run_lock(base):
+        assert take_finished_stages(pipeline, tmp_path / "three-tags", [base], [], set()) == []
+    assert take_finished_stages(pipeline, tmp_path / "three-tags", [base], [], set()) == ["ingest", "encode", "index"]
 
 
 @pytest.mark.parametrize(
