@@ -35,6 +35,8 @@ class SweepSection:
     """The folder of the variants' run directories: RUN_DIR/NAME."""
     out: str
     """The folder of comparison.md, comparison.html and recall_at_k.png: every variant against the first."""
+    set: list[str] = dataclasses.field(default_factory=list)
+    """Overrides every variant starts from, before `eztag sweep --set` and its own."""
     resamples: int = DEFAULT_RESAMPLES
     """Bootstrap resamples of the comparison's intervals."""
     confidence: float = DEFAULT_CONFIDENCE
@@ -65,8 +67,8 @@ class Sweep:
 
 
 def load_sweep(path: Path, overrides: list[str]) -> Sweep:
-    """Read a sweep file and validate every variant's pipeline (`overrides` first, then the variant's own), so that
-    a mistake in the last variant stops the sweep before the first runs."""
+    """Read a sweep file and validate every variant's pipeline (the sweep's `set`, then `overrides`, then the
+    variant's own), so that a mistake in the last variant stops the sweep before the first runs."""
     data = load_toml(path)
     unknown = sorted(set(data) - {"sweep", "variants"})
     if unknown:
@@ -85,7 +87,7 @@ def load_sweep(path: Path, overrides: list[str]) -> Sweep:
             raise EztagError(f"must be a table ([{field}])", file=path, field=field)
         variant = from_dict(VariantSection, table, section=field, file=path)
         try:
-            pipelines[name] = Pipeline.load(base / section.pipeline, [*overrides, *variant.set])
+            pipelines[name] = Pipeline.load(base / section.pipeline, [*section.set, *overrides, *variant.set])
         except EztagError as error:
             raise EztagError(f"variant '{name}': {error.message}", file=error.file, field=error.field) from None
     return Sweep(base / section.run_dir, base / section.out, section.resamples, section.confidence, pipelines)

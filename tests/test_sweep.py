@@ -17,12 +17,14 @@ from tests.conftest import DEBTAGS, assert_one_line_error, eztag, run_cli, write
 pytestmark = pytest.mark.xdist_group("sweep")  # one worker: the module fixture runs the sweep once
 
 TEMPLATE = 'encode.label_template="{text}[ ({description})]"'
+SHARED = ["tag.k=10"]  # the sweep's own overrides, before each variant's
 VARIANTS = {"base": [], "three-tags": ["tag.max_per_doc=3"], "described": [TEMPLATE]}
 
 
 def sweep_text(pipeline: Path, variants: dict[str, list[str]]) -> str:
     tables = "".join(f"[variants.{name}]\nset = {json.dumps(sets)}\n" for name, sets in variants.items())
-    return f'[sweep]\npipeline = "{pipeline}"\nrun_dir = "runs"\nout = "comparison"\n{tables}'
+    places = f'pipeline = "{pipeline}"\nrun_dir = "runs"\nout = "comparison"\n'
+    return f"[sweep]\n{places}set = {json.dumps(SHARED)}\n{tables}"
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pipeline.write_text(
         '[pipeline]\nstages = ["ingest", "encode", "index", "tag", "evaluate"]\n'
         f'[ingest]\ndocuments = "{documents}"\nlabels = "{DEBTAGS / "labels.jsonl"}"\n'
-        "[tag]\nk = 10\n[evaluate]\nks = [1, 3, 10]\n"
+        "[tag]\nk = 20\n[evaluate]\nks = [1, 3, 10]\n"
     )
     path = folder / "sweep.toml"
     path.write_text(sweep_text(pipeline, VARIANTS))
@@ -52,7 +54,8 @@ def test_each_variant_equals_its_own_run(sweep: Path) -> None:
     runs = sweep.parent / "runs"
     for name, sets in VARIANTS.items():
         alone = sweep.parent / "alone" / name
-        run_cli("run", str(sweep.parent / "pipeline.toml"), "--run-dir", str(alone), *(f"--set={s}" for s in sets))
+        overrides = [f"--set={item}" for item in SHARED + sets]
+        run_cli("run", str(sweep.parent / "pipeline.toml"), "--run-dir", str(alone), *overrides)
         assert differing_outputs(runs / name, alone) == []
     metrics = [json.loads((runs / name / "evaluate" / "metrics.json").read_text()) for name in VARIANTS]
     assert metrics[0]["metrics"] != metrics[2]["metrics"]  # the variants really differ
