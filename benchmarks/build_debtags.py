@@ -60,6 +60,7 @@ AUX_SUFFIXES: tuple[str, ...] = ("-dev", "-doc", "-dbg", "-common", "-data")
 
 MIN_WORDS = 5
 DEV_BUCKETS = 2  # sha1(source) % 10 < DEV_BUCKETS -> dev
+DEV_SELECT = 300  # dev documents for choices made with labels (split_dev); the rest train without labels
 
 PACKAGES_SUFFIX = "_main_binary-amd64_Packages"
 TRANSLATION_SUFFIX = "_main_i18n_Translation-en"
@@ -310,6 +311,14 @@ def split_of(source: str) -> str:
     return "dev" if int(hashlib.sha1(source.encode()).hexdigest(), 16) % 10 < DEV_BUCKETS else "test"
 
 
+def split_dev(documents: list[Package], select: int = DEV_SELECT, seed: int = 0) -> tuple[list[Package], list[Package]]:
+    """A seeded shuffle of the dev documents, cut in two: the first ``select`` (choices with labels: judge, prompt,
+    teacher) and the rest (training without labels)."""
+    shuffled = list(documents)
+    random.Random(seed).shuffle(shuffled)
+    return shuffled[:select], shuffled[select:]
+
+
 def draw_sample(documents: list[Package], size: int, seed: int = 0) -> list[Package]:
     """Draw ``size`` documents deterministically (by seed), returned sorted by name."""
     ordered = sorted(documents, key=lambda p: p.name)
@@ -492,7 +501,8 @@ def build(out_dir: Path, lists_dir: Path | None = None, sample_size: int = 300, 
     """Fetch the lists and vocabulary, build the benchmark in ``out_dir``, return stats.
 
     Writes ``labels.jsonl`` (and its bare-label variant ``labels-bare.jsonl``), ``dev.jsonl.gz``, ``test.jsonl.gz``,
-    ``sample.jsonl`` (``sample_size`` dev documents) and ``stats.json``.
+    ``dev-select.jsonl.gz`` and ``dev-train.jsonl.gz`` (``split_dev``), ``sample.jsonl`` (``sample_size`` dev
+    documents) and ``stats.json``.
     ``lists_dir`` holds apt's package lists (a temporary directory when None).
     """
     out_dir = Path(out_dir)
@@ -533,6 +543,8 @@ def build(out_dir: Path, lists_dir: Path | None = None, sample_size: int = 300, 
     _write_jsonl(out_dir / "labels.jsonl", (vars(label) for label in labels))
     write_bare_labels(out_dir)
     for name, docs in splits.items():
+        _write_jsonl(out_dir / f"{name}.jsonl.gz", (document_record(p) for p in docs))
+    for name, docs in zip(("dev-select", "dev-train"), split_dev(splits["dev"], seed=seed), strict=True):
         _write_jsonl(out_dir / f"{name}.jsonl.gz", (document_record(p) for p in docs))
     _write_jsonl(out_dir / "sample.jsonl", (document_record(p) for p in sample))
 

@@ -292,6 +292,14 @@ def test_draw_sample_is_deterministic() -> None:
     assert len(draw_sample(docs, 100)) == 50
 
 
+def test_split_dev_is_a_seeded_partition() -> None:
+    docs = [Package(f"p{i:03d}", f"p{i}", ("use::viewing",), "x") for i in range(50)]
+    select, train = debtags.split_dev(docs, select=12)
+    assert len(select) == 12 and sorted(select + train, key=lambda d: d.name) == docs
+    assert (select, train) == debtags.split_dev(docs, select=12) != debtags.split_dev(docs, select=12, seed=1)
+    assert [d.name for d in select] != sorted(d.name for d in select)  # shuffled, not the first 12
+
+
 def test_release_and_lists_description(tmp_path: Path) -> None:
     release = (
         "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\n"
