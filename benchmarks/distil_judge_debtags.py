@@ -47,7 +47,7 @@ from distil_debtags import (
     test_run,
     test_table,
 )
-from teacher_debtags import PROMPTS, split_dev
+from teacher_debtags import PROMPTS
 
 from eztag.artifacts import RunDir
 
@@ -92,7 +92,7 @@ def teacher_settings(teacher: str) -> list[str]:
 
 def arm_settings(name: str, chosen: dict, dtype: str) -> list[str]:
     """Every override of one training arm (the same documents, mining, training and seeds in each)."""
-    train = split_dev().parent / "dev-train.jsonl"
+    train = REPO / "data" / "debtags" / "dev-train.jsonl.gz"
     base = [f'ingest.documents="{train}"', f"mine.k={chosen['k']}", f"mine.documents_limit={TRAIN_DOCUMENTS}"]
     judge = judge_settings("smollm2-135m" if name == "smollm2" else chosen["judge"], chosen["prompt"], dtype)
     return [*base, *TRAINING, *judge, *teacher_settings(chosen["teacher"])]
