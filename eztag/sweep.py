@@ -8,6 +8,7 @@ one already finished in another variant's run directory is taken from there, har
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import re
@@ -122,13 +123,14 @@ def take_finished_stages(
 
 def _take(stage: str, stage_hash: str, path: Path, target: RunDir) -> bool:
     """Take `stage` from the run directory `path` if it finished there with `stage_hash` and no run holds it."""
-    try:
-        with run_lock(path):
-            source = RunDir(path)
-            if not source.is_finished(stage, stage_hash):
-                return False
-            target.adopt(stage, source)
-            return True
-    except EztagError:  # held by a run in progress: its stage may be rewritten under us
-        log.info(f"[{stage}] not taken from {path}: another run holds it")
-        return False
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(run_lock(path))
+        except EztagError:  # held by a run in progress: its stage may be rewritten under us
+            log.info(f"[{stage}] not taken from {path}: another run holds it")
+            return False
+        source = RunDir(path)
+        if not source.is_finished(stage, stage_hash):
+            return False
+        target.adopt(stage, source)
+        return True
