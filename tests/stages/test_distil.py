@@ -166,6 +166,7 @@ def test_distil_pipeline_tags_with_the_distilled_encoder(tmp_path: Path, tiny_ll
     assert set(report["label_free"]) == {"0", "1", "2"} and "llm_p@5" in report["label_free"]["2"]
     table = (run / "distil" / "rounds.md").read_text().splitlines()
     rows = [line for line in table if line[:3] in {"| 0", "| 1", "| 2"}]
+    assert len(rows) == 3
     for number, row in enumerate(rows):
         scores, judge = report["label_free"][str(number)], report["rounds"][number]["judge"]
         assert f"| {scores['llm_p@1']:.4f} | {scores['llm_p@5']:.4f} |" in row and f"| {judge['judged_now']} |" in row
