@@ -170,9 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = commands.add_parser(
         "sweep",
         help="run a pipeline under several settings and compare them",
-        description="Run the pipeline of a sweep file once per [variants.NAME] table (its `set` overrides after any "
-        "--set given here) into RUN_DIR/NAME, taking each stage already finished with the same settings in another "
-        "variant instead of running it again, then compare every variant with the first (eztag compare).",
+        description="Run the pipeline of a sweep file once per variant ([variants.NAME] tables, then every "
+        "combination of the [grid.AXIS] options; its `set` overrides after any --set given here) into RUN_DIR/NAME, "
+        "taking each stage already finished with the same settings in another variant instead of running it again, "
+        'then compare every variant with the first (eztag compare); with command = "check-judge" each variant is '
+        "eztag check-judge and the sweep writes a table of the checks.",
     )
     sweep.add_argument("sweep", type=Path, help="sweep TOML file ([sweep] and [variants.NAME] tables)")
     _pipeline_arguments(
@@ -285,21 +287,14 @@ def _run_pipeline(args: argparse.Namespace, files: tuple[Path, Path] | None = No
 def _check_judge(args: argparse.Namespace) -> None:
     """`eztag check-judge`: the pipeline's judge against its student on labelled documents."""
     from eztag import judge_check
-    from eztag.artifacts import write_json, write_text
-    from eztag.pipeline import Pipeline
 
-    overrides = _overrides(args)
-    tables, distil = judge_check.check_tables(
-        args.pipeline, args.labelled, args.ground_truth, args.documents, overrides
+    pipeline, distil = judge_check.check_pipeline(
+        args.pipeline, args.labelled, args.ground_truth, args.documents, _overrides(args)
     )
-    pipeline = Pipeline.load(args.pipeline, judge_check.stage_overrides(overrides), data=tables)
     run_dir = args.run_dir or pipeline.default_run_dir()
     with _claimed(run_dir, args.wait):
         pipeline.run(run_dir, force=args.force)
-        result = judge_check.check(run_dir, distil, args.resamples, args.confidence)
-        text = judge_check.markdown(result)
-        write_json(run_dir / f"{judge_check.REPORT}.json", result)
-        write_text(run_dir / f"{judge_check.REPORT}.md", text)
+        text = judge_check.markdown(judge_check.write_check(run_dir, distil, args.resamples, args.confidence))
     print(text, end="")
     print(f"judge check: {run_dir / judge_check.REPORT}.md")
     print(f"run directory: {run_dir}")
@@ -307,29 +302,43 @@ def _check_judge(args: argparse.Namespace) -> None:
 
 def _sweep(args: argparse.Namespace) -> None:
     """`eztag sweep`: each variant's pipeline into its run directory, then the comparison of them all."""
+    from eztag import judge_check
+    from eztag.artifacts import write_json, write_text
     from eztag.report import write_comparison
-    from eztag.sweep import load_sweep, take_finished_stages
+    from eztag.sweep import load_sweep, stage_seconds, take_finished_stages
 
     sweep = load_sweep(args.sweep, _overrides(args))
-    for name, pipeline in sweep.variants.items():
+    for name, variant in sweep.variants.items():
         for stage in args.force:
-            if stage not in pipeline.configs:
+            if stage not in variant.pipeline.configs:
                 raise EztagError(f"variant '{name}': stage '{stage}' is not in its pipeline", field="--force")
     root = args.run_dir or sweep.run_dir
     run_dirs = [root / name for name in sweep.variants]
     fresh: list[Path] = []
-    for run_dir, pipeline in zip(run_dirs, sweep.variants.values(), strict=True):
-        print(f"variant {run_dir.name}: {run_dir}")
-        forced = pipeline.downstream(args.force)
+    checks = {}
+    for run_dir, (name, variant) in zip(run_dirs, sweep.variants.items(), strict=True):
+        print(f"variant {name}: {run_dir}")
+        forced = variant.pipeline.downstream(args.force)
         with _claimed(run_dir, args.wait):
             others = [other for other in run_dirs if other != run_dir]
-            taken = take_finished_stages(pipeline, run_dir, others, fresh, forced)
+            taken = take_finished_stages(variant.pipeline, run_dir, others, fresh, forced)
             if taken:
                 print(f"taken from other variants: {', '.join(taken)}")
-            pipeline.run(run_dir, force=[stage for stage in forced if stage not in taken])
+            variant.pipeline.run(run_dir, force=[stage for stage in forced if stage not in taken])
+            if sweep.command == "check-judge":
+                checks[name] = judge_check.write_check(run_dir, variant.distil, sweep.resamples, sweep.confidence)
         fresh.append(run_dir)
-    print(write_comparison(run_dirs, sweep.out, sweep.resamples, sweep.confidence), end="")
-    print(f"comparison: {sweep.out / 'comparison.html'}")
+    stages = list(dict.fromkeys(stage for variant in sweep.variants.values() for stage in variant.pipeline.stages))
+    write_text(sweep.out / "stages.md", stage_seconds(dict(zip(sweep.variants, run_dirs, strict=True)), stages))
+    if checks:
+        text = judge_check.sweep_markdown(checks)
+        write_json(sweep.out / "checks.json", [{"variant": name, **check} for name, check in checks.items()])
+        write_text(sweep.out / "checks.md", text)
+        print(text, end="")
+        print(f"checks: {sweep.out / 'checks.md'}")
+    else:
+        print(write_comparison(run_dirs, sweep.out, sweep.resamples, sweep.confidence), end="")
+        print(f"comparison: {sweep.out / 'comparison.html'}")
 
 
 def _tag(args: argparse.Namespace) -> None:

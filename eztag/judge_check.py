@@ -20,11 +20,13 @@ import numpy as np
 import polars as pl
 
 from eztag import judging, metrics
+from eztag.artifacts import write_json, write_text
 from eztag.comparison import paired_bootstrap
 from eztag.config import apply_overrides, from_dict, load_toml
 from eztag.distillation.config import DistilConfig
 from eztag.distillation.data import teacher_scores
 from eztag.errors import EztagError
+from eztag.pipeline import Pipeline
 from eztag.quickstart import DOCUMENT_COLUMNS, INGEST_DEFAULTS, detected_columns
 from eztag.readers import detect_format
 
@@ -35,7 +37,16 @@ VERDICT_METRIC = "nDCG@5"
 REPORT = "judge-check"
 
 
-def check_tables(
+def check_pipeline(
+    pipeline: Path, labelled: Path, ground_truth: Path | None, documents: int, overrides: list[str]
+) -> tuple[Pipeline, DistilConfig | None]:
+    """The check's pipeline (`pipeline`'s ingest..judge over `documents` of `labelled`, with `overrides` but those
+    of [distil]) and the distil settings that order the teacher's candidates (None without distil)."""
+    tables, distil = _check_tables(pipeline, labelled, ground_truth, documents, overrides)
+    return Pipeline.load(pipeline, [item for item in overrides if _section(item) != "distil"], data=tables), distil
+
+
+def _check_tables(
     pipeline: Path, labelled: Path, ground_truth: Path | None, documents: int, overrides: list[str]
 ) -> tuple[dict[str, Any], DistilConfig | None]:
     """The tables of the check's pipeline (read as if from `pipeline`, so its relative paths stay its own) and
@@ -66,11 +77,6 @@ def check_tables(
     has_distil = "distil" in raw or "distil" in section.get("stages", [])
     config = from_dict(DistilConfig, distil["distil"], section="distil", file=pipeline) if has_distil else None
     return tables, config
-
-
-def stage_overrides(overrides: list[str]) -> list[str]:
-    """The `--set` overrides for the check's own stages (those of `[distil]` only change the teacher order)."""
-    return [item for item in overrides if _section(item) != "distil"]
 
 
 def _section(override: str) -> str:
@@ -157,6 +163,14 @@ def check(run_dir: Path, distil: DistilConfig | None, resamples: int, confidence
     }
 
 
+def write_check(run_dir: Path, distil: DistilConfig | None, resamples: int, confidence: float) -> dict[str, Any]:
+    """The check of a finished run, written beside it as judge-check.json and judge-check.md."""
+    result = check(run_dir, distil, resamples, confidence)
+    write_json(run_dir / f"{REPORT}.json", result)
+    write_text(run_dir / f"{REPORT}.md", markdown(result))
+    return result
+
+
 def _rate(values: pl.Series) -> float | None:
     return round(float(values.mean()), 4) if values.len() else None  # type: ignore[arg-type]
 
@@ -219,4 +233,34 @@ def markdown(result: dict[str, Any]) -> str:
     if result["yes_rate_warning"]:
         lines.append(f"Warning: {result['yes_rate_warning']}.")
     lines += ["", f"Verdict: {result['verdict']}."]
+    return "\n".join(lines) + "\n"
+
+
+def sweep_markdown(results: dict[str, dict[str, Any]]) -> str:
+    """A sweep of checks as Markdown: per variant, the order distil trains towards against the student, and the
+    variant with the largest nDCG@5 gain."""
+    level = f"{next(iter(results.values()))['confidence']:.0%}"
+    header = ["variant", "order", "documents", "pairs", "yes-rate"]
+    for metric in METRICS:
+        header += [f"student {metric}", metric, f"{metric} vs student [{level}]"]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
+    for name, result in results.items():
+        student, teacher = result["orders"][0], result["orders"][-1]
+        cells = [name, teacher["order"], str(result["documents"]), str(result["pairs"]), f"{result['yes_rate']:.0%}"]
+        for metric in METRICS:
+            difference, low, high = teacher["vs_student"][metric]
+            cells += [
+                f"{student[metric]:.4f}",
+                f"{teacher[metric]:.4f}",
+                f"{difference:+.4f} [{low:+.4f}, {high:+.4f}]",
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    best = max(results, key=lambda name: results[name]["orders"][-1]["vs_student"][VERDICT_METRIC][0])
+    teacher = results[best]["orders"][-1]
+    difference, low, high = teacher["vs_student"][VERDICT_METRIC]
+    lines += [
+        "",
+        f"Largest {VERDICT_METRIC} gain over the student: `{best}` ({teacher['order']}): {difference:+.4f} "
+        f"[{low:+.4f}, {high:+.4f}]. Each variant's own check: RUN_DIR/VARIANT/{REPORT}.md.",
+    ]
     return "\n".join(lines) + "\n"

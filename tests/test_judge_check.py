@@ -70,6 +70,39 @@ def test_check_judge_reports_orders_and_fills_the_cold_start_cache(tmp_path: Pat
     assert judged["judged_now"] == 0 and judged["cache_hits"] == judged["unique_pairs"] == 24
 
 
+def test_a_check_judge_sweep_is_each_check_and_names_the_best(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    pipeline, labelled = cold_start(tmp_path, tiny_llama_dir)
+    sweep = tmp_path / "checks.toml"
+    sweep.write_text(
+        f'[sweep]\npipeline = "{pipeline.name}"\nrun_dir = "runs/checks"\nout = "checks"\ncommand = "check-judge"\n'
+        f'labelled = "{labelled.name}"\ndocuments = 6\nresamples = 200\n'
+        "[grid.k]\nk3 = []\nk2 = ['mine.k=2']\n"
+        "[grid.teacher]\njudge = ['distil.teacher=\"log_odds\"']\n\"w0.25\" = ['distil.teacher_weight=0.25']\n",
+        encoding="utf-8",
+    )
+    result = run_cli("sweep", str(sweep), cwd=tmp_path)
+    runs = tmp_path / "runs" / "checks"
+    rows = json.loads((tmp_path / "checks" / "checks.json").read_text(encoding="utf-8"))
+    checks = {row.pop("variant"): row for row in rows}
+    assert list(checks) == ["k3_judge", "k3_w0.25", "k2_judge", "k2_w0.25"]
+    for name, check in checks.items():
+        assert check == json.loads((runs / name / "judge-check.json").read_text(encoding="utf-8"))
+        assert check["documents"] == 6 and check["pairs"] == 6 * int(name[1])
+    assert [check["orders"][-1]["order"] for check in checks.values()] == ["judge", "teacher (combined w=0.25)"] * 2
+    # a teacher weight orders the same judgments: the check's stages are taken from the variant that ran them
+    judged = runs / "k3_w0.25" / "judge" / "judgments.parquet"
+    assert judged.stat().st_ino == (runs / "k3_judge" / "judge" / "judgments.parquet").stat().st_ino
+    # each variant is `eztag check-judge` with its overrides
+    alone = tmp_path / "alone"
+    overrides = ["--set", "mine.k=2", "--set", "distil.teacher_weight=0.25", "--resamples", "200", "--documents", "6"]
+    run_cli("check-judge", str(pipeline), str(labelled), "--run-dir", str(alone), *overrides, cwd=tmp_path)
+    assert json.loads((alone / "judge-check.json").read_text(encoding="utf-8")) == checks["k2_w0.25"]
+    best = max(checks, key=lambda name: checks[name]["orders"][-1]["vs_student"]["nDCG@5"][0])
+    summary = (tmp_path / "checks" / "checks.md").read_text(encoding="utf-8")
+    assert f"Largest nDCG@5 gain over the student: `{best}`" in summary and summary in result.stdout
+    assert summary.count("\n| k") == 4
+
+
 def test_check_judge_bad_inputs_are_one_line_errors(tmp_path: Path, tiny_llama_dir: Path) -> None:
     pipeline, labelled = cold_start(tmp_path, tiny_llama_dir)
     unlabelled = tmp_path / "docs.jsonl"

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from eztag.artifacts import RunDir, differing_outputs
+from eztag.config import to_dict
+from eztag.pipeline import Pipeline
 from eztag.runlock import run_lock
 from eztag.sweep import load_sweep, take_finished_stages
 from tests.conftest import DEBTAGS, assert_one_line_error, eztag, run_cli, write_jsonl
@@ -80,6 +82,16 @@ def test_comparison_is_eztag_compare(sweep: Path) -> None:
     assert (sweep.parent / "comparison" / "comparison.html").stat().st_size > 0
 
 
+def test_stage_seconds_are_each_variants_manifest(sweep: Path) -> None:
+    lines = (sweep.parent / "comparison" / "stages.md").read_text().splitlines()
+    assert lines[2] == "| variant | ingest | encode | index | tag | evaluate | sum |"
+    for name in VARIANTS:
+        stages = RunDir(sweep.parent / "runs" / name).manifest()["stages"]
+        seconds = [stages[stage]["seconds"] for stage in ("ingest", "encode", "index", "tag", "evaluate")]
+        cells = " | ".join(f"{value:.1f}" for value in seconds)
+        assert f"| {name} | {cells} | {sum(seconds):.1f} |" in lines
+
+
 def test_force_recomputes_once_and_shares_it(sweep: Path) -> None:
     runs = sweep.parent / "runs"
     before = {name: inode(runs / name, "encode") for name in VARIANTS}
@@ -95,7 +107,7 @@ def test_force_recomputes_once_and_shares_it(sweep: Path) -> None:
 
 
 def test_a_run_directory_another_run_holds_is_not_read(sweep: Path, tmp_path: Path) -> None:
-    base, pipeline = sweep.parent / "runs" / "base", load_sweep(sweep, []).variants["three-tags"]
+    base, pipeline = sweep.parent / "runs" / "base", load_sweep(sweep, []).variants["three-tags"].pipeline
     with run_lock(base):
         assert take_finished_stages(pipeline, tmp_path / "three-tags", [base], [], set()) == []
     assert take_finished_stages(pipeline, tmp_path / "three-tags", [base], [], set()) == ["ingest", "encode", "index"]
@@ -109,6 +121,11 @@ def test_a_run_directory_another_run_holds_is_not_read(sweep: Path, tmp_path: Pa
         ("bad-name", "{pipeline_and_dirs}[variants.a]\n[variants.'../b']\n", [], ["variants.../b", "folder name"]),
         ("no-sweep", "[variants.a]\n[variants.b]\n", [], ["sweep.toml", "missing [sweep]"]),
         ("force", "{pipeline_and_dirs}[variants.a]\n[variants.b]\n", ["--force", "mine"], ["--force", "'mine'"]),
+        ("grid-option", "{pipeline_and_dirs}[grid.k]\n'a b' = []\nc = []\n", [], ["grid.k.a b", "folder name"]),
+        ("grid-sets", "{pipeline_and_dirs}[grid.k]\na = []\nb = 'tag.k=3'\n", [], ["grid.k.b", "expected a list"]),
+        ("grid-dot", "{pipeline_and_dirs}[grid.k]\nk0.5 = []\nb = []\n", [], ["grid.k.k0", "quotes"]),
+        ("grid-twice", "{pipeline_and_dirs}[variants.a]\n[grid.k]\na = []\n", [], ["variants.a", "named twice"]),
+        ("check-labels", "{pipeline_and_dirs}command = 'check-judge'\n[variants.a]\n[variants.b]\n", [], ["labelled"]),
     ],
 )
 def test_bad_sweep_fails_before_running(
@@ -122,3 +139,30 @@ def test_bad_sweep_fails_before_running(
     path.write_text(text.format(pipeline_and_dirs=f'[sweep]\npipeline = "{pipeline}"\nrun_dir = "r"\nout = "o"\n'))
     assert_one_line_error(eztag("sweep", str(path), *args), *fragments)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_grid_is_every_combination_after_the_named_variants(tmp_path: Path) -> None:
+    pipeline = tmp_path / "pipeline.toml"
+    pipeline.write_text(
+        '[pipeline]\nstages = ["ingest", "encode", "index", "tag"]\n'
+        f'[ingest]\ndocuments = "{DEBTAGS / "sample.jsonl"}"\nlabels = "{DEBTAGS / "labels.jsonl"}"\n'
+    )
+    path = tmp_path / "sweep.toml"
+    path.write_text(
+        f'[sweep]\npipeline = "{pipeline}"\nrun_dir = "r"\nout = "o"\nset = ["tag.k=7"]\n[variants.base]\n'
+        "[grid.k]\nk5 = ['tag.k=5']\nk9 = ['tag.k=9']\n"
+        "[grid.limit]\nall = []\nthree = ['tag.max_per_doc=3', 'tag.min_per_doc=2']\n"
+    )
+    variants = load_sweep(path, []).variants
+    assert list(variants) == ["base", "k5_all", "k5_three", "k9_all", "k9_three"]
+    expected = {
+        "base": [],
+        "k5_all": ["tag.k=5"],
+        "k5_three": ["tag.k=5", "tag.max_per_doc=3", "tag.min_per_doc=2"],
+        "k9_all": ["tag.k=9"],
+        "k9_three": ["tag.k=9", "tag.max_per_doc=3", "tag.min_per_doc=2"],
+    }
+    for name, sets in expected.items():
+        alone = Pipeline.load(pipeline, ["tag.k=7", *sets])
+        assert to_dict(variants[name].pipeline.configs["tag"]) == to_dict(alone.configs["tag"])
+    assert variants["k9_three"].pipeline.configs["tag"].max_per_doc == 3
