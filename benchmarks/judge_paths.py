@@ -6,7 +6,7 @@ Two workloads from the debtags sample: the judge stage's (each document with 8 c
 (each document with 1 or 2 new candidates). Runs offline on a GPU host with torch and transformers (no polars):
 
     python benchmarks/judge_paths.py --model skeleton:qwen2.5-coder-1.5b --out benchmarks/results/judge-paths-h200
-    python benchmarks/judge_paths.py --model smollm2-135m --documents 24 --out benchmarks/results/judge-paths-cpu
+    python benchmarks/judge_paths.py --model smollm2-135m --documents 16 --out benchmarks/results/judge-paths-cpu
 
 `skeleton:NAME[:LAYERS]` is a weightless folder of benchmarks/models/ given random weights (random_models.py);
 anything else is a judge model as eztag takes it (a named judge, a folder, a hub id in the local cache).
