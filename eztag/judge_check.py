@@ -18,9 +18,12 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from scipy.special import expit
+from scipy.stats import mannwhitneyu
 
 from eztag import judging, metrics
 from eztag.artifacts import write_json, write_text
+from eztag.calibration import expected_calibration_error
 from eztag.comparison import paired_bootstrap
 from eztag.config import apply_overrides, from_dict, load_toml
 from eztag.distillation.config import DistilConfig
@@ -146,6 +149,7 @@ def check(run_dir: Path, distil: DistilConfig | None, resamples: int, confidence
     says_yes = scored.with_columns(yes=pl.col("log_odds") >= 0)  # P(yes) >= 0.5 (P(grade >= 2) when graded)
     yes_rate = float(says_yes["yes"].to_numpy().mean())
     labelled = says_yes.filter(pl.col("doc_id").is_in(doc_ids))
+    gold_flags = labelled["gold"].to_numpy()
     return {
         "documents": len(doc_ids),
         "unlabelled_documents": scored["doc_id"].n_unique() - len(doc_ids),
@@ -155,6 +159,11 @@ def check(run_dir: Path, distil: DistilConfig | None, resamples: int, confidence
         "yes_rate": round(yes_rate, 4),
         "yes_rate_gold": _rate(labelled.filter(pl.col("gold"))["yes"]),
         "yes_rate_other": _rate(labelled.filter(~pl.col("gold"))["yes"]),
+        # P(yes) = sigmoid(log-odds) against the labels: how true the judge's probability is, and how well the
+        # judge's and the student's scores rank the labelled pairs' gold labels first (ROC AUC)
+        "judge_ece": round(expected_calibration_error(expit(labelled["log_odds"].to_numpy()), gold_flags), 4),
+        "auc_judge": _auc(labelled["log_odds"].to_numpy(), gold_flags),
+        "auc_student": _auc(labelled["student_score"].to_numpy(), gold_flags),
         "confidence": confidence,
         "resamples": resamples,
         "orders": rows,
@@ -169,6 +178,14 @@ def write_check(run_dir: Path, distil: DistilConfig | None, resamples: int, conf
     write_json(run_dir / f"{REPORT}.json", result)
     write_text(run_dir / f"{REPORT}.md", markdown(result))
     return result
+
+
+def _auc(scores: np.ndarray, gold: np.ndarray) -> float | None:
+    """ROC AUC of `scores` for the gold pairs (the Mann-Whitney U over both classes); None without both."""
+    positives, negatives = scores[gold], scores[~gold]
+    if not len(positives) or not len(negatives):
+        return None
+    return round(float(mannwhitneyu(positives, negatives).statistic) / (len(positives) * len(negatives)), 4)
 
 
 def _rate(values: pl.Series) -> float | None:
@@ -226,7 +243,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['documents']} labelled documents, {result['pairs']} pairs ({result['failures']} failed); "
         f"{percent(result['gold_among_candidates'])} of their labels are among the candidates.",
         f"The judge says yes to {percent(result['yes_rate'])} of the pairs: {percent(result['yes_rate_gold'])} of "
-        f"the labelled ones, {percent(result['yes_rate_other'])} of the others.",
+        f"the labelled ones, {percent(result['yes_rate_other'])} of the others; P(yes) against the labels: ECE "
+        f"{result['judge_ece']:.4f}; ROC AUC of the labelled pairs: judge {result['auc_judge']}, student "
+        f"{result['auc_student']}.",
     ]
     if result["unlabelled_documents"]:
         lines.append(f"{result['unlabelled_documents']} judged documents had no label and are not counted.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -133,6 +134,11 @@ def test_a_judge_that_finds_what_the_student_misses_is_worth_distilling(tmp_path
     student, judge = result["orders"]
     assert (student["P@1"], judge["P@1"], judge["nDCG@5"]) == (0.0, 1.0, 1.0)
     assert result["yes_rate"] == 0.25 and (result["yes_rate_gold"], result["yes_rate_other"]) == (1.0, 0.0)
+    # P(yes) = sigmoid(2) for every gold pair, sigmoid(-2) for the rest: ECE by hand; the judge ranks gold first
+    # (AUC 1), the student last (AUC 0)
+    yes = 1 / (1 + np.exp(-2.0))
+    assert result["judge_ece"] == pytest.approx(0.25 * (1 - yes) + 0.75 * (1 - yes), abs=1e-4)
+    assert (result["auc_judge"], result["auc_student"]) == (1.0, 0.0)
     assert result["verdict"].endswith("distilling should help")
     flipped = [(doc, label, -student_score, -log_odds, gold) for doc, label, student_score, log_odds, gold in rows]
     write_run(tmp_path, flipped)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from eztag import comparison, metrics, plots
+from eztag import calibration, comparison, metrics, plots
 from eztag.artifacts import file_checksum, write_json, write_parquet, write_text
 from eztag.errors import EztagError
 from eztag.readers import RowError, column_names, read_records
@@ -26,6 +26,7 @@ OPTIONAL: tuple[str, ...] = ()
 CONFLICTS: dict[str, str] = {}
 PROVIDES: dict[str, str] = {}
 PATH_FIELDS = ("label_frequencies",)
+PROBABILITY_DEPTH = 10  # the calibrated probabilities of each document's first 10 tags are checked against the truth
 
 
 @dataclasses.dataclass
@@ -204,6 +205,14 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
         result["set_metrics"] = metrics.set_metrics(selected, gold)
         per_document[comparison.SET_METRIC] = metrics.example_f1(selected, gold)
         table += "\nSelected tags:\n\n" + comparison.set_table(out_dir.parent.name, result["set_metrics"])
+    if "probability" in tags.columns:
+        result["probabilities"] = probability_check(ingest_dir, tags, documents)
+        checked = result["probabilities"]
+        table += (
+            f"\nCalibrated probabilities of the first {PROBABILITY_DEPTH} tags against the ground truth: ECE "
+            f"{checked['ece']:.4f}; expected labels per document (the probabilities' sum over the ranked list) "
+            f"{checked['expected_per_doc']:.2f}, gold {checked['gold_per_doc']:.2f}.\n"
+        )
     write_parquet(out_dir / comparison.PER_DOCUMENT, documents.with_columns(**per_document))
     write_json(out_dir / "metrics.json", result)
     write_text(out_dir / "metrics.md", table)
@@ -211,3 +220,24 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     plots.draw_recall_curves(axes, {out_dir.parent.name: curve})
     plots.save_png(figure, out_dir / "recall_at_k.png")
     return result
+
+
+def probability_check(ingest_dir: Path, tags: pl.DataFrame, documents: pl.DataFrame) -> dict[str, Any]:
+    """How true the calibrated probabilities are on the documents with ground truth: ECE and reliability points of
+    each document's first PROBABILITY_DEPTH tags (a tag is 1 when it is a gold label), and the expected number of
+    labels per document (the probabilities' sum over the ranked list) beside the gold number."""
+    truth = pl.read_parquet(ingest_dir / "ground_truth.parquet").unique().with_columns(gold=pl.lit(1.0))
+    ranked = (
+        tags.join(documents, on="doc_id")
+        .join(truth, on=["doc_id", "label_id"], how="left")
+        .with_columns(pl.col("gold").fill_null(0.0))
+    )
+    top = ranked.filter(pl.col("rank") <= PROBABILITY_DEPTH)
+    probability, gold = top["probability"].to_numpy(), top["gold"].to_numpy()
+    return {
+        "depth": PROBABILITY_DEPTH,
+        "ece": round(calibration.expected_calibration_error(probability, gold), 4),
+        "reliability": calibration.reliability(probability, gold),
+        "expected_per_doc": round(float(ranked["probability"].sum()) / documents.height, 4),
+        "gold_per_doc": round(truth.join(documents, on="doc_id").height / documents.height, 4),
+    }

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from eztag import calibration, metrics
 from eztag.errors import EztagError
 from eztag.stages import tag
-from tests.conftest import assert_one_line_error, eztag, pipeline_file, run_cli
+from tests.conftest import assert_one_line_error, eztag, pipeline_file, run_cli, write_jsonl
 from tests.stages.test_judge_stage import judge_pipeline
 
 IDENTITY = {"encoder_hash": "e" * 64, "labels_hash": "l" * 64}
@@ -173,6 +173,11 @@ def calibrated_pipeline(tmp_path: Path, tiny_llama_dir: Path, tag_table: str, ex
 @pytest.mark.slow
 def test_calibrate_then_tag_by_expected_f1(tmp_path: Path, tiny_llama_dir: Path) -> None:
     path = calibrated_pipeline(tmp_path, tiny_llama_dir, 'rule = "expected_f1"\nmax_per_doc = 5\n')
+    truth = write_jsonl(  # each package's topic's first two tools (judge_pipeline: 20 tools over 7 topics)
+        tmp_path / "truth.jsonl", [{"doc_id": f"p{i}", "label_id": f"t{i % 7 + j}"} for i in range(40) for j in (0, 7)]
+    )
+    text = path.read_text().replace('"tag"]', '"tag", "evaluate"]')
+    path.write_text(text.replace("[ingest]\n", f'[ingest]\nground_truth = "{truth}"\n'), encoding="utf-8")
     run_dir = tmp_path / "run"
     run_cli("run", str(path), "--run-dir", str(run_dir))
     report = json.loads((run_dir / "calibrate" / "report.json").read_text())
@@ -197,6 +202,25 @@ def test_calibrate_then_tag_by_expected_f1(tmp_path: Path, tiny_llama_dir: Path)
         probabilities = group["probability"].to_numpy()[None, :]
         cutoff = tag.expected_f1_cutoffs(probabilities, 0, 5)[0]
         assert group["selected"].to_list() == [rank <= cutoff for rank in group["rank"]], doc_id
+    # evaluate checks the probabilities against the ground truth: ECE of the first 10 tags, expected vs gold count
+    checked = json.loads((run_dir / "evaluate" / "metrics.json").read_text())["probabilities"]
+    truth = pl.read_parquet(run_dir / "ingest" / "ground_truth.parquet").unique()
+    top = tags.filter(pl.col("rank") <= 10).join(
+        truth.with_columns(gold=pl.lit(1.0)), on=["doc_id", "label_id"], how="left"
+    )
+    gold = top["gold"].fill_null(0.0).to_numpy()
+    assert checked["ece"] == pytest.approx(
+        calibration.expected_calibration_error(top["probability"].to_numpy(), gold), abs=1e-4
+    )
+    documents = truth["doc_id"].n_unique()
+    in_truth = tags.filter(pl.col("doc_id").is_in(truth["doc_id"].implode()))
+    assert checked["expected_per_doc"] == pytest.approx(in_truth["probability"].sum() / documents, abs=1e-4)
+    assert checked["gold_per_doc"] == pytest.approx(truth.height / documents, abs=1e-4)
+    assert (
+        sum(point["count"] for point in checked["reliability"])
+        == top.filter(pl.col("doc_id").is_in(truth["doc_id"].implode())).height
+    )
+    assert "Calibrated probabilities of the first 10 tags" in (run_dir / "evaluate" / "metrics.md").read_text()
     matrix = sp.load_npz(run_dir / "tag" / "tags.npz")
     selected = tags.filter(pl.col("selected"))
     assert matrix.nnz == selected.height
