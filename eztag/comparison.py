@@ -317,13 +317,24 @@ def markdown(comparison: Comparison) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def set_table(name: str, values: dict[str, float]) -> str:
-    """One Markdown row of the selected tags' set metrics."""
+def set_table(runs: dict[str, dict[str, float]]) -> str:
+    """The selected tags' set metrics as Markdown, one row per run."""
     columns = ("example_F1", "micro_F1", "macro_F1", "example_P", "example_R", "tags_per_doc", "gold_per_doc")
-    return (
-        "| run | " + " | ".join(columns) + " |\n|---|" + "---:|" * len(columns) + "\n"
+    rows = [
         f"| {name} | " + " | ".join(f"{values[column]:.4f}" for column in columns) + " |\n"
-    )
+        for name, values in runs.items()
+    ]
+    return "| run | " + " | ".join(columns) + " |\n|---|" + "---:|" * len(columns) + "\n" + "".join(rows)
+
+
+def probability_table(runs: dict[str, dict[str, Any]]) -> str:
+    """Each run's calibrated probabilities against the ground truth (evaluate's check), one row per run."""
+    rows = [
+        f"| {name} | {checked['ece']:.4f} | {checked['expected_per_doc']:.2f} | {checked['gold_per_doc']:.2f} |\n"
+        for name, checked in runs.items()
+    ]
+    header = "| run | ECE, first 10 tags | expected labels per document | gold labels per document |\n"
+    return header + "|---|---:|---:|---:|\n" + "".join(rows)
 
 
 def markdown_table(results: dict[str, dict[str, float]], ks: list[int]) -> str:
@@ -361,7 +372,7 @@ def compare(
 ) -> tuple[str, Comparison]:
     """Side-by-side Markdown table, recall@k plot and paired bootstrap intervals of every run against the first
     for several finished runs; returns (the Markdown of comparison.md, the intervals)."""
-    results, curves, ks = {}, {}, None
+    results, curves, ks, selected, probabilities = {}, {}, None, {}, {}
     names = run_names(run_dirs)
     for run_dir, name in zip(run_dirs, names, strict=True):
         path = run_dir / EVALUATE_DIR / "metrics.json"
@@ -370,7 +381,17 @@ def compare(
         data = json.loads(path.read_text())
         results[name], curves[name] = data["metrics"], data["recall_curve"]
         ks = [k for k in data["ks"] if ks is None or k in ks]
+        if "set_metrics" in data:
+            selected[name] = data["set_metrics"]
+        if "probabilities" in data:
+            probabilities[name] = data["probabilities"]
     table = markdown_table(results, ks or [])
+    if selected:
+        table += "\nSelected tags:\n\n" + set_table(selected)
+    if probabilities:
+        table += "\nCalibrated probabilities against the ground truth (evaluate):\n\n" + probability_table(
+            probabilities
+        )
     intervals = compare_runs(run_dirs, names, ks or [], resamples=resamples, confidence=confidence)
     extra = markdown(intervals)
     table += f"\n{extra}" if extra else ""

@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from eztag import comparison
 from tests.conftest import assert_one_line_error, eztag, run_cli, write_jsonl
 from tests.support.browser import Browser, chromium
 
@@ -175,7 +176,10 @@ def test_compare_keeps_runs_with_the_same_folder_name(judged_run: Path, tmp_path
     agreement = [row for row in rows if " | overlap | " in row or " | same | " in row]
     table = [row for row in rows if "[" not in row and row not in agreement]
     intervals = [row for row in rows if "[" in row]
-    assert len(table) == 10  # five metrics for each run
+    assert len(table) == 12  # five metrics for each run, then each run's selected tags
+    set_metrics = json.loads((judged_run / "evaluate" / "metrics.json").read_text(encoding="utf-8"))["set_metrics"]
+    selected = comparison.set_table({"a/run": set_metrics, "b/run": set_metrics}).splitlines()[2:]
+    assert table[-2:] == selected
     ones = " | ".join(["1.0000"] * 3)  # a copy's ranked lists are the baseline's
     tagged = pl.read_parquet(judged_run / "tag" / "tags.parquet")["doc_id"].n_unique()
     assert agreement == [f"| b/run | {tagged} | {measure} | {ones} |" for measure in ("overlap", "same")]

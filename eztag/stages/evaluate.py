@@ -204,7 +204,7 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
         selected = label_sets(ingest_dir, tags.filter(pl.col("selected")))
         result["set_metrics"] = metrics.set_metrics(selected, gold)
         per_document[comparison.SET_METRIC] = metrics.example_f1(selected, gold)
-        table += "\nSelected tags:\n\n" + comparison.set_table(out_dir.parent.name, result["set_metrics"])
+        table += "\nSelected tags:\n\n" + comparison.set_table({out_dir.parent.name: result["set_metrics"]})
     if "probability" in tags.columns:
         result["probabilities"] = probability_check(ingest_dir, tags, documents)
         checked = result["probabilities"]

@@ -221,6 +221,9 @@ def test_calibrate_then_tag_by_expected_f1(tmp_path: Path, tiny_llama_dir: Path)
         == top.filter(pl.col("doc_id").is_in(truth["doc_id"].implode())).height
     )
     assert "Calibrated probabilities of the first 10 tags" in (run_dir / "evaluate" / "metrics.md").read_text()
+    compared = run_cli("compare", str(run_dir), "--out", str(tmp_path / "compared")).stdout
+    row = f"| run | {checked['ece']:.4f} | {checked['expected_per_doc']:.2f} | {checked['gold_per_doc']:.2f} |"
+    assert row in compared.splitlines()
     matrix = sp.load_npz(run_dir / "tag" / "tags.npz")
     selected = tags.filter(pl.col("selected"))
     assert matrix.nnz == selected.height
