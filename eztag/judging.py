@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import hashlib
 import json
 import time
@@ -117,23 +118,25 @@ def load_cache(cache_dir: Path) -> dict[str, tuple[float | None, float | None]]:
 def build_judge(config: JudgeConfig) -> Judge:
     """The configured judge backend; built once per process for the same backend, model (and model files),
     prompt and options: a vLLM engine or a loaded model is kept for the next stage or round that asks for it,
-    until `release_judge` or another judge is built."""
+    until `release_judge` or another judge is built. The judge kept before is released first: two engines of a 1.5B
+    model need not fit in memory together (a sweep over judges builds one after another)."""
     files = tuple(model_files(Path(config.model)))  # a model folder retrained in place is a new judge
-    options = tuple(sorted(config.options.items()))
-    return _built_judge(config.backend, config.model, files, config.template, config.domain, options)
+    key = (config.backend, config.model, files, config.template, config.domain, tuple(sorted(config.options.items())))
+    if key not in _KEPT:
+        release_judge()
+        _KEPT[key] = JUDGES.construct(
+            config.backend, config.model, PromptTemplate.named(config.template, config.domain), **config.options
+        )
+    return _KEPT[key]
 
 
-@functools.lru_cache(maxsize=1)
-def _built_judge(
-    backend: str, model: str, files: tuple, template: str, domain: str, options: tuple[tuple[str, Any], ...]
-) -> Judge:
-    del files  # part of the cache key only
-    return JUDGES.construct(backend, model, PromptTemplate.named(template, domain), **dict(options))
+_KEPT: dict[tuple[Any, ...], Judge] = {}
 
 
 def release_judge() -> None:
-    """Drop the judge `build_judge` keeps (its model or engine is freed when nothing else holds it)."""
-    _built_judge.cache_clear()
+    """Drop the judge `build_judge` keeps and collect it now (a vLLM engine shuts its workers down when freed)."""
+    _KEPT.clear()
+    gc.collect()
 
 
 def judge_worker(config: JudgeConfig, model_id: str) -> Callable[[list[Pair]], tuple[list[Judgment], float]]:

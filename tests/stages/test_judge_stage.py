@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import polars as pl
@@ -14,7 +15,8 @@ import pytest
 
 from eztag.artifacts import read_shards
 from eztag.errors import EztagError
-from eztag.judging import SHARD_SCHEMA, release_judge
+from eztag.judges import JUDGES
+from eztag.judging import SHARD_SCHEMA, JudgeConfig, build_judge, release_judge
 from eztag.pipeline import Pipeline
 from tests.conftest import cli_env, run_cli, write_jsonl
 
@@ -131,3 +133,27 @@ def test_label_and_description_templates_shape_the_prompt(tmp_path: Path, tiny_l
     assert "Tag group" not in prompts["no group"]
     with pytest.raises(EztagError, match=r"judge.label_template.*unknown template field '\{tag\}'"):
         Pipeline.load(path, ["judge.label_template='{tag}'"])
+
+
+def test_a_new_judge_is_built_after_the_kept_one_is_freed(
+    tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """build_judge keeps one judge; asked for another, it frees the kept one first, so that two engines of a large
+    model never have to fit in memory together (a sweep over judges builds them one after another)."""
+    release_judge()
+    float32, bfloat16 = ({"device": "cpu", "precision": precision} for precision in ("float32", "bfloat16"))
+    first = build_judge(JudgeConfig(model=str(tiny_llama_dir), options=float32))
+    assert build_judge(JudgeConfig(model=str(tiny_llama_dir), options=float32)) is first
+    kept = weakref.ref(first)
+    del first
+    freed_before_building = []
+    construct = JUDGES.construct
+
+    def spy(*args: object, **options: object) -> object:
+        freed_before_building.append(kept() is None)
+        return construct(*args, **options)
+
+    monkeypatch.setattr(JUDGES, "construct", spy)
+    build_judge(JudgeConfig(model=str(tiny_llama_dir), options=bfloat16))
+    assert freed_before_building == [True]
+    release_judge()
