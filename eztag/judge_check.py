@@ -13,6 +13,7 @@ be done; across zero, the judge adds nothing this check can see.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -150,10 +151,13 @@ def check(run_dir: Path, distil: DistilConfig | None, resamples: int, confidence
     yes_rate = float(says_yes["yes"].to_numpy().mean())
     labelled = says_yes.filter(pl.col("doc_id").is_in(doc_ids))
     gold_flags = labelled["gold"].to_numpy()
+    judged = json.loads((run_dir / "judge" / "report.json").read_text(encoding="utf-8"))
     return {
         "documents": len(doc_ids),
         "unlabelled_documents": scored["doc_id"].n_unique() - len(doc_ids),
         "pairs": judgments.height,
+        "judged_now": judged["judged_now"],
+        "pairs_per_second": judged.get("pairs_per_second"),  # of the pairs judged now; None when all were cached
         "failures": judgments.height - scored.height,
         "gold_among_candidates": round(float(labelled["gold"].to_numpy().sum() / n_gold.sum()), 4),
         "yes_rate": round(yes_rate, 4),
@@ -259,13 +263,15 @@ def sweep_markdown(results: dict[str, dict[str, Any]]) -> str:
     """A sweep of checks as Markdown: per variant, the order distil trains towards against the student, and the
     variant with the largest nDCG@5 gain."""
     level = f"{next(iter(results.values()))['confidence']:.0%}"
-    header = ["variant", "order", "documents", "pairs", "yes-rate"]
+    header = ["variant", "order", "documents", "pairs", "judged pairs/s", "yes-rate"]
     for metric in METRICS:
         header += [f"student {metric}", metric, f"{metric} vs student [{level}]"]
     lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
     for name, result in results.items():
         student, teacher = result["orders"][0], result["orders"][-1]
-        cells = [name, teacher["order"], str(result["documents"]), str(result["pairs"]), f"{result['yes_rate']:.0%}"]
+        speed = "cached" if result["pairs_per_second"] is None else f"{result['pairs_per_second']:.2f}"
+        cells = [name, teacher["order"], str(result["documents"]), str(result["pairs"]), speed]
+        cells.append(f"{result['yes_rate']:.0%}")
         for metric in METRICS:
             difference, low, high = teacher["vs_student"][metric]
             cells += [

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from eztag import judge_check
-from eztag.artifacts import write_parquet
+from eztag.artifacts import write_json, write_parquet
 from eztag.judging import YES_RATE_BOUNDS, YES_RATE_MIN_PAIRS, yes_rate_warning
 from tests.conftest import assert_one_line_error, eztag, run_cli, write_jsonl
 
@@ -90,6 +90,9 @@ def test_a_check_judge_sweep_is_each_check_and_names_the_best(tmp_path: Path, ti
         assert check == json.loads((runs / name / "judge-check.json").read_text(encoding="utf-8"))
         assert check["documents"] == 6 and check["pairs"] == 6 * int(name[1])
     assert [check["orders"][-1]["order"] for check in checks.values()] == ["judge", "teacher (combined w=0.25)"] * 2
+    # the first variant judged its pairs; the top 2 of the same candidates were all in the judge cache
+    assert checks["k3_judge"]["pairs_per_second"] > 0 and checks["k3_judge"]["judged_now"] == 18
+    assert checks["k2_judge"]["pairs_per_second"] is None and checks["k2_judge"]["judged_now"] == 0
     # a teacher weight orders the same judgments: the check's stages are taken from the variant that ran them
     judged = runs / "k3_w0.25" / "judge" / "judgments.parquet"
     assert judged.stat().st_ino == (runs / "k3_judge" / "judge" / "judgments.parquet").stat().st_ino
@@ -124,6 +127,7 @@ def write_run(run_dir: Path, rows: list[tuple[str, str, float, float, bool]]) ->
     )
     write_parquet(run_dir / "judge" / "judgments.parquet", ranked.drop("gold"))
     write_parquet(run_dir / "ingest" / "ground_truth.parquet", frame.filter("gold").select("doc_id", "label_id"))
+    write_json(run_dir / "judge" / "report.json", {"judged_now": 0, "pairs_per_second": None})  # all from a cache
 
 
 def test_a_judge_that_finds_what_the_student_misses_is_worth_distilling(tmp_path: Path) -> None:
