@@ -134,7 +134,9 @@ _KEPT: dict[tuple[Any, ...], Judge] = {}
 
 
 def release_judge() -> None:
-    """Drop the judge `build_judge` keeps and collect it now (a vLLM engine shuts its workers down when freed)."""
+    """Close and drop the judge `build_judge` keeps (a vLLM engine's processes end), and collect it now."""
+    for judge in _KEPT.values():
+        judge.close()
     _KEPT.clear()
     gc.collect()
 

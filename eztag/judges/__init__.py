@@ -77,6 +77,9 @@ class Judge(ABC):
     def load(self) -> None:  # noqa: B027 -- a no-op for backends with nothing to load
         """Load the model now (backends that load it on first use), so that scoring times exclude loading."""
 
+    def close(self) -> None:  # noqa: B027 -- a no-op for backends whose memory goes with the object
+        """Free what outlives the judge object (an engine's processes); the judge is not used after it."""
+
     @abstractmethod
     def score(self, pairs: Sequence[Pair]) -> list[Judgment]:
         """One judgment per pair, in input order; failures carry a reason and no score."""

@@ -83,7 +83,7 @@ def cpu_environment(
 def auto_dtype(on_cpu: bool, flags: set[str], bf16_speedup: Callable[[], float]) -> str:
     """bfloat16 on a GPU, on a CPU with AMX, or on an AVX512_BF16 CPU where `bf16_speedup()` (a measurement) is at
     least BF16_MIN_SPEEDUP; float32 elsewhere. AVX512_BF16 alone says nothing: a bf16 GEMM took 0.45x the float32 time
-    on one such host and 1.4-1.8x on another (benchmarks/results/judge-speed.md). Without it bf16 is emulated: a
+    on one such host and 1.4-1.8x on another (docs/judges.md, Speed). Without it bf16 is emulated: a
     bf16 GEMM took 134x the float32 time on an AVX2-only AMD EPYC, and the measurement 131 s, so it is not measured.
     The margin keeps the choice, which is part of the judge cache key, from flipping between runs on one host."""
     if not on_cpu or "amx_bf16" in flags:
@@ -194,6 +194,12 @@ class VLLMJudge(Judge):
 
     def load(self) -> None:
         self.llm  # noqa: B018 -- the cached property starts it
+
+    def close(self) -> None:
+        """Shut the engine's core process down, if it started: dropping the engine does not (it outlives it)."""
+        llm = self.__dict__.pop("llm", None)
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown()
 
     def generate(self, messages: Sequence[list[dict[str, str]]], max_new_tokens: int) -> list[str]:
         """Greedy completions (repetition penalty 1.2, as the transformers backend), one `generate` for the batch."""

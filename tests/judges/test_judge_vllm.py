@@ -101,3 +101,21 @@ def test_vllm_generates_greedy_synonyms(engine: VLLMJudge) -> None:
     assert first.strip() and second.strip() and first != second
     alone = uncached(engine).generate([messages], 24)
     assert alone[0].strip() and uncached(engine).generate([messages], 24) == alone
+
+
+@pytest.mark.slow
+def test_closing_the_judge_ends_the_engine_processes(engine: VLLMJudge) -> None:
+    """Last in this module (it closes the module's engine): dropping a vLLM engine leaves its core process running,
+    `close` ends it (build_judge closes the judge it keeps before building another)."""
+    import psutil
+
+    def engine_processes() -> list[psutil.Process]:  # VLLM::EngineCore and its VLLM::Worker
+        children = psutil.Process().children(recursive=True)
+        running = [child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
+        return [child for child in running if child.name().startswith("VLLM")]
+
+    engine.load()
+    assert engine_processes()
+    engine.close()
+    _gone, alive = psutil.wait_procs(engine_processes(), timeout=30)
+    assert not alive and "llm" not in engine.__dict__
