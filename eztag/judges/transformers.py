@@ -64,7 +64,10 @@ class TransformersJudge(Judge):
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, gguf_file=self.gguf_file)
         except OSError as error:
             raise _load_error(model, error) from None
-        self.model_id = model if self.gguf_file is None else f"{model}:{self.gguf_file}"
+        weights = model if self.gguf_file is None else f"{model}:{self.gguf_file}"
+        # the precision changes the verdicts (P(yes) by up to 0.04 between bf16 and fp32), so it is part of the
+        # cache key, as the vllm backend's dtype is
+        self.model_id = f"{weights}@transformers-{str(dtype).removeprefix('torch.')}"
         if batch_size < 1 or token_budget < 0:
             raise EztagError("batch_size must be positive and token_budget at least 0", field="judge.options")
         self.batch_size = batch_size

@@ -56,7 +56,7 @@ def test_scoring_paths_match_naive_tiny_llama(tiny_llama_dir: Path, template: st
 @pytest.mark.slow
 def test_scoring_paths_match_naive_smollm2() -> None:
     judge = TransformersJudge("default", PromptTemplate.named("yes-no", "software package"), device="cpu")
-    assert judge.model_id == "default:SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert judge.model_id == "default:SmolLM2-135M-Instruct.Q4_1.gguf@transformers-float32"
     assert judge.settings == {
         "device": "cpu",
         "dtype": "float32",
