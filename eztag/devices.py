@@ -43,7 +43,7 @@ def bf16_gemm_speedup(size: int = 512, repeats: int = 20) -> float:
     """How many times faster a bfloat16 matrix product is than a float32 one on this CPU, measured now (interleaved,
     the second pass kept; about a second on 2 AVX512_BF16 cores, 131 s on an AVX2-only CPU that emulates bf16, where
     `auto_dtype` does not call it). CPUs with the same flags differ: 2.2x on an AMD EPYC with AVX512_BF16, 0.55-0.7x
-    on an AVX512_BF16 host without AMX (benchmarks/results/judge-speed.md); 0.0074x on that AVX2-only AMD EPYC."""
+    on an AVX512_BF16 host without AMX (docs/judges.md, Speed); 0.0074x on that AVX2-only AMD EPYC."""
     import time
 
     import torch

@@ -3,7 +3,7 @@ checks of vLLM against the transformers judge on them.
 
 Bounds, from SmolLM2-135M on these 20 pairs (P(yes) differences, max / mean), measured on an AMD EPYC with AVX512_BF16
 and no AMX, where the old fixed bf16 bound (0.06 / 0.03) failed at 0.094 / 0.014:
-- float32: vLLM against transformers 0.0000 / 0.0000 (the 1.5B judge: 0.0061 / 0.0013, judge-speed.md), so
+- float32: vLLM against transformers 0.0000 / 0.0000 (the 1.5B judge: 0.0061 / 0.0013 on 200 pairs, docs/judges.md), so
   FLOAT32_MAX / FLOAT32_MEAN leave room for other kernels and nothing for a wrong prompt or answer token.
 - bfloat16: each engine rounds activations its own way, so two bf16 engines are compared through float32: vLLM's
   bf16 distance from the float32 answer (0.063 / 0.018) against transformers' own bf16 distance from it, measured
