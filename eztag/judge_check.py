@@ -25,7 +25,7 @@ from scipy.stats import mannwhitneyu
 from eztag import judging, metrics
 from eztag.artifacts import write_json, write_text
 from eztag.calibration import expected_calibration_error
-from eztag.comparison import paired_bootstrap
+from eztag.comparison import Interval, paired_bootstrap
 from eztag.config import apply_overrides, from_dict, load_toml
 from eztag.distillation.config import DistilConfig
 from eztag.distillation.data import teacher_scores
@@ -233,8 +233,7 @@ def markdown(result: dict[str, Any]) -> str:
         for metric in METRICS:
             cells.append(f"{row[metric]:.4f}")
             if "vs_student" in row:
-                difference, low, high = row["vs_student"][metric]
-                cells.append(f"{difference:+.4f} [{low:+.4f}, {high:+.4f}]")
+                cells.append(Interval(*row["vs_student"][metric]).text)
             else:
                 cells.append("-")
         lines.append("| " + " | ".join(cells) + " |")
@@ -273,19 +272,14 @@ def sweep_markdown(results: dict[str, dict[str, Any]]) -> str:
         cells = [name, teacher["order"], str(result["documents"]), str(result["pairs"]), speed]
         cells.append(f"{result['yes_rate']:.0%}")
         for metric in METRICS:
-            difference, low, high = teacher["vs_student"][metric]
-            cells += [
-                f"{student[metric]:.4f}",
-                f"{teacher[metric]:.4f}",
-                f"{difference:+.4f} [{low:+.4f}, {high:+.4f}]",
-            ]
+            cells += [f"{student[metric]:.4f}", f"{teacher[metric]:.4f}", Interval(*teacher["vs_student"][metric]).text]
         lines.append("| " + " | ".join(cells) + " |")
     best = max(results, key=lambda name: results[name]["orders"][-1]["vs_student"][VERDICT_METRIC][0])
     teacher = results[best]["orders"][-1]
-    difference, low, high = teacher["vs_student"][VERDICT_METRIC]
+    gain = Interval(*teacher["vs_student"][VERDICT_METRIC]).text
     lines += [
         "",
-        f"Largest {VERDICT_METRIC} gain over the student: `{best}` ({teacher['order']}): {difference:+.4f} "
-        f"[{low:+.4f}, {high:+.4f}]. Each variant's own check: RUN_DIR/VARIANT/{REPORT}.md.",
+        f"Largest {VERDICT_METRIC} gain over the student: `{best}` ({teacher['order']}): {gain}. Each variant's own "
+        f"check: RUN_DIR/VARIANT/{REPORT}.md.",
     ]
     return "\n".join(lines) + "\n"
