@@ -184,13 +184,19 @@ class VLLMJudge(Judge):
     @functools.cached_property
     def llm(self) -> Any:
         """The vLLM engine, started on first use: a run whose pairs are all cached (or that judges on Ray Data's
-        vLLM processor) never starts one here."""
-        import vllm
-
+        vLLM processor) never starts one here. vLLM sets process-wide variables for its engine as it starts (on a
+        CPU, LD_PRELOAD of tcmalloc and torch's libgomp); they are undone once the engine's processes have them, so
+        that processes started later (Ray workers, other commands) run with this process's own math libraries."""
+        saved = dict(os.environ)
         try:
+            import vllm
+
             return vllm.LLM(model=self.folder, tokenizer=self.folder, **self.engine_options)
         except (OSError, ValueError) as error:
             raise EztagError(f"vLLM cannot load judge model '{self.name}': {str(error).splitlines()[0]}") from None
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
 
     def load(self) -> None:
         self.llm  # noqa: B018 -- the cached property starts it

@@ -11,6 +11,7 @@ tests are skipped with that reason. One engine for the module (start-up is about
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,16 @@ def transformers_bf16_scores() -> list[float]:
 def engine(vllm_cache: Path) -> VLLMJudge:
     options = {"max_model_len": 512, "kv_cache_gib": 1, "enforce_eager": True}
     return VLLMJudge("smollm2-135m", TEMPLATE, dtype=ENGINE_DTYPE, **options)
+
+
+@pytest.mark.slow
+def test_starting_the_engine_leaves_this_process_environment(engine: VLLMJudge) -> None:
+    """First in this module (it starts the module's engine): the variables vLLM sets as its engine starts (on a CPU,
+    LD_PRELOAD of tcmalloc and torch's libgomp) stay the engine's, so Ray workers and commands started later by this
+    process run the same math libraries as before (they changed the last float32 bits of the ray engine's tests)."""
+    before = dict(os.environ)
+    engine.load()
+    assert dict(os.environ) == before
 
 
 @pytest.mark.slow
