@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         'then compare every variant with the first (eztag compare); with command = "check-judge" each variant is '
         "eztag check-judge and the sweep writes a table of the checks.",
     )
-    sweep.add_argument("sweep", type=Path, help="sweep TOML file ([sweep] and [variants.NAME] tables)")
+    sweep.add_argument("sweep", type=Path, help="sweep TOML file ([sweep], [variants.NAME] and [grid.AXIS] tables)")
     _pipeline_arguments(
         sweep, positional=False, run_dir="folder of the variants' run directories (default: [sweep] run_dir)"
     )
@@ -303,7 +303,7 @@ def _check_judge(args: argparse.Namespace) -> None:
 def _sweep(args: argparse.Namespace) -> None:
     """`eztag sweep`: each variant's pipeline into its run directory, then the comparison of them all."""
     from eztag import judge_check
-    from eztag.artifacts import write_json, write_text
+    from eztag.artifacts import write_text
     from eztag.report import write_comparison
     from eztag.sweep import load_sweep, stage_seconds, take_finished_stages
 
@@ -331,10 +331,7 @@ def _sweep(args: argparse.Namespace) -> None:
     stages = list(dict.fromkeys(stage for variant in sweep.variants.values() for stage in variant.pipeline.stages))
     write_text(sweep.out / "stages.md", stage_seconds(dict(zip(sweep.variants, run_dirs, strict=True)), stages))
     if checks:
-        text = judge_check.sweep_markdown(checks)
-        write_json(sweep.out / "checks.json", [{"variant": name, **check} for name, check in checks.items()])
-        write_text(sweep.out / "checks.md", text)
-        print(text, end="")
+        print(judge_check.write_sweep_checks(sweep.out, checks), end="")
         print(f"checks: {sweep.out / 'checks.md'}")
     else:
         print(write_comparison(run_dirs, sweep.out, sweep.resamples, sweep.confidence), end="")

@@ -258,6 +258,15 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_sweep_checks(out: Path, results: dict[str, dict[str, Any]]) -> str:
+    """A sweep's checks written to `out` as checks.json (one row per variant, in order) and checks.md; returns the
+    Markdown."""
+    text = sweep_markdown(results)
+    write_json(out / "checks.json", [{"variant": name, **result} for name, result in results.items()])
+    write_text(out / "checks.md", text)
+    return text
+
+
 def sweep_markdown(results: dict[str, dict[str, Any]]) -> str:
     """A sweep of checks as Markdown: per variant, the order distil trains towards against the student, and the
     variant with the largest nDCG@5 gain."""
