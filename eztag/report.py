@@ -18,11 +18,15 @@ from eztag.artifacts import write_text
 from eztag.comparison import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, Comparison
 from eztag.run_results import GROUPS, RunReport, read_run
 
+MAX_PANELS = 6
+"""Runs drawn side by side in a comparison page (the baseline first); its tables and curves show every run."""
 
-def figures(runs: list[RunReport]) -> dict[str, object]:
-    """The page's plots as SVG data URIs: metrics at k and recall curves of the evaluated runs, recall by label
-    frequency group, and per run the selected tags per document and their scores, the judge's log-odds, its
-    reliability against the ground truth, the calibrator's reliability and the distillation rounds."""
+
+def figures(runs: list[RunReport], panels: list[RunReport]) -> dict[str, object]:
+    """The page's plots as SVG data URIs: metrics at k and recall curves of the evaluated runs, and for the runs
+    drawn side by side (`panels`) recall by label frequency group, the selected tags per document and their scores,
+    the judge's log-odds, its reliability against the ground truth, the calibrator's reliability and the
+    distillation rounds."""
 
     def svg(draw: Callable[..., None], *args: object, width: float = 5.2, height: float = 3.4) -> str:
         figure, axes = plots.svg_figure(width, height)
@@ -32,7 +36,7 @@ def figures(runs: list[RunReport]) -> dict[str, object]:
     evaluated = {run.name: run.metrics for run in runs if run.metrics is not None}
     labelled = {
         run.name: (run.labels["k"], [run.labels["groups"][group]["recall"][run.labels["k"]] or 0 for group in GROUPS])
-        for run in runs
+        for run in panels
         if run.labels is not None
     }
     curves = {name: metrics["recall_curve"] for name, metrics in evaluated.items()}
@@ -42,7 +46,7 @@ def figures(runs: list[RunReport]) -> dict[str, object]:
         "groups": svg(plots.draw_group_recall, labelled, GROUPS) if labelled else None,
         "tags_per_document": {
             run.name: svg(plots.draw_counts, run.tagging["tags_per_document"], "selected tags", "documents", width=4.2)
-            for run in runs
+            for run in panels
             if run.tagging
         },
         "tag_scores": {
@@ -53,10 +57,10 @@ def figures(runs: list[RunReport]) -> dict[str, object]:
                 "selected tags",
                 width=4.2,
             )
-            for run in runs
+            for run in panels
             if run.tagging and run.tagging["scores"].size
         },
-        "log_odds": {run.name: svg(plots.draw_log_odds, run.judge["log_odds"]) for run in runs if run.judge},
+        "log_odds": {run.name: svg(plots.draw_log_odds, run.judge["log_odds"]) for run in panels if run.judge},
         "reliability": {
             run.name: svg(
                 plots.draw_reliability,
@@ -68,7 +72,7 @@ def figures(runs: list[RunReport]) -> dict[str, object]:
                 width=4.2,
                 height=3.6,
             )
-            for run in runs
+            for run in panels
             if run.judge and run.judge["gold"]
         },
         "calibration": {
@@ -83,12 +87,12 @@ def figures(runs: list[RunReport]) -> dict[str, object]:
                 width=4.2,
                 height=3.6,
             )
-            for run in runs
+            for run in panels
             if run.judge and run.judge["calibration"] and run.judge["calibration"]["reliability"]
         },
         "rounds": {
             run.name: svg(plots.draw_rounds, run.distil["rounds"], width=4.8, height=3.2)
-            for run in runs
+            for run in panels
             if run.distil and run.distil["rounds"]
         },
     }
@@ -107,9 +111,10 @@ def render(runs: list[RunReport], title: str, intervals: Comparison | None = Non
     return template.render(
         title=title,
         runs=runs,
+        panels=runs[:MAX_PANELS],
         ks=ks,
         table_metrics=comparison.TABLE_METRICS,
-        plots=figures(runs),
+        plots=figures(runs, runs[:MAX_PANELS]),
         groups=GROUPS,
         intervals=intervals,
         version=__version__,

@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from eztag import comparison
+from eztag.report import MAX_PANELS
 from tests.conftest import assert_one_line_error, eztag, run_cli, write_jsonl
 from tests.support.browser import Browser, chromium
 
@@ -192,6 +193,25 @@ def test_compare_keeps_runs_with_the_same_folder_name(judged_run: Path, tmp_path
     assert (tmp_path / "c" / "recall_at_k.png").read_bytes()[:4] == b"\x89PNG"
     same = eztag("compare", str(tmp_path / "a" / "run"), str(tmp_path / "a" / "run"), "--out", str(tmp_path / "d"))
     assert_one_line_error(same, "run directory given twice")
+
+
+def test_a_comparison_of_many_runs_draws_the_first_side_by_side_and_tables_them_all(
+    judged_run: Path, tmp_path: Path
+) -> None:
+    names = [f"r{i}" for i in range(MAX_PANELS + 2)]
+    for name in names:
+        shutil.copytree(judged_run, tmp_path / name)
+    pages = {}
+    for count in (2, MAX_PANELS, len(names)):
+        run_cli("compare", *(str(tmp_path / name) for name in names[:count]), "--out", str(tmp_path / f"c{count}"))
+        pages[count] = parse((tmp_path / f"c{count}" / "comparison.html").read_text(encoding="utf-8"))
+    every = pages[len(names)]
+    runs = {item for key in every.cells for item in key if item.startswith("data-run=")}
+    assert runs == {f"data-run={name}" for name in names}
+    per_run = (len(pages[MAX_PANELS].images) - len(pages[2].images)) / (MAX_PANELS - 2)
+    assert per_run >= 2 and len(every.images) == len(pages[MAX_PANELS].images)  # no panels past the first six
+    assert f"{len(names)} runs: the tables below cover them all" in every.text
+    assert "the tables below cover them all" not in pages[MAX_PANELS].text
 
 
 @pytest.mark.slow
