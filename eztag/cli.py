@@ -174,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
         "combination of the [grid.AXIS] options; its `set` overrides after any --set given here) into RUN_DIR/NAME, "
         "taking each stage already finished with the same settings in another variant instead of running it again, "
         'then compare every variant with the first (eztag compare); with command = "check-judge" each variant is '
-        "eztag check-judge and the sweep writes a table of the checks.",
+        "eztag check-judge and the sweep writes a table of the checks; with choose = METRIC it writes scores.json, "
+        "whose best variant's setting a later sweep starts from (best_of = FILE, among = PATTERN).",
     )
     sweep.add_argument("sweep", type=Path, help="sweep TOML file ([sweep], [variants.NAME] and [grid.AXIS] tables)")
     _pipeline_arguments(
@@ -305,7 +306,7 @@ def _sweep(args: argparse.Namespace) -> None:
     from eztag import judge_check
     from eztag.artifacts import write_text
     from eztag.report import write_comparison
-    from eztag.sweep import load_sweep, stage_seconds, take_finished_stages
+    from eztag.sweep import load_sweep, stage_seconds, take_finished_stages, write_scores
 
     sweep = load_sweep(args.sweep, _overrides(args))
     for name, variant in sweep.variants.items():
@@ -321,7 +322,7 @@ def _sweep(args: argparse.Namespace) -> None:
         forced = variant.pipeline.downstream(args.force)
         with _claimed(run_dir, args.wait):
             others = [other for other in run_dirs if other != run_dir]
-            taken = take_finished_stages(variant.pipeline, run_dir, others, fresh, forced)
+            taken = take_finished_stages(variant.pipeline, run_dir, others, fresh, forced) if sweep.share else []
             if taken:
                 print(f"taken from other variants: {', '.join(taken)}")
             variant.pipeline.run(run_dir, force=[stage for stage in forced if stage not in taken])
@@ -329,13 +330,16 @@ def _sweep(args: argparse.Namespace) -> None:
                 checks[name] = judge_check.write_check(run_dir, variant.distil, sweep.resamples, sweep.confidence)
         fresh.append(run_dir)
     stages = list(dict.fromkeys(stage for variant in sweep.variants.values() for stage in variant.pipeline.stages))
-    write_text(sweep.out / "stages.md", stage_seconds(dict(zip(sweep.variants, run_dirs, strict=True)), stages))
+    named_dirs = dict(zip(sweep.variants, run_dirs, strict=True))
+    write_text(sweep.out / "stages.md", stage_seconds(named_dirs, stages))
     if checks:
         print(judge_check.write_sweep_checks(sweep.out, checks), end="")
         print(f"checks: {sweep.out / 'checks.md'}")
     else:
         print(write_comparison(run_dirs, sweep.out, sweep.resamples, sweep.confidence), end="")
         print(f"comparison: {sweep.out / 'comparison.html'}")
+    if sweep.choose is not None:
+        print(write_scores(sweep.out, sweep.choose, named_dirs, sweep.settings))
 
 
 def _tag(args: argparse.Namespace) -> None:

@@ -103,18 +103,22 @@ def load_toml(path: Path) -> dict[str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `section.key=value` overrides (value in TOML syntax; bare words are strings)."""
+    """Apply `section.key=value` overrides (value in TOML syntax; bare words are strings); a longer dotted name sets a
+    key of a nested table (`tag.conse.top=3`, `judge.options.max_model_len=1024`), creating the tables it lacks."""
     for item in overrides:
         name, sep, raw = item.partition("=")
-        section, dot, key = name.strip().partition(".")
-        if not sep or not dot or not key:
+        section, *keys = name.strip().split(".")
+        if not sep or not keys or not all([section, *keys]):
             raise EztagError(f"override '{item}' is not of the form section.key=value", field="--set")
         try:
             value = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw
-        table = data.setdefault(section, {})
-        if not isinstance(table, dict):
-            raise EztagError(f"'{section}' is not a table, cannot set '{key}'", field="--set")
-        table[key] = value
+        table, path = data, []
+        for key in [section, *keys[:-1]]:
+            path.append(key)
+            table = table.setdefault(key, {})
+            if not isinstance(table, dict):
+                raise EztagError(f"'{'.'.join(path)}' is not a table, cannot set '{keys[-1]}'", field="--set")
+        table[keys[-1]] = value
     return data

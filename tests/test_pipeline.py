@@ -172,3 +172,14 @@ def test_config_error_is_one_line(tmp_path: Path, small_inputs: tuple[Path, Path
     assert result.stderr.strip().splitlines() == [
         f"eztag: error: {config}: field '[tag]': unknown key 'kk' (did you mean 'k'?)"
     ]
+
+
+def test_a_longer_dotted_set_reaches_a_nested_table(tmp_path: Path, small_inputs: tuple[Path, Path]) -> None:
+    config = pipeline_file(tmp_path, *small_inputs, extra="[index]\noptions = { query_batch_size = 8 }\n")
+    dotted = Pipeline.load(
+        config, ["tag.conse.top=3", "tag.conse.alpha=0.2", "tag.conse.temperature=0.1", "index.options.device='cpu'"]
+    )
+    inline = Pipeline.load(config, ["tag.conse={top = 3, alpha = 0.2, temperature = 0.1}"])
+    assert dotted.configs["tag"].conse == inline.configs["tag"].conse
+    assert (dotted.configs["tag"].conse.top, dotted.configs["tag"].conse.alpha) == (3, 0.2)
+    assert dotted.configs["index"].options == {"query_batch_size": 8, "device": "cpu"}  # the table's other keys kept

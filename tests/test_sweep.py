@@ -25,7 +25,7 @@ VARIANTS = {"base": [], "three-tags": ["tag.max_per_doc=3"], "described": [TEMPL
 
 def sweep_text(pipeline: Path, variants: dict[str, list[str]]) -> str:
     tables = "".join(f"[variants.{name}]\nset = {json.dumps(sets)}\n" for name, sets in variants.items())
-    places = f'pipeline = "{pipeline}"\nrun_dir = "runs"\nout = "comparison"\n'
+    places = f'pipeline = "{pipeline}"\nrun_dir = "runs"\nout = "comparison"\nchoose = "nDCG@3"\n'
     return f"[sweep]\n{places}set = {json.dumps(SHARED)}\n{tables}"
 
 
@@ -82,6 +82,59 @@ def test_comparison_is_eztag_compare(sweep: Path) -> None:
     assert (sweep.parent / "comparison" / "comparison.html").stat().st_size > 0
 
 
+def test_a_sweep_that_does_not_share_runs_every_stage_itself(sweep: Path) -> None:
+    """share = false (timing sweeps): a second variant with the same settings (in a timing sweep, another engine)
+    runs every stage itself (its own files, its own seconds) and writes what the first wrote."""
+    path = sweep.parent / "unshared.toml"
+    path.write_text(
+        f'[sweep]\npipeline = "{sweep.parent / "pipeline.toml"}"\nrun_dir = "unshared"\nout = "unshared-out"\n'
+        "share = false\n[variants.first]\n[variants.again]\n"
+    )
+    result = run_cli("sweep", str(path), cwd=sweep.parent)
+    runs = sweep.parent / "unshared"
+    assert "taken from" not in result.stdout and result.stdout.count("running") == 2 * 5
+    for stage in ("ingest", "encode", "index", "tag", "evaluate"):
+        assert inode(runs / "again", stage) != inode(runs / "first", stage)
+    naming_the_folder = {"evaluate/metrics.md", "evaluate/recall_at_k.png"}  # the run's name in table and legend
+    assert set(differing_outputs(runs / "again", runs / "first")) <= naming_the_folder
+
+
+def test_scores_rank_each_variants_setting_and_a_later_sweep_starts_from_the_best(sweep: Path) -> None:
+    """scores.json holds each variant's nDCG@3 (its metrics.json) and setting (without the sweep's own `set`); a
+    sweep with best_of starts every variant from the best one's setting (ties: the first), a variant or a grid option
+    with its own best_of adds that one's, `among` narrowing the choice."""
+    metrics = {
+        name: json.loads((sweep.parent / "runs" / name / "evaluate" / "metrics.json").read_text())["metrics"]["nDCG@3"]
+        for name in VARIANTS
+    }
+    scores = json.loads((sweep.parent / "comparison" / "scores.json").read_text())
+    assert scores == {
+        "metric": "nDCG@3",
+        "variants": [{"name": name, "value": metrics[name], "set": sets} for name, sets in VARIANTS.items()],
+    }
+    assert metrics["base"] == metrics["three-tags"]  # a selection rule leaves the ranking: a tie, the first wins
+    best = max(VARIANTS, key=metrics.__getitem__)
+    pipeline = sweep.parent / "pipeline.toml"
+    chained = sweep.parent / "chained.toml"
+    chained.write_text(
+        f'[sweep]\npipeline = "{pipeline}"\nrun_dir = "r"\nout = "o"\nbest_of = "comparison/scores.json"\n'
+        "[variants.best]\n[variants.best-two-tags]\nset = ['tag.max_per_doc=2']\n"
+        "[grid.start]\nnarrowed = { best_of = 'comparison/scores.json', among = 'th*' }\nplain = []\n"
+    )
+    loaded = load_sweep(chained, ["tag.k=5"])
+    assert loaded.settings == {
+        "best": VARIANTS[best],
+        "best-two-tags": [*VARIANTS[best], "tag.max_per_doc=2"],
+        "narrowed": [*VARIANTS[best], *VARIANTS["three-tags"]],
+        "plain": VARIANTS[best],
+    }
+    for name, variant in loaded.variants.items():
+        alone = Pipeline.load(pipeline, ["tag.k=5", *loaded.settings[name]])
+        assert {stage: to_dict(config) for stage, config in variant.pipeline.configs.items()} == {
+            stage: to_dict(config) for stage, config in alone.configs.items()
+        }
+
+
 def test_stage_seconds_are_each_variants_manifest(sweep: Path) -> None:
     lines = (sweep.parent / "comparison" / "stages.md").read_text().splitlines()
     assert lines[2] == "| variant | ingest | encode | index | tag | evaluate | sum |"
@@ -126,6 +179,21 @@ def test_a_run_directory_another_run_holds_is_not_read(sweep: Path, tmp_path: Pa
         ("grid-dot", "{pipeline_and_dirs}[grid.k]\nk0.5 = []\nb = []\n", [], ["grid.k.k0", "quotes"]),
         ("grid-twice", "{pipeline_and_dirs}[variants.a]\n[grid.k]\na = []\n", [], ["variants.a", "named twice"]),
         ("check-labels", "{pipeline_and_dirs}command = 'check-judge'\n[variants.a]\n[variants.b]\n", [], ["labelled"]),
+        ("choose-no-evaluate", "{pipeline_and_dirs}choose = 'P@1'\n[variants.a]\n[variants.b]\n", [], ["evaluate"]),
+        ("among-alone", "{pipeline_and_dirs}[variants.a]\namong = 'x*'\n[variants.b]\n", [], ["variants.a.among"]),
+        ("no-scores", "{pipeline_and_dirs}best_of = 's.json'\n[variants.a]\n[variants.b]\n", [], ["s.json", "choose"]),
+        (
+            "none-among",
+            "{pipeline_and_dirs}best_of = 'sc.json'\namong = 'z*'\n[variants.a]\n[variants.b]\n",
+            [],
+            ["sc.json", "sweep.among", "'z*'"],
+        ),
+        (
+            "nested-set",
+            "{pipeline_and_dirs}[variants.a]\n[variants.b]\nset = ['ingest.labels.x=1']\n",
+            [],
+            ["'ingest.labels' is not a table"],
+        ),
     ],
 )
 def test_bad_sweep_fails_before_running(
@@ -133,6 +201,7 @@ def test_bad_sweep_fails_before_running(
 ) -> None:
     write_jsonl(tmp_path / "d.jsonl", [{"id": "d1", "text": "a chess engine"}])
     write_jsonl(tmp_path / "l.jsonl", [{"id": "chess", "text": "chess"}])
+    (tmp_path / "sc.json").write_text(json.dumps({"metric": "P@1", "variants": [{"name": "a", "value": 1, "set": []}]}))
     pipeline = tmp_path / "pipeline.toml"
     pipeline.write_text('[pipeline]\nstages = ["ingest"]\n[ingest]\ndocuments = "d.jsonl"\nlabels = "l.jsonl"\n')
     path = tmp_path / "sweep.toml"

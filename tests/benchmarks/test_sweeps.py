@@ -26,7 +26,10 @@ def test_benchmark_sweep_loads(path: Path) -> None:
     assert sweep.run_dir.resolve().is_relative_to(REPO / "runs")
     assert sweep.out.resolve().is_relative_to(REPO / "benchmarks" / "results")
     baseline, *others = sweep.variants.values()
+    base = baseline.pipeline
     for variant in others:
         configs = variant.pipeline.configs
-        differs = any(to_dict(configs[name]) != to_dict(baseline.pipeline.configs[name]) for name in configs)
+        differs = to_dict(variant.pipeline.section) != to_dict(base.section) or any(
+            name not in base.configs or to_dict(configs[name]) != to_dict(base.configs[name]) for name in configs
+        )
         assert differs or variant.distil != baseline.distil
