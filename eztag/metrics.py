@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 DEFAULT_KS = (1, 3, 5, 10, 100)
+SET_METRICS = ("example_P", "example_R", "example_F1", "micro_F1", "macro_F1", "tags_per_doc", "gold_per_doc")
+"""The metrics of the selected tags (`set_metrics`), beside the ranked-list metrics at each k."""
 
 
 def propensities(label_counts: np.ndarray, n_documents: int, a: float = 0.55, b: float = 1.5) -> np.ndarray:

@@ -9,9 +9,10 @@ one already finished in another variant's run directory is taken from there, har
 `eztag run`, and the comparison is a table of the checks.
 
 Choices chain: with `choose = METRIC` a sweep writes OUT/scores.json, each variant's METRIC (evaluate's metrics.json)
-and its setting (the overrides it adds to the sweep's own `set`); `best_of = "…/scores.json"` in [sweep] or in a
-[variants.NAME] table starts from the setting of the best variant there (`among` = a name pattern narrows the
-choice), so a setting chosen on one split is run on another, or refined by the next sweep.
+and its setting (the overrides it adds to the sweep's own `set`); `best_of = "…/scores.json"` in [sweep], in a
+[variants.NAME] table or in a grid option's table starts from the setting of the best variant there (`among` = a
+name pattern narrows the choice), so a setting chosen on one split is run on another, or refined by the next sweep.
+`share = false` runs every stage in every variant (timing sweeps).
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from typing import Any, Literal
 
 from eztag import judge_check
 from eztag.artifacts import RunDir, write_json
-from eztag.comparison import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, EVALUATE_DIR
+from eztag.comparison import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, EVALUATE_DIR, TABLE_METRICS
 from eztag.config import coerce, from_dict, load_toml
 from eztag.distillation.config import DistilConfig
 from eztag.errors import EztagError
+from eztag.metrics import SET_METRICS
 from eztag.pipeline import Pipeline
 from eztag.runlock import run_lock
 
@@ -153,8 +155,8 @@ def load_sweep(path: Path, overrides: list[str]) -> Sweep:
             variants[name] = _variant(path.parent, section, [*section.set, *overrides, *sets])
         except EztagError as error:
             raise EztagError(f"variant '{name}': {error.message}", file=error.file, field=error.field) from None
-        if section.choose is not None and "evaluate" not in variants[name].pipeline.stages:
-            raise EztagError(f"variant '{name}': choose needs the evaluate stage", file=path, field="sweep.choose")
+        if section.choose is not None:
+            _check_choose(section.choose, name, variants[name].pipeline, path)
     base = path.parent
     return Sweep(
         section.command,
@@ -167,6 +169,21 @@ def load_sweep(path: Path, overrides: list[str]) -> Sweep:
         section.choose,
         section.share,
     )
+
+
+def _check_choose(metric: str, name: str, pipeline: Pipeline, path: Path) -> None:
+    """Fail unless the variant `name`'s evaluate stage writes `metric` (METRIC@k with k in its ks, or a set metric)."""
+    if "evaluate" not in pipeline.stages:
+        raise EztagError(f"variant '{name}': choose needs the evaluate stage", file=path, field="sweep.choose")
+    ks = pipeline.configs["evaluate"].ks
+    measure, at, k = metric.partition("@")
+    if not (measure in TABLE_METRICS and k.isdigit() and int(k) in ks if at else metric in SET_METRICS):
+        raise EztagError(
+            f"variant '{name}': evaluate writes no {metric!r}: METRIC@k ({', '.join(TABLE_METRICS)}; k in "
+            f"evaluate.ks = {ks}) or {', '.join(SET_METRICS)}",
+            file=path,
+            field="sweep.choose",
+        )
 
 
 def best_setting(path: Path, table: BestOf, field: str) -> list[str]:

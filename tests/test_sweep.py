@@ -21,6 +21,7 @@ pytestmark = pytest.mark.xdist_group("sweep")  # one worker: the module fixture 
 TEMPLATE = 'encode.label_template="{text}[ ({description})]"'
 SHARED = ["tag.k=10"]  # the sweep's own overrides, before each variant's
 VARIANTS = {"base": [], "three-tags": ["tag.max_per_doc=3"], "described": [TEMPLATE]}
+EVALUATED = ["--set", 'pipeline.stages=["ingest", "encode", "index", "tag", "evaluate"]']
 
 
 def sweep_text(pipeline: Path, variants: dict[str, list[str]]) -> str:
@@ -180,6 +181,8 @@ def test_a_run_directory_another_run_holds_is_not_read(sweep: Path, tmp_path: Pa
         ("grid-twice", "{pipeline_and_dirs}[variants.a]\n[grid.k]\na = []\n", [], ["variants.a", "named twice"]),
         ("check-labels", "{pipeline_and_dirs}command = 'check-judge'\n[variants.a]\n[variants.b]\n", [], ["labelled"]),
         ("choose-no-evaluate", "{pipeline_and_dirs}choose = 'P@1'\n[variants.a]\n[variants.b]\n", [], ["evaluate"]),
+        ("choose-k", "{pipeline_and_dirs}choose = 'P@7'\n[variants.a]\n[variants.b]\n", EVALUATED, ["'P@7'", "ks"]),
+        ("choose-name", "{pipeline_and_dirs}choose = 'F1'\n[variants.a]\n[variants.b]\n", EVALUATED, ["'F1'"]),
         ("among-alone", "{pipeline_and_dirs}[variants.a]\namong = 'x*'\n[variants.b]\n", [], ["variants.a.among"]),
         ("no-scores", "{pipeline_and_dirs}best_of = 's.json'\n[variants.a]\n[variants.b]\n", [], ["s.json", "choose"]),
         (

@@ -65,6 +65,7 @@ def test_set_metrics_by_hand() -> None:
     # doc 0: S = {0, 1}, G = {0, 2}: F1 = 2*1/4;  doc 1: S = {}, G = {3}: F1 = 0;  doc 2: no gold, left out
     selected, gold = [{0, 1}, set(), {1}], [{0, 2}, {3}, set()]
     values = metrics.set_metrics(selected, gold)
+    assert tuple(values) == metrics.SET_METRICS  # the names a sweep may choose by
     assert values["example_F1"] == pytest.approx((0.5 + 0.0) / 2)
     assert values["example_P"] == pytest.approx((0.5 + 0.0) / 2)
     assert values["example_R"] == pytest.approx((0.5 + 0.0) / 2)
