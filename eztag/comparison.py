@@ -18,7 +18,10 @@ is seeded (a fresh `np.random.default_rng(SEED)` per run pair), so the output is
 Beside the metrics, each run's ranked lists (`tag/tags.parquet`) are compared with the baseline's, which needs no
 ground truth: overlap@k is the mean share of a document's top-k in the baseline that the run's top-k also holds
 (recall@k against the baseline: approximate against exact search, a new model against the old), same@k the share
-of documents whose top-k sets are equal, over the documents both runs tagged.
+of documents whose top-k sets are equal, over the documents both runs tagged. With ground truth, each label's found@k
+(its gold documents that have it in their top k, k = 10 or the largest evaluated k below) is set against the
+baseline's: how many labels gained, lost or kept theirs, and which moved most (why a run wins or loses: a change
+that helps a few labels a lot can cost many others a little).
 
 Runs must have evaluated the same documents; a run that did not (other ground truth, other documents) gets no
 intervals and a one-line note instead, since the metric table compares means over different documents there. A run
@@ -56,6 +59,10 @@ AGREEMENT_NOTE = (
     "overlap@k: mean share of a document's baseline top-k that the run's top-k holds; same@k: share of documents "
     "with the same top-k set."
 )
+MOVES_NOTE = (
+    "found@{k}: a label's gold documents that have it in their top {k}; per label with ground truth, the run's "
+    "against the baseline's. Most lost and gained: baseline → run, of the label's gold documents."
+)
 BATCH_VALUES = 1 << 23  # resampled values held at once per input array (64 MB of float64)
 
 
@@ -73,6 +80,23 @@ class Interval:
         return f"{self.difference:+.4f} [{self.low:+.4f}, {self.high:+.4f}]"
 
 
+@dataclasses.dataclass(frozen=True)
+class LabelMoves:
+    """Labels whose found@k (gold documents with the label in their top k) a run changed against the baseline."""
+
+    k: int
+    gained: int
+    lost: int
+    unchanged: int  # labels with ground truth whose found@k did not move
+    most_lost: list[dict[str, Any]]  # label_id, text, support, baseline, run: the largest losses first
+    most_gained: list[dict[str, Any]]
+
+    @staticmethod
+    def cell(rows: list[dict[str, Any]]) -> str:
+        """`Audio 222→271 of 370; …`: each label's found@k in the baseline, then in the run, of its support."""
+        return "; ".join(f"{row['text']} {row['baseline']}→{row['run']} of {row['support']}" for row in rows) or "-"
+
+
 @dataclasses.dataclass
 class Comparison:
     """Intervals of every run against the baseline; runs without intervals are explained in `notes`."""
@@ -87,6 +111,7 @@ class Comparison:
     method: str = METHOD
     seed: int = SEED
     agreement: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)  # run -> overlap@k, same@k
+    moves: dict[str, LabelMoves] = dataclasses.field(default_factory=dict)  # run -> its labels against the baseline
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -97,6 +122,12 @@ class Comparison:
     def agreement_note(self) -> str:
         """What overlap@k and same@k are (the HTML page's line under their table)."""
         return AGREEMENT_NOTE
+
+    @property
+    def moves_note(self) -> str:
+        """What found@k and the moves are (the HTML page's line over their table)."""
+        k = next(iter(self.moves.values())).k if self.moves else 10
+        return MOVES_NOTE.format(k=k)
 
     @property
     def set_intervals(self) -> dict[str, Interval]:
@@ -209,6 +240,68 @@ def top_k_agreement(baseline: Path, other: Path, ks: Sequence[int]) -> dict[str,
     return result
 
 
+def label_k(ks: Sequence[int]) -> int:
+    """The cut-off of per-label results: 10 when evaluated, else the largest k below it, else the least."""
+    below = [k for k in ks if k <= 10]
+    return max(below) if below else min(ks)
+
+
+def ground_truth(run_dir: Path) -> pl.DataFrame | None:
+    """The run's (doc_id, label_id) gold pairs, sorted; None without ground truth or tags."""
+    path = Path(run_dir) / "ingest" / "ground_truth.parquet"
+    if not (path.is_file() and (Path(run_dir) / "tag" / "tags.parquet").is_file()):
+        return None
+    return pl.read_parquet(path, columns=["doc_id", "label_id"]).unique().sort("doc_id", "label_id")
+
+
+def found_per_label(run_dir: Path, gold: pl.DataFrame, k: int) -> pl.DataFrame:
+    """label_id, text, support (gold documents), found (those of them with the label in their top k), one row per
+    label in `gold` (the run's `ground_truth`)."""
+    ingest = Path(run_dir) / "ingest"
+    top = pl.read_parquet(Path(run_dir) / "tag" / "tags.parquet", columns=["doc_id", "rank", "label_id"])
+    top = top.filter(pl.col("rank") <= k)
+    found = top.join(gold, on=["doc_id", "label_id"]).group_by("label_id").agg(found=pl.len())
+    texts = pl.read_parquet(ingest / "labels.parquet", columns=["label_id", "text"])
+    return (
+        gold.group_by("label_id")
+        .agg(support=pl.len())
+        .join(found, on="label_id", how="left")
+        .join(texts, on="label_id", how="left")
+        .with_columns(pl.col("found").fill_null(0).cast(pl.Int64), pl.col("support").cast(pl.Int64))
+    )
+
+
+def label_moves(baseline: pl.DataFrame, run: pl.DataFrame, k: int, shown: int = 3) -> LabelMoves:
+    """`run`'s found@k per label against `baseline`'s (both `found_per_label`), over the baseline's labels with
+    ground truth; the `shown` largest losses and gains (ties: more support first, then label_id)."""
+    joined = baseline.join(run.select("label_id", run_found="found"), on="label_id", how="left").with_columns(
+        change=pl.col("run_found").fill_null(0) - pl.col("found")
+    )
+    rows = joined.select(
+        "label_id",
+        "support",
+        text=pl.col("text").fill_null(pl.col("label_id")),
+        baseline="found",
+        run=pl.col("run_found").fill_null(0),
+        change="change",
+    )
+
+    def most(sign: int) -> list[dict[str, Any]]:
+        moved = rows.filter(pl.col("change") * sign > 0).sort(
+            [pl.col("change") * sign, "support", "label_id"], descending=[True, True, False]
+        )
+        return moved.head(shown).drop("change").to_dicts()
+
+    return LabelMoves(
+        k,
+        int((rows["change"] > 0).sum()),
+        int((rows["change"] < 0).sum()),
+        int((rows["change"] == 0).sum()),
+        most(-1),
+        most(1),
+    )
+
+
 def _columns(frame: pl.DataFrame, names: list[str]) -> np.ndarray:
     return frame.select(names).to_numpy().astype(np.float64).T.copy()
 
@@ -232,10 +325,15 @@ def compare_runs(
     frames = [_read(run_dir, name, notes) for run_dir, name in zip(run_dirs, names, strict=True)]
     baseline, base_name = frames[0], names[0]
     comparison = Comparison(base_name, list(ks), resamples, confidence, None, {}, notes, seed=seed)
+    base_gold = ground_truth(run_dirs[0]) if ks else None
+    base_found = None if base_gold is None else found_per_label(run_dirs[0], base_gold, label_k(ks))
     for run_dir, name in zip(run_dirs[1:], names[1:], strict=True):
         agreement = top_k_agreement(run_dirs[0], run_dir, ks)
         if agreement is not None:
             comparison.agreement[name] = agreement
+        gold = ground_truth(run_dir)
+        if base_gold is not None and base_found is not None and gold is not None and gold.equals(base_gold):
+            comparison.moves[name] = label_moves(base_found, found_per_label(run_dir, gold, label_k(ks)), label_k(ks))
     if baseline is None:
         if len(frames) > 1:
             notes.append(f"no intervals: the baseline {base_name} has no per-document metrics")
@@ -276,7 +374,7 @@ def compare_runs(
 def markdown(comparison: Comparison) -> str:
     """The intervals as Markdown: a heading naming the baseline, a line on the method, one table (and one for
     example_F1), the notes, then the ranked lists' agreement. Empty when there is nothing to say (a single run)."""
-    if not comparison.intervals and not comparison.notes and not comparison.agreement:
+    if not comparison.intervals and not comparison.notes and not comparison.agreement and not comparison.moves:
         return ""
     ks = comparison.ks
     lines: list[str] = []
@@ -314,6 +412,22 @@ def markdown(comparison: Comparison) -> str:
             for measure in ("overlap", "same"):
                 row = " | ".join(f"{values[f'{measure}@{k}']:.4f}" for k in ks)
                 lines.append(f"| {name} | {values['documents']:.0f} | {measure} | {row} |")
+    if comparison.moves:
+        k = next(iter(comparison.moves.values())).k
+        lines += [
+            "",
+            f"## Labels that moved against the baseline {comparison.baseline} (found@{k})",
+            "",
+            comparison.moves_note,
+            "",
+            "| run | gained | lost | unchanged | most lost | most gained |",
+            "|---|---:|---:|---:|---|---|",
+        ]
+        for name, moves in comparison.moves.items():
+            lines.append(
+                f"| {name} | {moves.gained} | {moves.lost} | {moves.unchanged} | {moves.cell(moves.most_lost)} | "
+                f"{moves.cell(moves.most_gained)} |"
+            )
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

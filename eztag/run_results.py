@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from eztag.comparison import label_k
 from eztag.errors import EztagError
 from eztag.judging import P_YES
 
@@ -78,12 +79,6 @@ def _evaluated(ingest_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     gold = pl.read_parquet(ingest_dir / "ground_truth.parquet").unique()
     labels = pl.read_parquet(ingest_dir / "labels.parquet")
     return gold, labels
-
-
-def label_k(ks: list[int]) -> int:
-    """The cut-off per-label results are shown at: 10 when evaluated, else the largest k below it, else the least."""
-    below = [k for k in ks if k <= 10]
-    return max(below) if below else min(ks)
 
 
 def frequency_groups(counts: pl.DataFrame) -> pl.DataFrame:

@@ -174,6 +174,53 @@ def test_ranked_lists_agreement_by_hand(runs: tuple[Path, Path], tmp_path: Path)
     assert f'data-agreement="same@10">{result["same@10"]:.4f}<' in page
 
 
+def test_labels_that_moved_by_hand(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    """found@10 per gold label in each run, counted from the files by hand, against the comparison's moves."""
+    gold = pl.read_parquet(runs[0] / "ingest" / "ground_truth.parquet").unique()
+    texts = dict(pl.read_parquet(runs[0] / "ingest" / "labels.parquet").select("label_id", "text").iter_rows())
+    found = []
+    for run in runs:
+        top = pl.read_parquet(run / "tag" / "tags.parquet").filter(pl.col("rank") <= 10)
+        pairs = set(top.select("doc_id", "label_id").iter_rows())
+        found.append(
+            {
+                label: sum((doc, label) in pairs for doc in group["doc_id"])
+                for (label,), group in gold.group_by("label_id")
+            }
+        )
+    change = {label: found[1][label] - found[0][label] for label in found[0]}
+    moves = comparison.compare_runs(list(runs), ["base", "described"], KS).moves["described"]
+    assert (moves.k, moves.gained, moves.lost) == (
+        10,
+        sum(c > 0 for c in change.values()),
+        sum(c < 0 for c in change.values()),
+    )
+    assert moves.unchanged == sum(c == 0 for c in change.values()) and moves.gained + moves.lost > 0
+    support = dict(gold.group_by("label_id").agg(pl.len()).iter_rows())
+    for rows, sign in ((moves.most_lost, -1), (moves.most_gained, 1)):
+        expected = sorted(
+            (label for label, c in change.items() if c * sign > 0),
+            key=lambda label: (-change[label] * sign, -support[label], label),
+        )[:3]
+        assert [row["label_id"] for row in rows] == expected
+        assert all(row["text"] == texts[row["label_id"]] for row in rows)
+        assert all(
+            (row["baseline"], row["run"]) == (found[0][row["label_id"]], found[1][row["label_id"]]) for row in rows
+        )
+    out = tmp_path / "cmp"
+    printed = run_cli("compare", *(str(run) for run in runs), "--out", str(out)).stdout
+    assert (
+        f"| described | {moves.gained} | {moves.lost} | {moves.unchanged} | {moves.cell(moves.most_lost)} |" in printed
+    )
+    page = (out / "comparison.html").read_text(encoding="utf-8")
+    assert f'data-moves="lost">{moves.lost}<' in page
+    other = tmp_path / "other-gold"  # other ground truth: found@10 counts other documents, so no moves
+    shutil.copytree(runs[1], other)
+    path = other / "ingest" / "ground_truth.parquet"
+    pl.read_parquet(path).filter(pl.col("doc_id") != gold["doc_id"][0]).write_parquet(path)
+    assert comparison.compare_runs([runs[0], other], ["base", "other"], KS).moves == {}
+
+
 def test_runs_over_different_documents_get_a_note(runs: tuple[Path, Path], tmp_path: Path) -> None:
     fewer = tmp_path / "fewer"
     shutil.copytree(runs[1], fewer)

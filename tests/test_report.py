@@ -175,7 +175,10 @@ def test_compare_keeps_runs_with_the_same_folder_name(judged_run: Path, tmp_path
     result = run_cli("compare", str(tmp_path / "a" / "run"), str(tmp_path / "b" / "run"), "--out", str(tmp_path / "c"))
     rows = [line for line in result.stdout.splitlines() if line.startswith("| a/run | ") or line.startswith("| b/run")]
     agreement = [row for row in rows if " | overlap | " in row or " | same | " in row]
-    table = [row for row in rows if "[" not in row and row not in agreement]
+    moves = [row for row in rows if row.endswith(" | - | - |")]  # a copy moves no label
+    gold_labels = pl.read_parquet(judged_run / "ingest" / "ground_truth.parquet")["label_id"].n_unique()
+    assert moves == [f"| b/run | 0 | 0 | {gold_labels} | - | - |"]
+    table = [row for row in rows if "[" not in row and row not in agreement + moves]
     intervals = [row for row in rows if "[" in row]
     assert len(table) == 12  # five metrics for each run, then each run's selected tags
     set_metrics = json.loads((judged_run / "evaluate" / "metrics.json").read_text(encoding="utf-8"))["set_metrics"]
