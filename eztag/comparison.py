@@ -217,13 +217,21 @@ def _read(run_dir: Path, name: str, notes: list[str]) -> pl.DataFrame | None:
     return frame.sort("doc_id")
 
 
+def _tags(run_dir: Path) -> pl.DataFrame | None:
+    """The run's ranked lists (doc_id, rank, label_id); None without tag/tags.parquet."""
+    path = Path(run_dir) / "tag" / "tags.parquet"
+    return pl.read_parquet(path, columns=["doc_id", "rank", "label_id"]) if path.is_file() else None
+
+
 def top_k_agreement(baseline: Path, other: Path, ks: Sequence[int]) -> dict[str, float] | None:
     """overlap@k and same@k of `other`'s ranked lists against `baseline`'s over the documents both tagged, and
     their count (`documents`); None when either run has no tag/tags.parquet."""
-    paths = [Path(run_dir) / "tag" / "tags.parquet" for run_dir in (baseline, other)]
-    if not all(path.is_file() for path in paths):
-        return None
-    base, run = (pl.read_parquet(path, columns=["doc_id", "rank", "label_id"]) for path in paths)
+    base, run = _tags(baseline), _tags(other)
+    return None if base is None or run is None else _agreement(base, run, ks)
+
+
+def _agreement(base: pl.DataFrame, run: pl.DataFrame, ks: Sequence[int]) -> dict[str, float]:
+    """`top_k_agreement` of two runs' ranked lists."""
     documents = base.select("doc_id").unique().join(run.select("doc_id").unique(), on="doc_id")
     result = {"documents": float(documents.height)}
     for k in ks:
@@ -246,22 +254,25 @@ def label_k(ks: Sequence[int]) -> int:
     return max(below) if below else min(ks)
 
 
-def ground_truth(run_dir: Path) -> pl.DataFrame | None:
-    """The run's (doc_id, label_id) gold pairs, sorted; None without ground truth or tags."""
+def _ground_truth(run_dir: Path) -> pl.DataFrame | None:
+    """The run's (doc_id, label_id) gold pairs, sorted; None without ground truth."""
     path = Path(run_dir) / "ingest" / "ground_truth.parquet"
-    if not (path.is_file() and (Path(run_dir) / "tag" / "tags.parquet").is_file()):
+    if not path.is_file():
         return None
     return pl.read_parquet(path, columns=["doc_id", "label_id"]).unique().sort("doc_id", "label_id")
 
 
-def found_per_label(run_dir: Path, gold: pl.DataFrame, k: int) -> pl.DataFrame:
+def _found(run_dir: Path, gold: pl.DataFrame, tags: pl.DataFrame, k: int) -> pl.DataFrame:
+    """`found_per_label` of a run directory's files."""
+    texts = pl.read_parquet(Path(run_dir) / "ingest" / "labels.parquet", columns=["label_id", "text"])
+    return found_per_label(gold, tags, texts, k)
+
+
+def found_per_label(gold: pl.DataFrame, tags: pl.DataFrame, texts: pl.DataFrame, k: int) -> pl.DataFrame:
     """label_id, text, support (gold documents), found (those of them with the label in their top k), one row per
-    label in `gold` (the run's `ground_truth`)."""
-    ingest = Path(run_dir) / "ingest"
-    top = pl.read_parquet(Path(run_dir) / "tag" / "tags.parquet", columns=["doc_id", "rank", "label_id"])
-    top = top.filter(pl.col("rank") <= k)
+    label in `gold` (doc_id, label_id pairs); `tags` are the ranked lists, `texts` the labels' (label_id, text)."""
+    top = tags.filter(pl.col("rank") <= k)
     found = top.join(gold, on=["doc_id", "label_id"]).group_by("label_id").agg(found=pl.len())
-    texts = pl.read_parquet(ingest / "labels.parquet", columns=["label_id", "text"])
     return (
         gold.group_by("label_id")
         .agg(support=pl.len())
@@ -302,6 +313,24 @@ def label_moves(baseline: pl.DataFrame, run: pl.DataFrame, k: int, shown: int = 
     )
 
 
+def _ranked_lists(comparison: Comparison, run_dirs: Sequence[Path], names: Sequence[str], ks: Sequence[int]) -> None:
+    """Each run's ranked lists against the baseline's (each tags.parquet read once): their agreement and, over the
+    same ground truth, the labels that moved."""
+    base_tags = _tags(run_dirs[0])
+    if base_tags is None:
+        return
+    base_gold = _ground_truth(run_dirs[0]) if ks else None
+    base = None if base_gold is None else (base_gold, _found(run_dirs[0], base_gold, base_tags, label_k(ks)))
+    for run_dir, name in zip(run_dirs[1:], names[1:], strict=True):
+        tags = _tags(run_dir)
+        if tags is None:
+            continue
+        comparison.agreement[name] = _agreement(base_tags, tags, ks)
+        gold = None if base is None else _ground_truth(run_dir)
+        if base is not None and gold is not None and gold.equals(base[0]):
+            comparison.moves[name] = label_moves(base[1], _found(run_dir, gold, tags, label_k(ks)), label_k(ks))
+
+
 def _columns(frame: pl.DataFrame, names: list[str]) -> np.ndarray:
     return frame.select(names).to_numpy().astype(np.float64).T.copy()
 
@@ -325,15 +354,7 @@ def compare_runs(
     frames = [_read(run_dir, name, notes) for run_dir, name in zip(run_dirs, names, strict=True)]
     baseline, base_name = frames[0], names[0]
     comparison = Comparison(base_name, list(ks), resamples, confidence, None, {}, notes, seed=seed)
-    base_gold = ground_truth(run_dirs[0]) if ks else None
-    base_found = None if base_gold is None else found_per_label(run_dirs[0], base_gold, label_k(ks))
-    for run_dir, name in zip(run_dirs[1:], names[1:], strict=True):
-        agreement = top_k_agreement(run_dirs[0], run_dir, ks)
-        if agreement is not None:
-            comparison.agreement[name] = agreement
-        gold = ground_truth(run_dir)
-        if base_gold is not None and base_found is not None and gold is not None and gold.equals(base_gold):
-            comparison.moves[name] = label_moves(base_found, found_per_label(run_dir, gold, label_k(ks)), label_k(ks))
+    _ranked_lists(comparison, run_dirs, names, ks)
     if baseline is None:
         if len(frames) > 1:
             notes.append(f"no intervals: the baseline {base_name} has no per-document metrics")

@@ -138,7 +138,11 @@ def write_comparison(
     """comparison.md, recall_at_k.png and comparison.html for several runs, with paired bootstrap intervals against
     the first run; returns the Markdown (the metric table, then the intervals)."""
     table, intervals = comparison.compare(run_dirs, out_dir, resamples, confidence)
-    runs = [read_run(run_dir, name) for run_dir, name in zip(run_dirs, comparison.run_names(run_dirs), strict=True)]
+    names = comparison.run_names(run_dirs)
+    runs = [
+        read_run(run_dir, name, details=place < MAX_PANELS)
+        for place, (run_dir, name) in enumerate(zip(run_dirs, names, strict=True))
+    ]
     title = "eztag comparison: " + ", ".join(run.name for run in runs)
     write_text(out_dir / "comparison.html", render(runs, title, intervals))
     return table

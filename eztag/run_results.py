@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from eztag.comparison import label_k
+from eztag.comparison import found_per_label, label_k
 from eztag.errors import EztagError
 from eztag.judging import P_YES
 
@@ -112,13 +112,10 @@ def label_results(run_dir: Path, ks: list[int]) -> dict[str, Any]:
     k = label_k(ks)
     top = tags.filter(pl.col("rank") <= k)
     per_label = (
-        counts.join(
-            hits.filter(pl.col("rank") <= k).group_by("label_id").agg(found=pl.len()), on="label_id", how="left"
-        )
+        found_per_label(gold, tags, labels.select("label_id", "text"), k)
+        .join(counts.select("label_id", "group"), on="label_id")
         .join(top.group_by("label_id").agg(predicted=pl.len()), on="label_id", how="left")
-        .join(labels.select("label_id", "text"), on="label_id", how="left")
-        .with_columns(pl.col("found", "predicted").fill_null(0))
-        .with_columns(recall=pl.col("found") / pl.col("support"))
+        .with_columns(pl.col("predicted").fill_null(0), recall=pl.col("found") / pl.col("support"))
     )
     min_support = 2 if per_label.filter(pl.col("support") >= 2).height >= 2 * BEST_WORST else 1
     ranked = per_label.filter(pl.col("support") >= min_support)
@@ -336,8 +333,9 @@ def sample_documents(run_dir: Path, k: int) -> list[dict[str, Any]]:
     return samples
 
 
-def read_run(run_dir: Path, name: str | None = None) -> RunReport:
-    """Gather a run directory's report; only reads files."""
+def read_run(run_dir: Path, name: str | None = None, *, details: bool = True) -> RunReport:
+    """Gather a run directory's report; only reads files. Without `details`, only its stages and metrics (a run a
+    comparison page tables but does not draw)."""
     run_dir = Path(run_dir)
     manifest_path, metrics_path = run_dir / "manifest.json", run_dir / "evaluate" / "metrics.json"
     if not manifest_path.is_file() and not metrics_path.is_file():
@@ -347,7 +345,9 @@ def read_run(run_dir: Path, name: str | None = None) -> RunReport:
         raise EztagError("corrupt manifest", file=manifest_path)
     manifest = {**manifest, "root": str(run_dir)}
     metrics = _read_json(metrics_path) if _finished(manifest, "evaluate", "metrics.json") else None
-    tagged = _finished(manifest, "tag", "tags.parquet") and _finished(manifest, "ingest", "documents.parquet")
+    tagged = (
+        details and _finished(manifest, "tag", "tags.parquet") and _finished(manifest, "ingest", "documents.parquet")
+    )
     labels = label_results(run_dir, metrics["ks"]) if metrics and tagged else None
     tag_k = label_k(metrics["ks"]) if metrics else SAMPLE_TAGS
     return RunReport(
@@ -356,8 +356,8 @@ def read_run(run_dir: Path, name: str | None = None) -> RunReport:
         stages=_stages(manifest),
         metrics=metrics,
         labels=labels,
-        judge=judge_results(run_dir, manifest),
-        distil=distil_results(run_dir, manifest, metrics),
+        judge=judge_results(run_dir, manifest) if details else None,
+        distil=distil_results(run_dir, manifest, metrics) if details else None,
         tagging=tagging_results(run_dir) if tagged else None,
         samples=sample_documents(run_dir, tag_k) if tagged else [],
     )
