@@ -9,7 +9,8 @@ labels in any non-adversarial order few pass, so the top-k runs on a handful of 
 On a GPU the matrix product runs near its peak and `torch.topk` over each [queries, chunk] score matrix took 90% of
 the search (H200, 10^5 x 10^6 labels: 0.94 s, 82 TFLOP/s). `block_topk` selects in two stages instead: the maximum
 of each block of SELECT_BLOCK columns (one read of the scores), the k best blocks, then the top-k of those blocks'
-scores only.
+scores only. With `selection = "triton"` no score matrix is written at all (eztag/indexes/fused_topk.py): the
+product's epilogue keeps only the scores above a threshold found on a sample of the labels.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from eztag.artifacts import atomic_path
 from eztag.devices import pick_device, pick_dtype
 from eztag.embeddings import EmbeddingStore
+from eztag.errors import EztagError, missing_extra
 from eztag.indexes import LabelIndex
 from eztag.registry import lazy_module
 from eztag.safe_writes import write_npy_rows
@@ -37,6 +39,7 @@ FILE = "labels.npy"
 GPU_LABEL_CHUNK, CPU_LABEL_CHUNK = 262_144, 4096
 GPU_QUERY_BATCH, CPU_QUERY_BATCH = 4096, 1024
 SELECT_BLOCK = 256  # columns per block in block_topk
+Selection = Literal["auto", "torch", "triton"]
 
 
 def block_topk(
@@ -101,6 +104,39 @@ def merge_above(
     return merge_where(best_scores, best_rows, scores, offset, scores > best_scores[:, -1:], best_scores.shape[1])
 
 
+def block_topk_chunks(
+    batch: torch.Tensor, chunks: Iterable[tuple[int, torch.Tensor]], k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-k (float32 scores, rows) of `batch` over label chunks (first row, [rows, dim]) on a GPU: each
+    chunk's `block_topk` in the matmul's dtype (no float32 copy of the score matrix), merged by `merge_topk`."""
+    best_scores = torch.empty((len(batch), 0), device=batch.device, dtype=torch.float32)
+    best_rows = torch.empty((len(batch), 0), device=batch.device, dtype=torch.int64)
+    for offset, chunk in chunks:
+        top_scores, top_rows = block_topk(batch @ chunk.T, min(k, len(chunk)), dim=1)
+        best_scores, best_rows = merge_topk(best_scores, best_rows, top_scores.float(), top_rows + offset, k)
+    return best_scores, best_rows
+
+
+def _check_triton(cpu: bool, dtype: torch.dtype) -> None:
+    """selection = "triton" needs Triton, and on the CPU its interpreter (tests), which has no bfloat16 (numpy has
+    none: its products come out wrong): a one-line error otherwise."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        raise missing_extra("triton", "gpu") from None
+    from eztag.indexes.fused_topk import interpreter_enabled
+
+    if cpu and not interpreter_enabled():
+        raise EztagError(
+            "index selection 'triton' needs a CUDA GPU (on the CPU only Triton's interpreter runs it, for tests: "
+            "TRITON_INTERPRET=1 before triton is imported)",
+            field="index.options",
+        )
+    if cpu and dtype == torch.bfloat16:
+        message = "Triton's interpreter computes bfloat16 products wrongly; use float32"
+        raise EztagError(message, field="index.precision")
+
+
 class ExactIndex(LabelIndex):
     """Exact inner-product top-k. On a GPU the label matrix is resident in fp16/bf16; on the CPU it stays in
     memory-mapped `.npy` parts and is read `label_chunk_size` rows at a time, so memory is bounded. Defaults:
@@ -116,14 +152,19 @@ class ExactIndex(LabelIndex):
         precision: str = "auto",
         label_chunk_size: int | None = None,
         query_batch_size: int | None = None,
+        selection: Selection = "auto",
     ) -> None:
         self.device = pick_device(device)
         self.dtype = pick_dtype(precision, self.device)
         cpu = self.device.type == "cpu"
         self.label_chunk_size = label_chunk_size or (CPU_LABEL_CHUNK if cpu else GPU_LABEL_CHUNK)
         self.query_batch_size = query_batch_size or (CPU_QUERY_BATCH if cpu else GPU_QUERY_BATCH)
+        self.selection = "torch" if selection == "auto" else selection  # triton: not yet timed on a GPU
+        if self.selection == "triton":
+            _check_triton(cpu, self.dtype)
         self.parts: list[np.ndarray] = []
         self.resident: torch.Tensor | None = None
+        self.sample: torch.Tensor | None = None  # selection triton: the labels that set each query's threshold
 
     @property
     def count(self) -> int:
@@ -168,24 +209,52 @@ class ExactIndex(LabelIndex):
         for start in range(0, len(queries), self.query_batch_size):
             batch = torch.from_numpy(np.array(queries[start : start + self.query_batch_size], dtype=np.float32))
             batch = batch.to(self.device, self.dtype)
-            best_scores = torch.empty((len(batch), 0), device=self.device, dtype=torch.float32)
-            best_rows = torch.empty((len(batch), 0), device=self.device, dtype=torch.int64)
-            for offset, chunk in self._label_chunks():
-                scores = batch @ chunk.T
-                if self.device.type == "cpu":
-                    if best_scores.shape[1] == k:
-                        best_scores, best_rows = merge_above(best_scores, best_rows, scores, offset)
-                    else:
-                        # every score at or above the chunk's k-th best: ties at the k-th place go to the lower rows
-                        kth = torch.topk(scores, min(k, len(chunk)), dim=1).values[:, -1:]
-                        best_scores, best_rows = merge_where(best_scores, best_rows, scores, offset, scores >= kth, k)
-                    continue
-                # top-k in the matmul's dtype: no float32 copy of the [batch, chunk] score matrix
-                top_scores, top_rows = block_topk(scores, min(k, len(chunk)), dim=1)
-                best_scores, best_rows = merge_topk(best_scores, best_rows, top_scores.float(), top_rows + offset, k)
+            if self.selection == "triton":
+                best_scores, best_rows = self._fused_topk(batch, k)
+            elif self.device.type == "cpu":
+                best_scores, best_rows = self._cpu_topk(batch, k)
+            else:
+                best_scores, best_rows = block_topk_chunks(batch, self._label_chunks(), k)
             out_scores[start : start + len(batch)] = best_scores.cpu().numpy()
             out_rows[start : start + len(batch)] = best_rows.cpu().numpy()
         return out_scores, out_rows
+
+    def _cpu_topk(self, batch: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact top-k over memory-mapped label chunks: after the first k, only scores above the k-th best merge."""
+        best_scores = torch.empty((len(batch), 0), dtype=torch.float32)
+        best_rows = torch.empty((len(batch), 0), dtype=torch.int64)
+        for offset, chunk in self._label_chunks():
+            scores = batch @ chunk.T
+            if best_scores.shape[1] == k:
+                best_scores, best_rows = merge_above(best_scores, best_rows, scores, offset)
+            else:
+                # every score at or above the chunk's k-th best: ties at the k-th place go to the lower rows
+                kth = torch.topk(scores, min(k, len(chunk)), dim=1).values[:, -1:]
+                best_scores, best_rows = merge_where(best_scores, best_rows, scores, offset, scores >= kth, k)
+        return best_scores, best_rows
+
+    def _fused_topk(self, batch: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact top-k through the Triton kernel (fused_topk.py): thresholds from the sample's k-th best scores,
+        candidates at or above them, their top k; queries whose candidates do not fit are searched by the torch
+        path again (their scores rounded to the label dtype, as that path gives them)."""
+        from eztag.indexes.fused_topk import SAMPLE_STRIDE, scores_above
+
+        labels = self.resident if self.resident is not None else torch.cat([c for _, c in self._label_chunks()])
+        if self.sample is None:
+            self.sample = labels[::SAMPLE_STRIDE].contiguous()
+        capacity = 4 * k * SAMPLE_STRIDE
+        if len(self.sample) < k or capacity >= len(labels):  # a threshold would leave nearly every label in
+            return block_topk_chunks(batch, [(0, labels)], k)
+        kth = block_topk_chunks(batch, [(0, self.sample)], k)[0][:, -1]
+        # the torch path rounds scores to the label dtype, the kernel keeps float32: lower the bar by that rounding
+        thresholds = kth - 2 * torch.finfo(self.dtype).eps * kth.abs() - 1e-6
+        scores, rows, counts = scores_above(batch, labels, thresholds, capacity)
+        width = min(capacity, max(k, int(counts.max())))
+        best_scores, best_rows = merge_topk(scores[:, :0], rows[:, :0], scores[:, :width], rows[:, :width], k)
+        redo = torch.nonzero((counts < k) | (counts > capacity), as_tuple=True)[0]
+        if len(redo):
+            best_scores[redo], best_rows[redo] = block_topk_chunks(batch[redo], self._label_chunks(), k)
+        return best_scores, best_rows
 
     def save(self, directory: Path) -> None:
         """Write all parts into one float32 `labels.npy`, part by part (never the whole matrix in memory), through
