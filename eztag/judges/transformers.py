@@ -7,10 +7,17 @@ Three scoring paths give the same scores (`scoring` option):
 - `per-document`: one document at a time, its prefix once, then its suffixes on the expanded cache. The CPU
   default: on a CPU the work, not the number of forwards, sets the time, and this path pads least.
 - `naive`: every prompt in full (left-padded batches of `batch_size` pairs of similar length); the reference.
+
+`cudnn_attention = false` keeps torch's attention off cuDNN's kernels. On an H200 torch chose them for the batched
+path, and cuDNN builds an execution plan for every new input shape, which the batched path's forwards all have: its
+attention calls took 2.2 s of host time in 6 forwards (2,400 pairs), against 1.3 s of GPU work in all, under the
+profiler (judge-h200-profile.txt). The default stays torch's choice until a GPU run times both
+(benchmarks/judge_paths.py does).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from collections.abc import Sequence
@@ -38,7 +45,8 @@ class TransformersJudge(Judge):
 
     `scoring` "auto" is `batched` on a GPU and `per-document` on the CPU (benchmarks/results/judge-paths-*.md);
     `token_budget` sizes the batched path's forwards (0: TOKEN_BUDGET for the device); `batch_size` is the
-    naive and per-document paths' pairs per forward, and generation's prompts per batch.
+    naive and per-document paths' pairs per forward, and generation's prompts per batch; `cudnn_attention` lets
+    torch pick cuDNN's attention kernels (module docstring).
     """
 
     def __init__(
@@ -51,6 +59,7 @@ class TransformersJudge(Judge):
         batch_size: int = 32,
         scoring: Scoring = "auto",
         token_budget: int = 0,
+        cudnn_attention: bool = True,
     ) -> None:
         from transformers import AutoTokenizer
 
@@ -73,6 +82,7 @@ class TransformersJudge(Judge):
         self.batch_size = batch_size
         self.scoring = scoring if scoring != "auto" else ("batched" if self.device.type == "cuda" else "per-document")
         self.token_budget = token_budget or TOKEN_BUDGET.get(self.device.type, TOKEN_BUDGET["cuda"])
+        self.cudnn_attention = cudnn_attention
         self.class_ids = class_token_ids(self.tokenizer, template.scale)
         answer_ids = sorted({token for ids in self.class_ids for token in ids})
         self.answer_ids = torch.tensor(answer_ids)  # the only logits read: the answer tokens' log-probabilities
@@ -109,6 +119,7 @@ class TransformersJudge(Judge):
             "scoring": self.scoring,
             "token_budget": self.token_budget if self.scoring == "batched" else None,
             "batch_size": self.batch_size if self.scoring != "batched" else None,
+            "cudnn_attention": self.cudnn_attention,
         }
 
     def score(self, pairs: Sequence[Pair]) -> list[Judgment]:
@@ -146,7 +157,7 @@ class TransformersJudge(Judge):
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
             tokens, mask = _left_pad([ids[i] for i in batch], self.pad_id)
-            with torch.inference_mode():
+            with torch.inference_mode(), self._attention_kernels():
                 generated = self.model.generate(
                     input_ids=tokens.to(self.device),
                     attention_mask=mask.to(self.device),
@@ -161,6 +172,14 @@ class TransformersJudge(Judge):
 
     def _judgment(self, row: torch.Tensor) -> Judgment:
         return judgment_from_classes([row[columns].tolist() for columns in self.class_columns])
+
+    def _attention_kernels(self) -> contextlib.AbstractContextManager[object]:
+        """torch's choice of attention kernels, or (`cudnn_attention` false) every kernel but cuDNN's."""
+        if self.cudnn_attention:
+            return contextlib.nullcontext()
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
     @functools.cached_property
     def cache_argument(self) -> str:
@@ -177,7 +196,8 @@ class TransformersJudge(Judge):
         # contiguous [rows, 1, hidden] block, so the LM head is one matrix product, where the strided slice ran as a
         # batched product of one row each (on an H200: 21% of the batched path's GPU time, judge-h200-profile.txt)
         last = torch.tensor([ids.shape[1] - 1], device=ids.device)
-        logits = self.model(**inputs, logits_to_keep=last, use_cache=cache is not None).logits[:, -1, :]
+        with self._attention_kernels():
+            logits = self.model(**inputs, logits_to_keep=last, use_cache=cache is not None).logits[:, -1, :]
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         return logprobs[:, self.answer_ids.to(logprobs.device)].cpu()
 

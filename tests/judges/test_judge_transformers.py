@@ -63,10 +63,25 @@ def test_scoring_paths_match_naive_smollm2() -> None:
         "scoring": "per-document",  # the CPU default
         "token_budget": None,
         "batch_size": 32,
+        "cudnn_attention": True,
     }
     # the real model on documents of different prefix lengths and a single candidate (the tiny Llama also takes the
     # prompt longer than the budget: in full it is most of this test's time)
     assert_paths_match_naive(judge, MIXED[:-2], budgets=(300,))
+
+
+def test_without_cudnn_attention_every_forward_runs_with_cudnn_off(tiny_llama_dir: Path) -> None:
+    """`cudnn_attention = false`: each forward of the batched path and of generation runs with cuDNN's attention
+    kernels off (torch's flag, read by a forward hook), the log-odds stay within 1e-4 of naive, and the flags are
+    torch's again afterwards."""
+    judge = TransformersJudge(str(tiny_llama_dir), PromptTemplate.named("yes-no"), device="cpu", cudnn_attention=False)
+    assert judge.settings["cudnn_attention"] is False
+    seen: list[bool] = []
+    judge.model.register_forward_hook(lambda *_: seen.append(torch.backends.cuda.cudnn_sdp_enabled()))
+    assert_paths_match_naive(judge, MIXED, budgets=(200,))
+    judge.generate([[{"role": "user", "content": "Name a text editor."}]], max_new_tokens=2)
+    assert len(seen) > 3 and not any(seen)
+    assert torch.backends.cuda.cudnn_sdp_enabled() and torch.backends.cuda.flash_sdp_enabled()
 
 
 def test_batched_packing_keeps_each_forward_within_the_token_budget(tiny_llama_dir: Path) -> None:
