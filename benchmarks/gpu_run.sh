@@ -5,7 +5,7 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #     -d .gpu/whl polars==2.1.0 polars-runtime-32==2.1.0 datasets dill multiprocess
-# Run from the project's root: `bash benchmarks/gpu_run.sh [PART ...]` (parts: judge, profile, exact, cold-start); output in
+# Run from the project's root: `bash benchmarks/gpu_run.sh [PART ...]` (parts: judge, profile, exact, encode, cold-start); output in
 # $OUT.
 set -u
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
@@ -20,13 +20,14 @@ python3 -c "import sys, torch, transformers, sentence_transformers; print(sys.ve
 T0=$(date +%s)
 step() { local limit=$1; shift; local s; s=$(date +%s); echo "### $* (limit ${limit}s) at +$((s-T0))s"; timeout -k 5 "$limit" "$@"; echo "### exit $? after $(( $(date +%s)-s ))s"; }
 M=/tmp/eztag-random-models
-PARTS=${*:-judge exact cold-start}
+PARTS=${*:-judge exact encode cold-start}
 step 120 python3 benchmarks/random_models.py "$M"
 for part in $PARTS; do
   case $part in
     judge) step 240 python3 benchmarks/judge_paths.py --model "$M/qwen2.5-coder-1.5b" --out "$OUT/judge-paths-h200" ;;
     profile) step 120 python3 benchmarks/judge_paths.py --model "$M/qwen2.5-coder-1.5b" --profile --out "$OUT/judge-h200" ;;
     exact) step 150 python3 benchmarks/gpu_scale.py --out "$OUT/exact-h200" ;;
+    encode) step 150 python3 benchmarks/gpu_scale.py --part encode --models-dir "$M" --out "$OUT/encode-h200" ;;
     cold-start)
       # pipelines/cold-start.toml on 1,069 documents with the random-weight models, the transformers judge at its
       # GPU defaults (scoring auto = batched); stage times from the manifest

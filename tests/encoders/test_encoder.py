@@ -1,19 +1,33 @@
-"""The bucketed encoder gives what SentenceTransformer.encode gives, in input order."""
+"""The token-batched encoder gives what SentenceTransformer.encode gives, in input order."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from eztag.encoders.sentence_transformers import length_buckets
+from eztag.encoders.sentence_transformers import token_batches
 
 
-def test_length_buckets_cover_every_row_once() -> None:
-    texts = ["a", "abcd", "ab", "", "abc"]
-    batches = length_buckets(texts, 2)
-    assert [len(batch) for batch in batches] == [2, 2, 1]
-    assert sorted(np.concatenate(batches).tolist()) == list(range(5))
-    assert [texts[row] for row in np.concatenate(batches)] == ["abcd", "abc", "ab", "a", ""]
+def test_token_batches_cover_every_row_once_and_pad_to_their_own_longest(minilm) -> None:
+    """Batches by token count, longest first: every row once, each batch cut to its own longest text (no column
+    of padding only), with the batch's rows of every per-row tensor; the modality string passes as it is. Token
+    order is not character order here ("internationalisation" is a long word of few characters per token)."""
+    texts = ["internationalisation", "a b c d e f", "x", "a b", "", "word " * 30, "a b c"]
+    features = minilm.model.preprocess(texts)
+    lengths = features["attention_mask"].sum(dim=1).tolist()
+    batches = list(token_batches(features, 3))
+    assert [len(rows) for rows, _ in batches] == [3, 3, 1]
+    assert sorted(np.concatenate([rows for rows, _ in batches]).tolist()) == list(range(len(texts)))
+    order = [lengths[row] for rows, _ in batches for row in rows]
+    assert order == sorted(lengths, reverse=True)
+    for rows, batch in batches:
+        mask = batch["attention_mask"]
+        assert mask.shape == (len(rows), max(lengths[row] for row in rows))  # only the columns its rows use
+        assert mask.sum(dim=1).tolist() == [lengths[row] for row in rows]
+        assert torch.equal(
+            batch["input_ids"][mask.bool()], features["input_ids"][rows][features["attention_mask"][rows].bool()]
+        )
+        assert batch.get("modality", "text") == features.get("modality", "text")
 
 
 def test_matches_sentence_transformers(minilm, debtags_texts) -> None:
