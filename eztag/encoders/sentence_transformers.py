@@ -20,6 +20,7 @@ else:
 
 CPU_BATCH_SIZE = 64
 GPU_BATCH_SIZE = 1024
+TOKENISED_AT_ONCE = 16384  # texts per tokeniser call: bounds the features' memory whatever a caller passes
 
 
 def token_batches(features: dict[str, Any], batch_size: int) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
@@ -45,8 +46,8 @@ def _batch_of(value: Any, index: torch.Tensor, mask: torch.Tensor) -> Any:
 
 
 class SentenceTransformerEncoder:
-    """A SentenceTransformer model over texts tokenised in one call, run in batches of similar token count (on CUDA
-    under fp16/bf16 autocast). Outputs L2-normalised float32 in input order.
+    """A SentenceTransformer model over texts tokenised TOKENISED_AT_ONCE at a time, run in batches of similar token
+    count (on CUDA under fp16/bf16 autocast). Outputs L2-normalised float32 in input order.
 
     Batching by tokens rather than characters (what `SentenceTransformer.encode` sorts by) cut the padded share of
     the batches from 32% to 2% on label phrases and from 22% to 9% on documents: 1.46x and 1.22x faster on 2 CPU
@@ -91,12 +92,16 @@ class SentenceTransformerEncoder:
         with torch.inference_mode():
             out = torch.empty((len(texts), self.dim), dtype=torch.float32, device=self.device)
             autocast = self.device.type == "cuda" and self.dtype != torch.float32
-            for rows, features in token_batches(preprocess(list(texts)), self.batch_size):
-                features = {
-                    key: value.to(self.device, non_blocking=True) if isinstance(value, torch.Tensor) else value
-                    for key, value in features.items()
-                }
-                with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
-                    embeddings = self.model(features)["sentence_embedding"]
-                out[torch.from_numpy(rows).to(self.device)] = torch.nn.functional.normalize(embeddings.float(), dim=1)
+            for start in range(0, len(texts), TOKENISED_AT_ONCE):
+                tokenised = preprocess(list(texts[start : start + TOKENISED_AT_ONCE]))
+                for rows, features in token_batches(tokenised, self.batch_size):
+                    features = {
+                        key: value.to(self.device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+                        for key, value in features.items()
+                    }
+                    with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
+                        embeddings = self.model(features)["sentence_embedding"]
+                    out[torch.from_numpy(rows + start).to(self.device)] = torch.nn.functional.normalize(
+                        embeddings.float(), dim=1
+                    )
             return out.cpu().numpy()

@@ -42,6 +42,18 @@ def test_matches_sentence_transformers(minilm, debtags_texts) -> None:
     assert minilm.encode([]).shape == (0, minilm.dim)
 
 
+def test_texts_past_one_tokeniser_call_keep_their_rows(minilm, debtags_texts, monkeypatch) -> None:
+    """A call longer than TOKENISED_AT_ONCE is tokenised in parts, each batched on its own: the same vectors in the
+    same rows as in one part (a part of 7 texts, 3 parts and a remainder of 1)."""
+    from eztag.encoders import sentence_transformers
+
+    documents, labels = debtags_texts
+    texts = documents[:5] + labels[:17]
+    whole = minilm.encode(texts)
+    monkeypatch.setattr(sentence_transformers, "TOKENISED_AT_ONCE", 7)
+    np.testing.assert_allclose(minilm.encode(texts), whole, atol=1e-5)
+
+
 def test_bfloat16_on_the_cpu(minilm, debtags_texts) -> None:
     """precision = bfloat16 on the CPU loads bf16 weights and stays within 0.01 cosine of float32."""
     from eztag.encoders.sentence_transformers import SentenceTransformerEncoder
