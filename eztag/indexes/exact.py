@@ -16,7 +16,7 @@ product's epilogue keeps only the scores above a threshold found on a sample of 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -40,6 +40,7 @@ GPU_LABEL_CHUNK, CPU_LABEL_CHUNK = 262_144, 4096
 GPU_QUERY_BATCH, CPU_QUERY_BATCH = 4096, 1024
 SELECT_BLOCK = 256  # columns per block in block_topk
 Selection = Literal["auto", "torch", "triton"]
+LabelMemory = Literal["auto", "device", "host"]
 
 
 def block_topk(
@@ -104,17 +105,31 @@ def merge_above(
     return merge_where(best_scores, best_rows, scores, offset, scores > best_scores[:, -1:], best_scores.shape[1])
 
 
+def streamed_topk(
+    batches: Sequence[torch.Tensor], chunks: Iterable[tuple[int, torch.Tensor]], k: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Exact top-k (float32 scores, rows) of each query batch over label chunks (first row, [rows, dim]) on a GPU,
+    each chunk taken once for all the batches (labels streamed from host memory cross to the GPU once): the chunk's
+    `block_topk` per batch in the matmul's dtype (no float32 copy of the score matrix), merged by `merge_topk`."""
+    best = [
+        (
+            torch.empty((len(batch), 0), device=batch.device, dtype=torch.float32),
+            torch.empty((len(batch), 0), device=batch.device, dtype=torch.int64),
+        )
+        for batch in batches
+    ]
+    for offset, chunk in chunks:
+        for number, batch in enumerate(batches):
+            top_scores, top_rows = block_topk(batch @ chunk.T, min(k, len(chunk)), dim=1)
+            best[number] = merge_topk(*best[number], top_scores.float(), top_rows + offset, k)
+    return best
+
+
 def block_topk_chunks(
     batch: torch.Tensor, chunks: Iterable[tuple[int, torch.Tensor]], k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact top-k (float32 scores, rows) of `batch` over label chunks (first row, [rows, dim]) on a GPU: each
-    chunk's `block_topk` in the matmul's dtype (no float32 copy of the score matrix), merged by `merge_topk`."""
-    best_scores = torch.empty((len(batch), 0), device=batch.device, dtype=torch.float32)
-    best_rows = torch.empty((len(batch), 0), device=batch.device, dtype=torch.int64)
-    for offset, chunk in chunks:
-        top_scores, top_rows = block_topk(batch @ chunk.T, min(k, len(chunk)), dim=1)
-        best_scores, best_rows = merge_topk(best_scores, best_rows, top_scores.float(), top_rows + offset, k)
-    return best_scores, best_rows
+    """`streamed_topk` of one query batch."""
+    return streamed_topk([batch], chunks, k)[0]
 
 
 def _check_triton(cpu: bool, dtype: torch.dtype) -> None:
@@ -138,10 +153,11 @@ def _check_triton(cpu: bool, dtype: torch.dtype) -> None:
 
 
 class ExactIndex(LabelIndex):
-    """Exact inner-product top-k. On a GPU the label matrix is resident in fp16/bf16; on the CPU it stays in
-    memory-mapped `.npy` parts and is read `label_chunk_size` rows at a time, so memory is bounded. Defaults:
-    262,144 label rows and 4,096 queries per product on a GPU, 4,096 and 1,024 on the CPU (score matrices of
-    16 MiB instead of 4 GiB)."""
+    """Exact inner-product top-k. On the CPU the label matrix stays in memory-mapped `.npy` parts and is read
+    `label_chunk_size` rows at a time, so memory is bounded. On a GPU it is resident in fp16/bf16 when it fits beside
+    the search's working memory (`label_memory` "auto"; "device" insists); otherwise ("host") its chunks cross from
+    pinned host memory, each once per `search` call, for all the call's queries. Defaults: 262,144 label rows and
+    4,096 queries per product on a GPU, 4,096 and 1,024 on the CPU (score matrices of 16 MiB instead of 4 GiB)."""
 
     exact = True
 
@@ -153,6 +169,7 @@ class ExactIndex(LabelIndex):
         label_chunk_size: int | None = None,
         query_batch_size: int | None = None,
         selection: Selection = "auto",
+        label_memory: LabelMemory = "auto",
     ) -> None:
         self.device = pick_device(device)
         self.dtype = pick_dtype(precision, self.device)
@@ -160,8 +177,15 @@ class ExactIndex(LabelIndex):
         self.label_chunk_size = label_chunk_size or (CPU_LABEL_CHUNK if cpu else GPU_LABEL_CHUNK)
         self.query_batch_size = query_batch_size or (CPU_QUERY_BATCH if cpu else GPU_QUERY_BATCH)
         self.selection = "torch" if selection == "auto" else selection  # triton: not yet timed on a GPU
+        if cpu and label_memory == "device":
+            message = "label_memory 'device' is for a GPU: on the CPU the labels stay memory-mapped"
+            raise EztagError(message, field="index.options")
+        if self.selection == "triton" and label_memory == "host":
+            message = "selection 'triton' needs the labels resident on the GPU: use label_memory 'auto' or 'device'"
+            raise EztagError(message, field="index.options")
         if self.selection == "triton":
             _check_triton(cpu, self.dtype)
+        self.label_memory = label_memory
         self.parts: list[np.ndarray] = []
         self.resident: torch.Tensor | None = None
         self.sample: torch.Tensor | None = None  # selection triton: the labels that set each query's threshold
@@ -172,9 +196,9 @@ class ExactIndex(LabelIndex):
 
     def set_labels(self, parts: Iterable[np.ndarray]) -> None:
         """Index these label vectors, [rows, dim] arrays in order: the parts are kept (memory maps stay on disk),
-        and on a GPU copied into one resident matrix."""
+        and on a GPU copied into one resident matrix if `_resident` says so."""
         self.parts = list(parts)
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and self._resident():
             self.resident = torch.empty((self.count, self.parts[0].shape[1]), dtype=self.dtype, device=self.device)
             offset = 0
             for part in self.parts:
@@ -183,8 +207,22 @@ class ExactIndex(LabelIndex):
                     self.resident[offset : offset + len(block)] = block.pin_memory().to(self.device, self.dtype)
                     offset += len(block)
 
+    def _resident(self) -> bool:
+        """Whether the label matrix goes into GPU memory: with `label_memory` "auto", when it fits in the free
+        memory beside three query-batch x label-chunk score matrices (the search's working memory)."""
+        if self.label_memory != "auto":
+            return self.label_memory == "device"
+        itemsize = torch.finfo(self.dtype).bits // 8
+        working = 3 * self.query_batch_size * self.label_chunk_size * itemsize
+        fits = self.count * self.parts[0].shape[1] * itemsize + working <= torch.cuda.mem_get_info(self.device)[0]
+        if not fits and self.selection == "triton":
+            message = f"selection 'triton' needs the labels resident on the GPU, and {self.count:,} labels do not fit"
+            raise EztagError(message, field="index.options")
+        return fits
+
     def _label_chunks(self) -> Iterator[tuple[int, torch.Tensor]]:
-        """(first row, chunk on the device) over the whole label matrix."""
+        """(first row, chunk on the device) over the whole label matrix; from host memory to a GPU through a pinned
+        copy, so the transfer runs while the GPU works on the previous chunk."""
         if self.resident is not None:
             for offset in range(0, len(self.resident), self.label_chunk_size):
                 yield offset, self.resident[offset : offset + self.label_chunk_size]
@@ -195,6 +233,9 @@ class ExactIndex(LabelIndex):
                 with warnings.catch_warnings():  # a read-only memory map: the tensor views it, nothing writes to it
                     warnings.simplefilter("ignore", UserWarning)
                     block = torch.from_numpy(part[start : start + self.label_chunk_size])
+                if self.device.type == "cuda":
+                    block = torch.empty(block.shape, dtype=block.dtype, pin_memory=True).copy_(block)
+                    block = block.to(self.device, non_blocking=True)
                 yield offset + start, block.to(self.device, self.dtype)
             offset += len(part)
 
@@ -204,20 +245,31 @@ class ExactIndex(LabelIndex):
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         assert self.parts, "build or load the index first"
         k = min(k, self.count)
+        starts = range(0, len(queries), self.query_batch_size)
+        batches = [
+            torch.from_numpy(np.array(queries[start : start + self.query_batch_size], dtype=np.float32)).to(
+                self.device, self.dtype
+            )
+            for start in starts
+        ]
+        if self.device.type == "cuda" and self.resident is None:  # streamed: each label chunk crosses once
+            results: Iterable[tuple[torch.Tensor, torch.Tensor]] = streamed_topk(batches, self._label_chunks(), k)
+        else:
+            results = (self._batch_topk(batch, k) for batch in batches)
         out_scores = np.empty((len(queries), k), dtype=np.float32)
         out_rows = np.empty((len(queries), k), dtype=np.int64)
-        for start in range(0, len(queries), self.query_batch_size):
-            batch = torch.from_numpy(np.array(queries[start : start + self.query_batch_size], dtype=np.float32))
-            batch = batch.to(self.device, self.dtype)
-            if self.selection == "triton":
-                best_scores, best_rows = self._fused_topk(batch, k)
-            elif self.device.type == "cpu":
-                best_scores, best_rows = self._cpu_topk(batch, k)
-            else:
-                best_scores, best_rows = block_topk_chunks(batch, self._label_chunks(), k)
-            out_scores[start : start + len(batch)] = best_scores.cpu().numpy()
-            out_rows[start : start + len(batch)] = best_rows.cpu().numpy()
+        for start, (best_scores, best_rows) in zip(starts, results, strict=True):
+            out_scores[start : start + len(best_scores)] = best_scores.cpu().numpy()
+            out_rows[start : start + len(best_rows)] = best_rows.cpu().numpy()
         return out_scores, out_rows
+
+    def _batch_topk(self, batch: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact top-k of one query batch, by the selection and device."""
+        if self.selection == "triton":
+            return self._fused_topk(batch, k)
+        if self.device.type == "cpu":
+            return self._cpu_topk(batch, k)
+        return block_topk_chunks(batch, self._label_chunks(), k)
 
     def _cpu_topk(self, batch: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact top-k over memory-mapped label chunks: after the first k, only scores above the k-th best merge."""

@@ -115,3 +115,42 @@ def test_block_topk_equals_torch_topk_with_ties_and_duplicates(columns: int, blo
         kth = want_scores[row, -1]
         if (scores[row] == kth).sum() == (want_scores[row] == kth).sum():  # no tie at the k-th place
             assert set(got_columns[row].tolist()) == set(want_columns[row].tolist())
+
+
+def test_streamed_topk_takes_each_chunk_once_for_all_query_batches() -> None:
+    """The GPU path for labels in host memory, on CPU tensors: the label chunks come from a generator, so a
+    second pass would find none; every query batch (sizes 7, 1 and 12) still gets brute force's top k, over
+    chunks that do not divide the labels and k larger than a chunk; with planted ties, brute force's scores."""
+    from eztag.indexes.exact import streamed_topk
+
+    rng = np.random.default_rng(3)
+    labels = rng.standard_normal((101, 16)).astype(np.float32)
+    labels[60:70] = labels[2]  # duplicates: ties in some queries' top k
+    queries = rng.standard_normal((20, 16)).astype(np.float32)
+    queries[19] = labels[2]
+    taken: list[int] = []
+
+    def chunks(size: int):
+        for start in range(0, len(labels), size):
+            taken.append(start)
+            yield start, torch.from_numpy(labels[start : start + size])
+
+    batches = [torch.from_numpy(queries[:7]), torch.from_numpy(queries[7:8]), torch.from_numpy(queries[8:])]
+    results = streamed_topk(batches, chunks(9), 15)
+    assert taken == list(range(0, 101, 9))
+    scores = torch.cat([best_scores for best_scores, _ in results]).numpy()
+    rows = torch.cat([best_rows for _, best_rows in results]).numpy()
+    want_scores, want_rows = brute_force(queries, labels, 15)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.take_along_axis(queries @ labels.T, rows, axis=1), scores, rtol=1e-5, atol=1e-5)
+    assert [set(r) for r in rows[:19]] == [set(r) for r in want_rows[:19]]  # no ties at their k-th place
+
+
+def test_label_memory_options_that_cannot_hold_are_one_line_errors() -> None:
+    """label_memory "device" asks for a GPU; selection "triton" cannot stream labels from host memory."""
+    from eztag.errors import EztagError
+
+    with pytest.raises(EztagError, match="label_memory 'device' is for a GPU"):
+        ExactIndex(device="cpu", label_memory="device")
+    with pytest.raises(EztagError, match="selection 'triton' needs the labels resident"):
+        ExactIndex(device="cpu", selection="triton", precision="float32", label_memory="host")
