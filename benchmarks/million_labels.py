@@ -9,8 +9,8 @@ documents, so they share the test documents' vocabulary without being taken from
 a real tag's name (`text`, no description). benchmarks/pipelines/million-labels.toml runs over them, one `eztag`
 process per stage (ingest, encode with its label cache, index, tag, evaluate) so that each stage's wall time and
 peak resident memory (the process's ru_maxrss) are its own; then `eztag report` and `eztag compare` against the
-392-label run (pipelines/recall-benchmark.toml, one process). A second run with the same labels would copy their
-vectors from the label cache: the first run's encode time is the one that counts.
+392-label run (pipelines/recall-benchmark.toml, one process). Each invocation starts from empty run folders and an
+empty label cache of its own (runs/million-labels/label-cache*), so its encode time is a first run's.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import gzip
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -114,7 +115,11 @@ def main() -> None:
     distractors = write_labels(labels_file, args.labels)
     generate_seconds = round(time.perf_counter() - started, 1)
     run_dir, base_dir, compare_dir = WORK / name, WORK / f"labels-392{suffix}", WORK / f"compare-{args.labels}{suffix}"
-    options = ["--set", f'ingest.labels="{labels_file}"', "--run-dir", str(run_dir), *precision]
+    cache = WORK / f"label-cache{suffix}"
+    for folder in (run_dir, base_dir, compare_dir, cache):  # a rerun times a first run, not the skips and the cache
+        shutil.rmtree(folder, ignore_errors=True)
+    options = ["--set", f'ingest.labels="{labels_file}"', "--set", f'encode.label_cache="{cache}"']
+    options += ["--run-dir", str(run_dir), *precision]
     stages = {stage: timed([eztag, stage, str(PIPELINE), *options], log) for stage in STAGES}
     manifest = json.loads((run_dir / "manifest.json").read_text())["stages"]
     for stage in STAGES:
