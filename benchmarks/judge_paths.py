@@ -15,6 +15,7 @@ anything else is a judge model as eztag takes it (a named judge, a folder, a hub
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import random
@@ -24,6 +25,7 @@ from typing import Any
 
 import torch
 from random_models import materialise
+from timing import matmul_peak_tflops, timed
 
 from eztag.devices import SPEED_FLAGS, cpu_flags
 from eztag.judges.transformers import TransformersJudge
@@ -61,29 +63,6 @@ def workloads(judge: TransformersJudge, documents: int, seed: int = 0) -> dict[s
     }
 
 
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def matmul_peak_tflops(device: str) -> tuple[str, float]:
-    """The best of a few square matrix products: bf16 8192 on a GPU, float32 1024 on the CPU."""
-    size, dtype = (8192, torch.bfloat16) if device == "cuda" else (1024, torch.float32)
-    left, right = (
-        torch.randn(size, size, device=device, dtype=dtype),
-        torch.randn(size, size, device=device, dtype=dtype),
-    )
-    best = float("inf")
-    for _ in range(5):
-        sync()
-        started = time.perf_counter()
-        for _ in range(10):
-            left @ right
-        sync()
-        best = min(best, time.perf_counter() - started)
-    return f"{str(dtype).removeprefix('torch.')} {size}x{size}", 2 * size**3 * 10 / best / 1e12
-
-
 def prompt_tokens(ids: list[list[int]], pairs: list[Pair]) -> tuple[int, int]:
     """(all prompt tokens, tokens left when each document's shared prefix counts once)."""
     groups: dict[str, list[list[int]]] = {}
@@ -116,7 +95,8 @@ def main() -> None:
     reference = TransformersJudge(model, template, device=device, precision=args.precision, scoring="naive")
     reference.load()
     params = sum(p.numel() for p in reference.model.parameters())
-    peak_name, peak = matmul_peak_tflops(device)
+    size, dtype = (8192, torch.bfloat16) if device == "cuda" else (1024, torch.float32)  # the judge's, at scale
+    peak_name, peak = f"{str(dtype).removeprefix('torch.')} {size}x{size}", matmul_peak_tflops(device, dtype, size)
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "cpu": platform.processor() or platform.machine(),
@@ -142,11 +122,7 @@ def main() -> None:
             reference.scoring, reference.batch_size = scoring, batch_size or 32
             reference.token_budget, reference.cudnn_attention = budget or reference.token_budget, cudnn
             reference.score(pairs[:16])  # warm-up
-            sync()
-            started = time.perf_counter()
-            judgments = reference.score(pairs)
-            sync()
-            seconds = time.perf_counter() - started
+            seconds, judgments = timed(functools.partial(reference.score, pairs))
             log_odds = [j.log_odds if j.log_odds is not None else float("nan") for j in judgments]
             naive_log_odds = naive_log_odds or log_odds
             row = {
@@ -192,10 +168,7 @@ def profile(model: str, template: PromptTemplate, device: str, args: argparse.Na
     judge.score(pairs[:64])  # warm-up
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with profiler(activities=activities) as trace:
-        started = time.perf_counter()
-        judge.score(pairs)
-        sync()
-        seconds = time.perf_counter() - started
+        seconds, _ = timed(functools.partial(judge.score, pairs))
     sort = "cuda_time_total" if device == "cuda" else "cpu_time_total"
     table = trace.key_averages().table(sort_by=sort, row_limit=30)
     text = f"{judge.settings} {len(pairs)} pairs in {seconds:.3f} s under the profiler\n{table}\n"

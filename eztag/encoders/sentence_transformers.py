@@ -74,6 +74,7 @@ class SentenceTransformerEncoder:
         if max_seq_length is not None:
             self.model.max_seq_length = max_seq_length
         self.model.eval()
+        self.tokenise = getattr(self.model, "preprocess", None) or self.model.tokenize  # tokenize: older releases
         self.batch_size = batch_size or (GPU_BATCH_SIZE if self.device.type == "cuda" else CPU_BATCH_SIZE)
         dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(dimension() or 0)
@@ -88,12 +89,11 @@ class SentenceTransformerEncoder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.empty((0, self.dim), dtype=np.float32)
-        preprocess = getattr(self.model, "preprocess", None) or self.model.tokenize
         with torch.inference_mode():
             out = torch.empty((len(texts), self.dim), dtype=torch.float32, device=self.device)
             autocast = self.device.type == "cuda" and self.dtype != torch.float32
             for start in range(0, len(texts), TOKENISED_AT_ONCE):
-                tokenised = preprocess(list(texts[start : start + TOKENISED_AT_ONCE]))
+                tokenised = self.tokenise(list(texts[start : start + TOKENISED_AT_ONCE]))
                 for rows, features in token_batches(tokenised, self.batch_size):
                     features = {
                         key: value.to(self.device, non_blocking=True) if isinstance(value, torch.Tensor) else value
