@@ -3,6 +3,8 @@ real tags among generated distractor phrases.
 
     python benchmarks/million_labels.py --labels 1000000   # -> benchmarks/results/million-labels-cpu-1000000.*
     python benchmarks/million_labels.py --labels 1000000 --precision bfloat16   # the encoder in bf16 (AMX CPUs)
+    # a GPU host without the packaged model (benchmarks/gpu_run.sh, part million): -> million-labels-<gpu>-10000000.*
+    python benchmarks/million_labels.py --labels 10000000 --set encode.model='"/tmp/models/all-minilm-l6-v2"'
 
 Distractors: distinct phrases of 2 to 4 words drawn (seeded) by frequency from the words of the debtags *dev*
 documents, so they share the test documents' vocabulary without being taken from them; a label of the same form as
@@ -10,7 +12,8 @@ a real tag's name (`text`, no description). benchmarks/pipelines/million-labels.
 process per stage (ingest, encode with its label cache, index, tag, evaluate) so that each stage's wall time and
 peak resident memory (the process's ru_maxrss) are its own; then `eztag report` and `eztag compare` against the
 392-label run (pipelines/recall-benchmark.toml, one process). Each invocation starts from empty run folders and an
-empty label cache of its own (runs/million-labels/label-cache*), so its encode time is a first run's.
+empty label cache of its own (runs/million-labels/label-cache*), so its encode time is a first run's. The stages run
+where eztag puts them (a GPU when there is one); the results are named by that device.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import gzip
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -90,6 +94,16 @@ def timed(command: list[str], log: Path) -> dict[str, float]:
     return {"seconds": round(seconds, 1), "peak_gib": round(usage.ru_maxrss / 2**20, 2)}
 
 
+def hardware() -> tuple[str, str]:
+    """A slug for the results' names ('cpu', 'nvidia-h200') and a line naming the hardware and its CPU flags."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu", host_line()
+    name = torch.cuda.get_device_name()
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-"), f"{name}, torch {torch.__version__}; {host_line()}"
+
+
 def metrics(run_dir: Path) -> dict[str, float]:
     return json.loads((run_dir / "evaluate" / "metrics.json").read_text())["metrics"]
 
@@ -99,15 +113,29 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=1_000_000, help="label set size, real tags included")
     parser.add_argument("--out", type=Path, default=OUT, help="results folder")
     parser.add_argument(
-        "--precision", choices=["float32", "bfloat16"], default="float32", help="[encode] precision (bfloat16: AMX)"
+        "--precision",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        default="auto",
+        help="[encode] precision (auto: float32 on a CPU, float16 on a GPU; bfloat16 for AMX CPUs)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="a pipeline override for every stage and the 392-label run (as `eztag --set`), e.g. encode.model",
     )
     args = parser.parse_args()
-    suffix = "" if args.precision == "float32" else f"-{args.precision}"
-    precision = ["--set", f'encode.precision="{args.precision}"']
-    eztag = str(Path(sys.executable).with_name("eztag"))
+    suffix = "" if args.precision == "auto" else f"-{args.precision}"
+    settings = [f'encode.precision="{args.precision}"', *args.overrides]
+    common = [option for setting in settings for option in ("--set", setting)]
+    eztag = [sys.executable, "-m", "eztag.cli"]
+    device, host = hardware()
+    stem = args.out / f"million-labels-{device}-{args.labels}{suffix}"
     WORK.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    log = args.out / f"million-labels-cpu-{args.labels}{suffix}.log"
+    log = stem.with_suffix(".log")
     log.unlink(missing_ok=True)
     name = f"labels-{args.labels}{suffix}"
     labels_file = WORK / f"labels-{args.labels}.jsonl"
@@ -119,18 +147,19 @@ def main() -> None:
     for folder in (run_dir, base_dir, compare_dir, cache):  # a rerun times a first run, not the skips and the cache
         shutil.rmtree(folder, ignore_errors=True)
     options = ["--set", f'ingest.labels="{labels_file}"', "--set", f'encode.label_cache="{cache}"']
-    options += ["--run-dir", str(run_dir), *precision]
-    stages = {stage: timed([eztag, stage, str(PIPELINE), *options], log) for stage in STAGES}
+    options += ["--run-dir", str(run_dir), *common]
+    stages = {stage: timed([*eztag, stage, str(PIPELINE), *options], log) for stage in STAGES}
     manifest = json.loads((run_dir / "manifest.json").read_text())["stages"]
     for stage in STAGES:
         stages[stage]["stage_seconds"] = round(manifest[stage]["seconds"], 1)
-    stages["report"] = timed([eztag, "report", str(run_dir), "--out", str(WORK / f"{name}-report.html")], log)
-    baseline = timed([eztag, "run", str(BASELINE), "--run-dir", str(base_dir), *precision], log)
-    stages["compare"] = timed([eztag, "compare", str(base_dir), str(run_dir), "--out", str(compare_dir)], log)
+    stages["report"] = timed([*eztag, "report", str(run_dir), "--out", str(WORK / f"{name}-report.html")], log)
+    baseline = timed([*eztag, "run", str(BASELINE), "--run-dir", str(base_dir), *common], log)
+    stages["compare"] = timed([*eztag, "compare", str(base_dir), str(run_dir), "--out", str(compare_dir)], log)
     comparison = (compare_dir / "comparison.md").read_text(encoding="utf-8")
     result = {
-        "command": f"python benchmarks/million_labels.py --labels {args.labels} --precision {args.precision}",
-        "host": host_line(),
+        "command": shlex.join(["python", "benchmarks/million_labels.py", *sys.argv[1:]]),
+        "device": device,
+        "host": host,
         "labels": args.labels,
         "distractors": distractors,
         "generate_labels_seconds": generate_seconds,
@@ -141,7 +170,6 @@ def main() -> None:
         "metrics": {"392 labels": metrics(base_dir), f"{args.labels:,} labels": metrics(run_dir)},
         "comparison_md": comparison,
     }
-    stem = args.out / f"million-labels-cpu-{args.labels}{suffix}"
     write_json(stem.with_suffix(".json"), result)
     write_text(stem.with_suffix(".md"), render(result))
     print(render(result))
@@ -158,7 +186,7 @@ def render(result: dict) -> str:
     keys = [key for key in ("P@1", "P@3", "P@5", "nDCG@5", "R@10", "R@100") if key in result["metrics"][names[0]]]
     return "\n".join(
         [
-            f"# {result['labels']:,} labels end to end on the CPU",
+            f"# {result['labels']:,} labels end to end on {'the CPU' if result['device'] == 'cpu' else 'a GPU'}",
             "",
             f"`{result['command']}` — {result['host']}. The 392 debtags tags among {result['distractors']:,} "
             f"distractor phrases (generated in {result['generate_labels_seconds']} s), the 5,735 debtags test "
