@@ -3,8 +3,10 @@
 On the CPU (10^6 x 384 labels, 1,000 queries, 2 cores) copying each chunk out of its memory map took 30% of the
 search and the top-k over each [queries, chunk] score matrix 27% of the rest (torch's CPU top-k copies each row
 into (score, index) pairs and partially sorts them). So chunks are views of the memory map, and after the first
-chunk `merge_above` keeps only the scores above each query's current k-th best, found with one comparison pass; with
-labels in any non-adversarial order few pass, so the top-k runs on a handful of candidates per query.
+chunk only the scores above each query's current k-th best are candidates; with labels in any non-adversarial order
+few pass, so the top-k runs on a handful of candidates per query. Finding them with a comparison pass and a nonzero
+over every score, and merging after every chunk, took as long as the matrix products themselves (2 cores, 10^6
+labels); `scores_above` compares only the blocks whose maximum passes, and candidates merge every few chunks.
 
 On a GPU the matrix product runs near its peak and `torch.topk` over each [queries, chunk] score matrix took 90% of
 the search (H200, 10^5 x 10^6 labels: 0.94 s, 82 TFLOP/s). `block_topk` selects in two stages instead: the maximum
@@ -39,6 +41,8 @@ FILE = "labels.npy"
 GPU_LABEL_CHUNK, CPU_LABEL_CHUNK = 262_144, 4096
 GPU_QUERY_BATCH, CPU_QUERY_BATCH = 4096, 1024
 SELECT_BLOCK = 256  # columns per block in block_topk
+CPU_GATE_BLOCK = 128  # columns per block whose maximum gates the comparison pass on the CPU (scores_above)
+CPU_MERGE_EVERY = 8  # label chunks whose candidates are gathered before one merge into the k best on the CPU
 Selection = Literal["auto", "torch", "triton"]
 LabelMemory = Literal["auto", "device", "host"]
 
@@ -79,30 +83,49 @@ def merge_topk(
     return top_scores[:, :k], all_rows.gather(1, order[:, :k])
 
 
-def merge_where(
-    best_scores: torch.Tensor, best_rows: torch.Tensor, scores: torch.Tensor, offset: int, keep: torch.Tensor, k: int
+Candidates = list[tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]]  # parts of (query, score, label row) lists
+
+
+def merge_candidates(
+    best_scores: torch.Tensor, best_rows: torch.Tensor, candidates: Candidates, k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Merge the scores of a label chunk (first row `offset`) where `keep` holds into the k-best lists: those
-    scores are gathered (padded with -inf) and merged by `merge_topk`."""
-    queries, columns = torch.nonzero(keep, as_tuple=True)
+    """Merge candidates, flat (query, score, label row) lists in any order, into the k-best lists: they are laid
+    out one row per query (padded with -inf) and merged by `merge_topk`."""
+    queries, scores, rows = (torch.cat(column) for column in zip(*candidates, strict=True))
     if len(queries) == 0:
         return best_scores, best_rows
-    counts = torch.bincount(queries, minlength=len(scores))
-    slots = torch.arange(len(queries)) - (torch.cumsum(counts, 0) - counts)[queries]  # nonzero is row-major
+    order = torch.argsort(queries, stable=True)
+    queries, scores, rows = queries[order], scores[order], rows[order]
+    counts = torch.bincount(queries, minlength=len(best_scores))
+    slots = torch.arange(len(queries)) - (torch.cumsum(counts, 0) - counts)[queries]
     width = int(counts.max())
-    candidates = torch.full((len(scores), width), -torch.inf, dtype=torch.float32)
-    candidates[queries, slots] = scores[queries, columns].float()
-    rows = torch.full((len(scores), width), -1, dtype=torch.int64)
-    rows[queries, slots] = columns + offset
-    return merge_topk(best_scores, best_rows, candidates, rows, k)
+    laid_scores = torch.full((len(best_scores), width), -torch.inf, dtype=torch.float32)
+    laid_scores[queries, slots] = scores.float()
+    laid_rows = torch.full((len(best_scores), width), -1, dtype=torch.int64)
+    laid_rows[queries, slots] = rows
+    return merge_topk(best_scores, best_rows, laid_scores, laid_rows, k)
 
 
-def merge_above(
-    best_scores: torch.Tensor, best_rows: torch.Tensor, scores: torch.Tensor, offset: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Merge a label chunk into full k-best lists: only scores above a query's current k-th best can enter (ties
-    keep the earlier row), found with one comparison pass."""
-    return merge_where(best_scores, best_rows, scores, offset, scores > best_scores[:, -1:], best_scores.shape[1])
+def scores_above(
+    scores: torch.Tensor, thresholds: torch.Tensor, offset: int, block: int = CPU_GATE_BLOCK
+) -> Candidates:
+    """Every score above its query's threshold ([queries, 1]) as candidates, label rows counted from `offset`.
+    Each block of `block` columns is compared only when its maximum passes: one reduction over the scores instead
+    of a comparison pass and a nonzero over all of them (on 2 CPU cores those took as long as the matrix product)."""
+    queries, columns = scores.shape
+    whole = columns // block * block
+    found: Candidates = []
+    if whole:
+        grouped = scores[:, :whole].view(queries, whole // block, block)
+        rows, blocks = torch.nonzero(grouped.amax(dim=2) > thresholds, as_tuple=True)
+        values = grouped[rows, blocks]
+        hits, within = torch.nonzero(values > thresholds[rows], as_tuple=True)
+        found.append((rows[hits], values[hits, within], offset + blocks[hits] * block + within))
+    if whole < columns:
+        tail = scores[:, whole:]
+        rows, within = torch.nonzero(tail > thresholds, as_tuple=True)
+        found.append((rows, tail[rows, within], offset + whole + within))
+    return found
 
 
 def streamed_topk(
@@ -272,17 +295,27 @@ class ExactIndex(LabelIndex):
         return block_topk_chunks(batch, self._label_chunks(), k)
 
     def _cpu_topk(self, batch: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact top-k over memory-mapped label chunks: after the first k, only scores above the k-th best merge."""
+        """Exact top-k over memory-mapped label chunks: once k are known, only the scores above each query's k-th
+        best are candidates (`scores_above`), gathered over CPU_MERGE_EVERY chunks and merged at once (a k-th best
+        as old as that only lets more candidates in)."""
         best_scores = torch.empty((len(batch), 0), dtype=torch.float32)
         best_rows = torch.empty((len(batch), 0), dtype=torch.int64)
-        for offset, chunk in self._label_chunks():
+        pending: Candidates = []
+        for number, (offset, chunk) in enumerate(self._label_chunks(), start=1):
             scores = batch @ chunk.T
-            if best_scores.shape[1] == k:
-                best_scores, best_rows = merge_above(best_scores, best_rows, scores, offset)
-            else:
+            if best_scores.shape[1] < k:
                 # every score at or above the chunk's k-th best: ties at the k-th place go to the lower rows
                 kth = torch.topk(scores, min(k, len(chunk)), dim=1).values[:, -1:]
-                best_scores, best_rows = merge_where(best_scores, best_rows, scores, offset, scores >= kth, k)
+                queries, columns = torch.nonzero(scores >= kth, as_tuple=True)
+                found = [(queries, scores[queries, columns], offset + columns)]
+                best_scores, best_rows = merge_candidates(best_scores, best_rows, found, k)
+                continue
+            pending += scores_above(scores, best_scores[:, -1:], offset)
+            if number % CPU_MERGE_EVERY == 0:
+                best_scores, best_rows = merge_candidates(best_scores, best_rows, pending, k)
+                pending = []
+        if pending:
+            best_scores, best_rows = merge_candidates(best_scores, best_rows, pending, k)
         return best_scores, best_rows
 
     def _fused_topk(self, batch: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,6 +31,7 @@ def brute_force(queries: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.nda
         (103, 17, 7, 4, 20),  # k > label chunk size
         (50, 8, 3, 7, 64),  # k > number of labels
         (1, 1, 1, 1, 3),
+        (3001, 700, 300, 16, 50),  # chunks wider than the CPU's gate block, merges every few chunks
     ],
 )
 def test_chunked_equals_brute_force(
@@ -76,16 +77,36 @@ def test_ties_go_to_the_lower_row_whatever_the_chunking_and_threads(
     np.testing.assert_array_equal(rows, want_rows)
 
 
-def test_every_later_chunk_wins(tmp_path: Path) -> None:
-    """Labels growing in norm, so each chunk's scores beat all earlier ones (the worst case of merge_above)."""
+@pytest.mark.parametrize(("label_chunk", "k"), [(300, 10), (300, 150), (128, 40), (1000, 7)])
+def test_blocks_gated_by_their_maximum_keep_every_tie_across_merges(tmp_path: Path, label_chunk: int, k: int) -> None:
+    """Chunks wider than the CPU's gate block (whole blocks and a partial one), candidates merged every few chunks
+    against a k-th best that is older than the chunk: with scores tied everywhere and duplicates of early labels
+    after several merges, still numpy's stable argsort."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(-1, 2, size=(3000, 6)).astype(np.float32)
+    labels[2500:2600] = labels[100:200]  # duplicates past CPU_MERGE_EVERY chunks of 300
+    queries = rng.integers(-1, 2, size=(9, 6)).astype(np.float32)
+    index = ExactIndex(device="cpu", precision="float32", label_chunk_size=label_chunk, query_batch_size=4)
+    index.build(store_of(tmp_path, labels, 700))
+    scores, rows = index.search(queries, k)
+    want_scores, want_rows = brute_force(queries, labels, k)
+    np.testing.assert_array_equal(scores, want_scores)
+    np.testing.assert_array_equal(rows, want_rows)
+
+
+@pytest.mark.parametrize(("n_labels", "label_chunk"), [(200, 16), (3000, 256)])
+def test_every_later_chunk_wins(tmp_path: Path, n_labels: int, label_chunk: int) -> None:
+    """Labels growing in norm, so each chunk's scores beat all earlier ones: the worst case for candidates above
+    the k-th best (every score of every chunk is one)."""
     rng = np.random.default_rng(2)
     direction = rng.standard_normal(16).astype(np.float32)
-    labels = direction * np.arange(1, 201, dtype=np.float32)[:, None] + rng.standard_normal((200, 16)) * 0.01
+    labels = direction * np.arange(1, n_labels + 1, dtype=np.float32)[:, None]
+    labels = (labels + rng.standard_normal((n_labels, 16)) * 0.01).astype(np.float32)
     queries = (direction + rng.standard_normal((5, 16)) * 0.01).astype(np.float32)
-    index = ExactIndex(device="cpu", label_chunk_size=16, query_batch_size=5)
-    index.build(store_of(tmp_path, labels.astype(np.float32), 50))
+    index = ExactIndex(device="cpu", label_chunk_size=label_chunk, query_batch_size=5)
+    index.build(store_of(tmp_path, labels, 50))
     scores, rows = index.search(queries, 30)
-    want_scores, want_rows = brute_force(queries, labels.astype(np.float32), 30)
+    want_scores, want_rows = brute_force(queries, labels, 30)
     np.testing.assert_allclose(scores, want_scores, rtol=1e-5)
     np.testing.assert_array_equal(rows, want_rows)
 
