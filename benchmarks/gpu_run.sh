@@ -7,10 +7,10 @@
 #     -d .gpu/whl polars==1.28.1 datasets dill multiprocess
 # (polars at its floor: one 35 MB wheel, where 2.x is two of 54 MB; carry [".gpu"] with the checkout's ~10 MB.)
 # Run from the project's root: `bash benchmarks/gpu_run.sh [PART ...]` (parts: judge, profile, exact, encode,
-# cold-start, million; default judge exact encode cold-start); output in $OUT. BUDGET (seconds, default 540) bounds
-# the whole script so that it ends inside one 600 s device call: each part gets its own limit or what is left,
-# whichever is less, and a part with under 20 s left is skipped and says so. MILLION_LABELS (default 1000000) sizes
-# the million part.
+# encode-compile, cold-start, million; default judge exact encode cold-start); output in $OUT. BUDGET (seconds,
+# default 540) bounds the whole script so that it ends inside one 600 s device call: each part gets its own limit or
+# what is left, whichever is less, and a part with under 20 s left is skipped and says so. MILLION_LABELS (default
+# 1000000) sizes the million part.
 set -u
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
@@ -41,6 +41,9 @@ for part in $PARTS; do
     profile) step 120 python3 benchmarks/judge_paths.py --model "$M/qwen2.5-coder-1.5b" --profile --out "$OUT/judge-$GPU" ;;
     exact) step 150 python3 benchmarks/gpu_scale.py --out "$OUT/exact-$GPU" ;;
     encode) step 150 python3 benchmarks/gpu_scale.py --part encode --models-dir "$M" --out "$OUT/encode-$GPU" ;;
+    encode-compile)  # the encode part with eztag's encoder also under torch.compile (compiling takes a while)
+      step 240 python3 benchmarks/gpu_scale.py --part encode --compile --models-dir "$M" \
+        --out "$OUT/encode-compile-$GPU" ;;
     cold-start)
       # pipelines/cold-start.toml on 1,069 documents with the random-weight models, the transformers judge at its
       # GPU defaults (scoring auto = batched); stage times from the manifest

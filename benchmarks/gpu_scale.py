@@ -11,8 +11,10 @@ the GPU (search cost does not depend on their values).
 (the debtags sample, up to 256 tokens) against `SentenceTransformer.encode` with its defaults (float32, batch 32) and
 with the right two arguments (on a GPU float16 weights and batch 1,024; on the CPU eztag's batch 64); where eztag's
 time goes (tokenising alone, the model alone on tokenised batches already on the device, padding) and a
-torch.profiler table of its operators (OUT-profile.txt). The model is MiniLM-L6's shape with random weights
-(benchmarks/models/, random_models.py) unless --encoder names one. Needs only torch, transformers and
+torch.profiler table of its operators (OUT-profile.txt); with --compile also eztag's encoder with the model under
+`torch.compile(dynamic=True)` (its compile seconds apart; on 2 CPU cores 1.08x on phrases, 1.16x on documents:
+results/encode-cpu-compile.md). The model is MiniLM-L6's shape with random weights (benchmarks/models/,
+random_models.py) unless --encoder names one. Needs only torch, transformers and
 sentence-transformers beside eztag:
 
     python benchmarks/gpu_scale.py --out benchmarks/results/exact-h200
@@ -218,6 +220,9 @@ def encode_part(args: argparse.Namespace) -> tuple[dict, list[str]]:
             encoder.batch_size,
         ),
     }
+    compiled = SentenceTransformerEncoder(model) if args.compile else None  # the same, its model compiled
+    if compiled is not None:
+        compiled.model.forward = torch.compile(compiled.model.forward, dynamic=True)
     phrases, documents = texts_for_encoding(args.phrases, args.documents or 20_000)
     report: dict = {
         "device": torch.cuda.get_device_name() if cuda else f"cpu ({torch.get_num_threads()} threads)",
@@ -229,15 +234,23 @@ def encode_part(args: argparse.Namespace) -> tuple[dict, list[str]]:
         "eztag": {"dtype": str(encoder.dtype).removeprefix("torch."), "batch_size": encoder.batch_size},
         "rows": [],
     }
+    if compiled is not None:  # the first shapes of each kind compile; later ones reuse the dynamic graph
+        report["compile_s"] = round(
+            timed(lambda: (compiled.encode(phrases[:256]), compiled.encode(documents[:64])))[0], 1
+        )
     for name, texts in (("label phrases", phrases), ("documents", documents)):
         encoder.encode(texts[:256])  # warm-up
         for anchor, batch_size in anchors.values():
             anchor.encode(texts[:256], batch_size=batch_size)
-        runs: dict[str, list[float]] = {"eztag": [], **{anchor_name: [] for anchor_name in anchors}}
+        runs: dict[str, list[float]] = {"eztag": [], "eztag compiled": [], **{name: [] for name in anchors}}
         cosines: dict[str, float] = {}
         for _ in range(args.repeats):  # interleaved; the best of each
             seconds, vectors = timed(lambda texts=texts: encoder.encode(texts))
             runs["eztag"].append(seconds)
+            if compiled is not None:
+                compiled_s, compiled_vectors = timed(lambda texts=texts: compiled.encode(texts))
+                runs["eztag compiled"].append(compiled_s)
+                cosines["eztag compiled"] = round(float(np.min(np.sum(vectors * compiled_vectors, axis=1))), 5)
             for anchor_name, (anchor, batch_size) in anchors.items():
                 anchor_s, anchor_vectors = timed(
                     lambda texts=texts, anchor=anchor, batch_size=batch_size: anchor.encode(
@@ -256,7 +269,13 @@ def encode_part(args: argparse.Namespace) -> tuple[dict, list[str]]:
             }
             for anchor_name in anchors
         }
-        row["seconds_per_run"] = {key: [round(value, 3) for value in values] for key, values in runs.items()}
+        if compiled is not None:
+            row["compiled"] = {
+                "per_s": round(len(texts) / min(runs["eztag compiled"]), 1),
+                "speed_up_over_eztag": round(seconds / min(runs["eztag compiled"]), 2),
+                "min_cosine_to_eztag": cosines["eztag compiled"],
+            }
+        row["seconds_per_run"] = {key: [round(value, 3) for value in values] for key, values in runs.items() if values}
         row["eztag_seconds"] = round(seconds, 3)
         row.update(where_time_goes(encoder, texts))
         report["rows"].append(row)
@@ -282,6 +301,17 @@ def encode_part(args: argparse.Namespace) -> tuple[dict, list[str]]:
         f"| {r['tokens_per_text']} | {r['padded_share']:.1%} |"
         for r in report["rows"]
     ]
+    if compiled is not None:
+        lines += [
+            "",
+            f"With the model compiled (`torch.compile(dynamic=True)`, {report['compile_s']} s compiling first):",
+            "",
+        ]
+        lines += [
+            f"- {r['texts']}: {r['compiled']['per_s']:,}/s, {r['compiled']['speed_up_over_eztag']}x eztag eager, "
+            f"min cosine {r['compiled']['min_cosine_to_eztag']}"
+            for r in report["rows"]
+        ]
     return report, lines
 
 
@@ -308,6 +338,7 @@ def main() -> None:
     parser.add_argument("--phrases", type=int, default=100_000, help="encode: label phrases")
     parser.add_argument("--repeats", type=int, default=1, help="encode: timed runs of each, interleaved (best)")
     parser.add_argument("--encoder", help="encode: an encoder as eztag takes it (default: MiniLM, random weights)")
+    parser.add_argument("--compile", action="store_true", help="encode: also eztag's encoder under torch.compile")
     parser.add_argument("--models-dir", type=Path, default=Path("/tmp/eztag-random-models"))
     parser.add_argument("--out", type=Path, required=True, help="OUT.json and OUT.md are written")
     args = parser.parse_args()
