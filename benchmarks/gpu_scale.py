@@ -13,7 +13,7 @@ with the right two arguments (on a GPU float16 weights and batch 1,024; on the C
 time goes (tokenising alone, the model alone on tokenised batches already on the device, padding) and a
 torch.profiler table of its operators (OUT-profile.txt); with --compile also eztag's encoder with the model under
 `torch.compile(dynamic=True)` (its compile seconds apart; on 2 CPU cores 1.08x on phrases, 1.16x on documents:
-results/encode-cpu-compile.md). The model is MiniLM-L6's shape with random weights (benchmarks/models/,
+results/encode-cpu-runtimes.md). The model is MiniLM-L6's shape with random weights (benchmarks/models/,
 random_models.py) unless --encoder names one. Needs only torch, transformers and
 sentence-transformers beside eztag:
 
