@@ -38,7 +38,9 @@ class EncodeConfig:
     """Compute precision of the encoder: `float32`, `float16` or `bfloat16` (which also runs on the CPU, fast only where
     bf16 is, e.g. with AMX); `auto`: float16 on a GPU, float32 on the CPU."""
     batch_size: int | None = None
-    """Texts per forward pass, batched from length-sorted texts; `None`: 64 on the CPU, 1024 on a GPU."""
+    """Most texts per forward pass, batched from texts sorted by token count; `None`: 1024. On the CPU a forward also
+    holds at most 4,096 tokens (texts x their padded length: ~400 label phrases, 16-40 documents), which is what sets
+    its size there."""
     chunk_size: int = 16384
     """Texts per `.npy` chunk file: the unit of resume, of memory and of the engine's work."""
     max_seq_length: int | None = None

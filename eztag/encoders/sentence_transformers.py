@@ -18,21 +18,30 @@ if TYPE_CHECKING:
 else:
     torch = lazy_module("torch")  # loaded when first used, not when a configuration is checked
 
-CPU_BATCH_SIZE = 64
+CPU_BATCH_SIZE = 1024  # a cap: on the CPU batches are cut by tokens (CPU_BATCH_TOKENS) first
+CPU_BATCH_TOKENS = 4096  # rows x padded length per forward on the CPU (benchmarks/results/encode-cpu-batch-tokens.md)
 GPU_BATCH_SIZE = 1024
 TOKENISED_AT_ONCE = 16384  # texts per tokeniser call: bounds the features' memory whatever a caller passes
 
 
-def token_batches(features: dict[str, Any], batch_size: int) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+def token_batches(
+    features: dict[str, Any], batch_size: int, max_tokens: int | None = None
+) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
     """(row numbers, their features) in batches of similar token count, longest first, from the tokenised features
-    of all texts: each batch keeps only the columns its rows use, so it pads to its own longest text. Values that
-    are not per-row tensors (the modality) go to every batch as they are."""
+    of all texts: each batch keeps only the columns its rows use, so it pads to its own longest text, and holds at
+    most `batch_size` rows and, with `max_tokens`, at most that many rows x padded length (a longer text alone).
+    Values that are not per-row tensors (the modality) go to every batch as they are."""
     mask = features["attention_mask"]
-    order = np.argsort(-mask.sum(dim=1).numpy(), kind="stable")
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
+    lengths = mask.sum(dim=1).numpy()
+    order = np.argsort(-lengths, kind="stable")
+    start = 0
+    while start < len(order):
+        longest = max(1, int(lengths[order[start]]))  # the batch's first row is its longest
+        size = batch_size if max_tokens is None else max(1, min(batch_size, max_tokens // longest))
+        rows = order[start : start + size]
         index = torch.from_numpy(rows)
         yield rows, {key: _batch_of(value, index, mask) for key, value in features.items()}
+        start += size
 
 
 def _batch_of(value: Any, index: torch.Tensor, mask: torch.Tensor) -> Any:
@@ -51,7 +60,9 @@ class SentenceTransformerEncoder:
 
     Batching by tokens rather than characters (what `SentenceTransformer.encode` sorts by) cut the padded share of
     the batches from 32% to 2% on label phrases and from 22% to 9% on documents: 1.46x and 1.22x faster on 2 CPU
-    cores (benchmarks/results/encode-cpu-token-batches.md). Not yet timed on a GPU."""
+    cores (benchmarks/results/encode-cpu-token-batches.md). Not yet timed on a GPU. On the CPU, cutting batches at
+    CPU_BATCH_TOKENS rather than at 64 texts made label phrases 1.01-1.11x and documents 1.12-1.19x faster again
+    (batches of ~400 phrases, ~30 documents; benchmarks/results/encode-cpu-batch-tokens.md)."""
 
     def __init__(
         self,
@@ -75,7 +86,9 @@ class SentenceTransformerEncoder:
             self.model.max_seq_length = max_seq_length
         self.model.eval()
         self.tokenise = getattr(self.model, "preprocess", None) or self.model.tokenize  # tokenize: older releases
-        self.batch_size = batch_size or (GPU_BATCH_SIZE if self.device.type == "cuda" else CPU_BATCH_SIZE)
+        cuda = self.device.type == "cuda"
+        self.batch_size = batch_size or (GPU_BATCH_SIZE if cuda else CPU_BATCH_SIZE)
+        self.batch_tokens = None if cuda else CPU_BATCH_TOKENS  # on a GPU rows alone, as measured there
         dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(dimension() or 0)
         self.fingerprint = {
@@ -94,7 +107,7 @@ class SentenceTransformerEncoder:
             autocast = self.device.type == "cuda" and self.dtype != torch.float32
             for start in range(0, len(texts), TOKENISED_AT_ONCE):
                 tokenised = self.tokenise(list(texts[start : start + TOKENISED_AT_ONCE]))
-                for rows, features in token_batches(tokenised, self.batch_size):
+                for rows, features in token_batches(tokenised, self.batch_size, self.batch_tokens):
                     features = {
                         key: value.to(self.device, non_blocking=True) if isinstance(value, torch.Tensor) else value
                         for key, value in features.items()

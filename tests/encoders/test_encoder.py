@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from eztag.encoders.sentence_transformers import token_batches
@@ -28,6 +29,24 @@ def test_token_batches_cover_every_row_once_and_pad_to_their_own_longest(minilm)
             batch["input_ids"][mask.bool()], features["input_ids"][rows][features["attention_mask"][rows].bool()]
         )
         assert batch.get("modality", "text") == features.get("modality", "text")
+
+
+@pytest.mark.parametrize(("batch_size", "max_tokens"), [(100, 24), (2, 24), (100, 5)])
+def test_token_batches_hold_at_most_max_tokens(minilm, batch_size: int, max_tokens: int) -> None:
+    """With a token budget (the CPU's), a batch holds at most `max_tokens` rows x padded length and `batch_size`
+    rows; a text longer than the budget goes alone; still every row once, longest first."""
+    texts = ["word " * 30, "a b c d e f", "x", "a b", "", "internationalisation", "a b c", "y", "z", "w"]
+    features = minilm.model.preprocess(texts)
+    lengths = features["attention_mask"].sum(dim=1).tolist()
+    batches = list(token_batches(features, batch_size, max_tokens))
+    assert sorted(np.concatenate([rows for rows, _ in batches]).tolist()) == list(range(len(texts)))
+    assert [lengths[row] for rows, _ in batches for row in rows] == sorted(lengths, reverse=True)
+    for rows, batch in batches:
+        assert len(rows) <= batch_size
+        assert len(rows) == 1 or batch["attention_mask"].numel() <= max_tokens
+    for rows, _ in batches[:-1]:  # full: one more row would pass a limit
+        assert len(rows) == batch_size or (len(rows) + 1) * lengths[rows[0]] > max_tokens
+    assert len(batches[0][0]) == 1  # the 30-word text is longer than either budget
 
 
 def test_matches_sentence_transformers(minilm, debtags_texts) -> None:
