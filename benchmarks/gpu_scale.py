@@ -288,12 +288,15 @@ def encode_part(args: argparse.Namespace) -> tuple[dict, list[str]]:
         report["rows"].append(row)
         print(json.dumps(row), flush=True)
     profile_encoder(encoder, phrases[: 8 * anchor_batch], args.out)
+    defaults = f"{report['eztag']['dtype']}, at most {encoder.batch_size:,} texts" + (
+        f" and {encoder.batch_tokens:,} tokens a batch" if encoder.batch_tokens else " a batch"
+    )
     lines = [
         f"# Encoding on {report['device']} ({report['model']}; torch {report['torch']}, sentence-transformers "
         f"{report['sentence_transformers']}; CPU flags {' '.join(report['cpu_flags']) or 'none read'})",
         "",
-        f"eztag's encoder at its defaults here ({report['eztag']}) against `SentenceTransformer.encode` in the same "
-        "run; then eztag's time taken apart: tokenising all texts alone, cutting the batches and copying them to the "
+        f"eztag's encoder at its defaults here ({defaults}) against `SentenceTransformer.encode` in the same run; "
+        "then eztag's time taken apart: tokenising all texts alone, cutting the batches and copying them to the "
         "device, the model alone.",
         "",
         "| texts | count | eztag /s | "
