@@ -202,6 +202,11 @@ def where_time_goes(encoder: Any, texts: list[str]) -> dict[str, float]:
     }
 
 
+def min_cosine(vectors: np.ndarray, others: np.ndarray) -> float:
+    """The least cosine between matching rows of two sets of unit vectors (5 decimals)."""
+    return round(float(np.min(np.sum(vectors * others, axis=1))), 5)
+
+
 def encode_part(args: argparse.Namespace) -> tuple[dict, list[str]]:
     """The encoder report and its markdown lines; the profile goes to OUT-profile.txt."""
     from sentence_transformers import SentenceTransformer, __version__
@@ -257,7 +262,7 @@ def encode_part(args: argparse.Namespace) -> tuple[dict, list[str]]:
             if compiled is not None:
                 compiled_s, compiled_vectors = timed(lambda texts=texts: compiled.encode(texts))
                 runs["eztag compiled"].append(compiled_s)
-                cosines["eztag compiled"] = round(float(np.min(np.sum(vectors * compiled_vectors, axis=1))), 5)
+                cosines["eztag compiled"] = min_cosine(vectors, compiled_vectors)
             for anchor_name, (anchor, batch_size) in anchors.items():
                 anchor_s, anchor_vectors = timed(
                     lambda texts=texts, anchor=anchor, batch_size=batch_size: anchor.encode(
@@ -265,7 +270,7 @@ def encode_part(args: argparse.Namespace) -> tuple[dict, list[str]]:
                     )
                 )
                 runs[anchor_name].append(anchor_s)
-                cosines[anchor_name] = round(float(np.min(np.sum(vectors * anchor_vectors, axis=1))), 5)
+                cosines[anchor_name] = min_cosine(vectors, anchor_vectors)
         seconds = min(runs["eztag"])
         row: dict[str, Any] = {"texts": name, "count": len(texts), "eztag_per_s": round(len(texts) / seconds, 1)}
         row["anchors"] = {

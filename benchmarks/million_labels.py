@@ -3,7 +3,7 @@ real tags among generated distractor phrases.
 
     python benchmarks/million_labels.py --labels 1000000   # -> benchmarks/results/million-labels-cpu-1000000.*
     python benchmarks/million_labels.py --labels 1000000 --precision bfloat16   # the encoder in bf16 (AMX CPUs)
-    # a GPU host without the packaged model (benchmarks/gpu_run.sh, part million): -> million-labels-<gpu>-10000000.*
+    # a GPU host without the packaged model (benchmarks/gpu_run.sh, part million): -> million-labels-h200-10000000.*
     python benchmarks/million_labels.py --labels 10000000 --set encode.model='"/tmp/models/all-minilm-l6-v2"'
 
 Distractors: distinct phrases of 2 to 4 words drawn (seeded) by frequency from the words of the debtags *dev*
@@ -95,13 +95,15 @@ def timed(command: list[str], log: Path) -> dict[str, float]:
 
 
 def hardware() -> tuple[str, str]:
-    """A slug for the results' names ('cpu', 'nvidia-h200') and a line naming the hardware and its CPU flags."""
+    """The results' name for this device ('cpu'; 'h200' for "NVIDIA H200", as benchmarks/gpu_run.sh names the GPU's
+    other results) and a line naming the hardware and its CPU flags."""
     import torch
 
     if not torch.cuda.is_available():
         return "cpu", host_line()
     name = torch.cuda.get_device_name()
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-"), f"{name}, torch {torch.__version__}; {host_line()}"
+    model = re.search(r"[a-z][0-9]+", name.lower())
+    return model.group() if model else "gpu", f"{name}, torch {torch.__version__}; {host_line()}"
 
 
 def metrics(run_dir: Path) -> dict[str, float]:
