@@ -126,6 +126,29 @@ def cache_location(configured: str | None, stage_dir: Path, name: str) -> Path:
     return Path(configured) if configured else stage_dir.parent / "cache" / name
 
 
+def shared_folder(configured: str, field: str) -> Path:
+    """The folder of a cache shared between runs (`field` names its setting), created if missing; a one-line error
+    when a file is in its place."""
+    path = Path(configured)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise EztagError(f"{path} is not a folder: it must be one, or a path eztag can create", field=field) from None
+    return path
+
+
+def copy_files(source: Path, target: Path) -> None:
+    """Copy every file of the folder `source` into `target`, each atomically (a killed copy resumes file by file).
+
+    A copy, not a link: the run directory's checksums then guard the run's own bytes, and a rebuilt run never
+    inherits damage done later to a file in a shared cache."""
+    for path in sorted(source.iterdir()):
+        destination = target / path.name
+        if not destination.exists():
+            with atomic_path(destination) as tmp:
+                shutil.copyfile(path, tmp)
+
+
 def read_shards(directory: Path, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     """Every `part-*.parquet` shard of a cache folder, concatenated (an empty frame of `schema` when none)."""
     shards = sorted(directory.glob("part-*.parquet"))

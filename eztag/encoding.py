@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -13,7 +12,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-from eztag.artifacts import atomic_path, config_hash
+from eztag.artifacts import config_hash, copy_files, shared_folder
 from eztag.devices import check_device
 from eztag.embeddings import META, EmbeddingStore, write_stores
 from eztag.encoders import get_encoder
@@ -108,7 +107,7 @@ def write_embeddings(config: EncodeConfig, ingest_dir: Path, out_dir: Path, engi
     if config.label_cache is not None:
         encoder = load_encoder(config)
         key = config_hash([encoder.fingerprint, config.chunk_size, config.dtype, label_texts])
-        label_store = EmbeddingStore(Path(config.label_cache) / key)
+        label_store = EmbeddingStore(shared_folder(config.label_cache, "encode.label_cache") / key)
         reused = (label_store.directory / META).exists()
     jobs = [(label_store, label_texts, "encode labels")] if not reused else []
     jobs.append(
@@ -117,7 +116,7 @@ def write_embeddings(config: EncodeConfig, ingest_dir: Path, out_dir: Path, engi
     make_encoder = functools.partial(encoder_worker, config)
     write_stores(engine, make_encoder, jobs, chunk_size=config.chunk_size, dtype=config.dtype)
     if config.label_cache is not None:
-        copy_store(label_store.directory, out_dir / "labels")
+        copy_files(label_store.directory, out_dir / "labels")
     dim = EmbeddingStore(out_dir / "documents").dim
     return {"labels": labels.height, "documents": documents.height, "dim": dim, "labels_from_cache": reused}
 
@@ -127,15 +126,3 @@ def write_store(directory: Path, rows: list[str], encoder: Any, config: EncodeCo
     EmbeddingStore(directory).write(
         rows, encoder.encode, chunk_size=config.chunk_size, dtype=config.dtype, description=description
     )
-
-
-def copy_store(source: Path, target: Path) -> None:
-    """Copy every file of the store `source` into `target`, each atomically (a killed copy resumes file by file).
-
-    A copy, not a link: the run directory's checksums then guard the run's own bytes, and a rebuilt run never
-    inherits damage done to a file in the shared cache."""
-    for path in sorted(source.iterdir()):
-        destination = target / path.name
-        if not destination.exists():
-            with atomic_path(destination) as tmp:
-                shutil.copyfile(path, tmp)

@@ -4,6 +4,7 @@ and measure the recall of approximate indexes (the index stage's work; distil in
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -13,11 +14,12 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-from eztag.artifacts import write_json, write_parquet
+from eztag.artifacts import atomic_dir, config_hash, copy_files, file_checksum, shared_folder, write_json, write_parquet
 from eztag.devices import check_device
 from eztag.embeddings import EmbeddingStore
 from eztag.indexes import INDEXES, LabelIndex, index_class
 from eztag.indexes.multi import MultiVectorIndex
+from eztag.runlock import file_lock
 
 MULTI_VECTOR_FIELDS = ("aggregation", "local_k", "overfetch")
 
@@ -44,6 +46,11 @@ class IndexConfig:
     """`[index.options]`, the backend's own keyword options (an unknown one is an error): exact `label_chunk_size`,
     `query_batch_size`; faiss `factory` (default `Flat`), `nprobe`, `ef_search`, `ef_construction`, `train_size`,
     `seed`."""
+    cache: str | None = None
+    """A folder (relative to the pipeline file's folder) of built indexes shared between runs, keyed by
+    sha256(label vector files, synonym owners, backend, the options that change a build): an index already there is
+    copied instead of built, so a nightly run over the same labels and encoder skips a FAISS HNSW or IVF build
+    (minutes at 10^6 labels); search options (`nprobe`, `ef_search`, exact's) can differ. `None`: no cache."""
     recall_sample: int = 1000
     """Documents (drawn at random) on which an approximate index's recall against exact search is measured when it is
     built, into `index/report.json`."""
@@ -69,6 +76,11 @@ class IndexConfig:
 def backend_options(config: IndexConfig) -> dict[str, Any]:
     """The backend's keyword options: device, precision and `[index.options]`."""
     return {"device": config.device, "precision": config.precision, **config.options}
+
+
+def multi_vector_options(config: IndexConfig) -> dict[str, Any]:
+    """The multi-vector index's keyword options (with a synonyms stage)."""
+    return {field: getattr(config, field) for field in MULTI_VECTOR_FIELDS}
 
 
 def build_index(config: IndexConfig) -> LabelIndex:
@@ -113,25 +125,61 @@ def recall_against_exact(
     return recall_against(exact.search, index, queries, ks)
 
 
+def built_index(config: IndexConfig, labels: EmbeddingStore, owners: np.ndarray | None) -> LabelIndex:
+    """The configured index built over `labels`; with synonym `owners` (vector row -> label row), multi-vector."""
+    index = build_index(config)
+    if owners is not None:
+        index = MultiVectorIndex(index, owners, **multi_vector_options(config))
+    index.build(labels)
+    return index
+
+
+def cache_key(config: IndexConfig, labels: EmbeddingStore, owners: np.ndarray | None) -> str:
+    """The index cache's key: the label vectors' bytes, the synonym owners, the backend and its build options."""
+    build = {name: value for name, value in config.options.items() if name in index_class(config.backend).build_options}
+    vectors = [file_checksum(path) for path in sorted(labels.directory.glob("chunk-*.npy"))]
+    owner_rows = None if owners is None else hashlib.sha256(owners.astype(np.int64).tobytes()).hexdigest()
+    return config_hash([config.backend, build, vectors, owner_rows])
+
+
+def cached_index(
+    cache: Path, config: IndexConfig, labels: EmbeddingStore, owners: np.ndarray | None, out_dir: Path
+) -> tuple[LabelIndex, bool]:
+    """The index from the folder `cache`, copied into `out_dir` (index.json already there), and whether it was in
+    the cache: built into the cache first when it was not, by one run at a time for each key."""
+    entry = cache / cache_key(config, labels, owners)
+    with file_lock(entry.parent / f".{entry.name}.lock"):
+        from_cache = entry.is_dir()
+        if not from_cache:
+            index = built_index(config, labels, owners)
+            with atomic_dir(entry) as tmp:
+                index.save(tmp)
+    copy_files(entry, out_dir)
+    return (load_index(out_dir) if from_cache else index), from_cache
+
+
 def write_index(
     config: IndexConfig, ingest_dir: Path, encode_dir: Path, synonyms_dir: Path | None, out_dir: Path
 ) -> dict[str, Any]:
-    """Build the index over `encode_dir`/labels (or, with synonyms, `synonyms_dir`/vectors) and save it into
-    `out_dir` with index.json, label_ids.parquet and report.json."""
-    index = build_index(config)
+    """Build the index over `encode_dir`/labels (or, with synonyms, `synonyms_dir`/vectors), or copy it from
+    `config.cache`, and save it into `out_dir` with index.json, label_ids.parquet and report.json."""
     labels = EmbeddingStore(encode_dir / "labels")
-    multi = None
+    owners, multi = None, None
     if synonyms_dir is not None:
         labels = EmbeddingStore(synonyms_dir / "vectors")
-        multi = {field: getattr(config, field) for field in MULTI_VECTOR_FIELDS}
-        index = MultiVectorIndex(index, np.load(synonyms_dir / "owners.npy"), **multi)
-    started = time.perf_counter()
-    index.build(labels)
-    build_seconds = time.perf_counter() - started
-    index.save(out_dir)
+        owners = np.load(synonyms_dir / "owners.npy")
+        multi = multi_vector_options(config)
     write_json(
         out_dir / "index.json", {"backend": config.backend, "options": backend_options(config), "multi_vector": multi}
     )
+    started = time.perf_counter()
+    if config.cache is None:
+        index, from_cache = built_index(config, labels, owners), False
+        index.save(out_dir)
+    else:
+        cache = shared_folder(config.cache, "index.cache")
+        index, from_cache = cached_index(cache, config, labels, owners, out_dir)
+    build_seconds = time.perf_counter() - started
     label_ids = pl.read_parquet(ingest_dir / "labels.parquet", columns=["label_id"])
     write_parquet(out_dir / "label_ids.parquet", label_ids)
     report: dict[str, Any] = {
@@ -140,6 +188,7 @@ def write_index(
         "vectors": labels.count,
         "dim": labels.dim,
         "build_seconds": round(build_seconds, 3),
+        "from_cache": from_cache,
         "exact": index.exact,
     }
     if not index.exact:

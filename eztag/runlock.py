@@ -1,7 +1,8 @@
 """One run per run directory: an exclusive `flock` on RUN_DIR/.eztag.lock, held for the whole run.
 
 The kernel drops the lock when its process ends, however it ends, so a kill -9 leaves no stale lock. The holder
-writes its pid, host and start time into the file, for the message a second run prints."""
+writes its pid, host and start time into the file, for the message a second run prints. `file_lock` is the same
+lock on any file (a shared cache entry being built), without the holder's record."""
 
 from __future__ import annotations
 
@@ -80,5 +81,19 @@ def run_lock(run_dir: Path, wait: float | None = None) -> Iterator[None]:
             raise
         yield
         os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive `flock` on `path` (created if missing), waiting for as long as another process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if not _try_lock(fd):
+            log.warning(f"eztag: {path} is held by another eztag run; waiting for it")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
     finally:
         os.close(fd)

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tests.conftest import assert_one_line_error, eztag
+from tests.conftest import assert_one_line_error, eztag, pipeline_file
 from tests.support.bad_inputs import CASES, DOCS, LABELS, SKIP_DOCUMENT_COUNTS, Case, jsonl, skip_documents
 from tests.support.reliability import TALLY
 
@@ -112,3 +112,18 @@ def test_missing_pipeline_file_and_bad_override(tmp_path: Path) -> None:
     ignored = eztag("ingest", str(pipeline), "--set", "tag.k=3")  # a stage left out of the run: warned, not fatal
     assert ignored.returncode == 0 and "table [tag] is ignored: 'tag' is not in pipeline.stages" in ignored.stderr
     TALLY["bad_inputs"] += 4
+
+
+def test_a_cache_folder_where_a_file_is_names_the_setting(tmp_path: Path, small_inputs: tuple[Path, Path]) -> None:
+    """`[encode] label_cache` and `[index] cache` must be folders: a file there is a one-line error, and the stages
+    finished before it stay finished."""
+    pipeline = pipeline_file(tmp_path, *small_inputs, stages='"ingest", "encode", "index"')
+    taken = tmp_path / "a-file"
+    taken.write_text("not a folder\n")
+    label_cache = eztag("run", str(pipeline), "--set", f"encode.label_cache='{taken}'")
+    assert_one_line_error(label_cache, str(taken), "is not a folder", "encode.label_cache")
+    index_cache = eztag("run", str(pipeline), "--set", f"index.cache='{taken / 'below'}'")
+    assert_one_line_error(index_cache, str(taken / "below"), "is not a folder", "index.cache")
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert sorted(manifest["stages"]) == ["encode", "ingest"]
+    TALLY["bad_inputs"] += 2

@@ -16,6 +16,9 @@ class LabelIndex(ABC):
     """Top-k inner-product search over label vectors; results are label row numbers (-1 = none)."""
 
     exact: bool = False
+    build_options: tuple[str, ...] = ()
+    """Keyword options that change what `build` makes; the others only change searching, so one built index serves
+    them all (the index cache's key holds these only)."""
 
     @abstractmethod
     def build(self, labels: EmbeddingStore) -> None:

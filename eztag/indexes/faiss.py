@@ -51,6 +51,8 @@ def estimate_bytes(factory: str, n: int, dim: int) -> int:
 class FaissIndex(LabelIndex):
     """A FAISS inner-product index; trained on a seeded sample of the labels when it needs training."""
 
+    build_options = ("factory", "ef_construction", "train_size", "seed")
+
     def __init__(
         self,
         *,

@@ -14,12 +14,13 @@ REQUIRES = ("ingest", "encode")
 OPTIONAL = ("synonyms",)
 CONFLICTS: dict[str, str] = {}
 PROVIDES = {"index": "."}
-PATH_FIELDS: tuple[str, ...] = ()
+PATH_FIELDS = ("cache",)
 check_pipeline = no_pipeline_checks
 fingerprint = no_fingerprint
 Config = IndexConfig
 
 
 def run(config: IndexConfig, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
-    """Build the index over encode/labels (or synonyms/vectors) and save it with label_ids.parquet and report.json."""
+    """Build the index over encode/labels (or synonyms/vectors), or copy it from `cache`, and save it with
+    label_ids.parquet and report.json."""
     return write_index(config, inputs["ingest"], inputs["encode"], inputs.get("synonyms"), out_dir)

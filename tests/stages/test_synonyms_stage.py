@@ -1,4 +1,5 @@
-"""The synonyms stage through a whole pipeline: tiny random LLM, multi-vector index, ConSE tagging, cache reuse."""
+"""The synonyms stage through a whole pipeline: tiny random LLM, multi-vector index, ConSE tagging, cache reuse
+(of generations and of the built index)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def test_synonyms_pipeline(tmp_path: Path, small_inputs: tuple[Path, Path], tiny
         f'[synonyms]\nmodel = "{tiny_llama_dir}"\nn = 3\nmax_new_tokens = 8\nmax_chars = 200\nprune_eps = 2.5\n'
         f'refine_threshold = -1.0\nrefine_top_m = 2\ncache_dir = "{tmp_path / "cache"}"\n'
         '[synonyms.options]\ndevice = "cpu"\n'
-        '[index]\naggregation = "local_centre"\nlocal_k = 2\noverfetch = 2\n'
+        f'[index]\naggregation = "local_centre"\nlocal_k = 2\noverfetch = 2\ncache = "{tmp_path / "index-cache"}"\n'
         "[tag]\nk = 3\n[tag.conse]\ntop = 2\nalpha = 0.3\ntemperature = 0.1\n"
     )
     stages = '"ingest", "encode", "synonyms", "index", "tag", "evaluate"'
@@ -36,14 +37,17 @@ def test_synonyms_pipeline(tmp_path: Path, small_inputs: tuple[Path, Path], tiny
     owners = np.load(run_dir / "synonyms" / "owners.npy")
     assert len(owners) == 4 + kept.height and owners[:4].tolist() == [0, 1, 2, 3]
     assert summaries["index"]["vectors"] == len(owners) and summaries["index"]["labels"] == 4
+    assert summaries["index"]["from_cache"] is False
     tags = pl.read_parquet(run_dir / "tag" / "tags.parquet")
     assert tags.group_by("doc_id").len()["len"].to_list() == [3] * 6
     assert "P@1" in summaries["evaluate"]["metrics"]
 
     shards = sorted((tmp_path / "cache").glob("part-*.parquet"))
-    pipeline.run(run_dir, force=["synonyms"])
+    rerun = pipeline.run(run_dir, force=["synonyms"])
     assert sorted((tmp_path / "cache").glob("part-*.parquet")) == shards, "a cached generation was redone"
     assert pl.read_parquet(run_dir / "synonyms" / "synonyms.parquet").equals(synonyms)
+    assert rerun["index"]["from_cache"] is True  # the same vectors and owners: the multi-vector index is copied
+    assert pl.read_parquet(run_dir / "tag" / "tags.parquet").equals(tags)
 
 
 def test_bare_label_prompt_has_no_empty_group_and_keys_differ_by_description() -> None:

@@ -1,0 +1,120 @@
+"""The index cache: a run over the same label vectors copies the built index instead of building it again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from eztag.indexing import load_index
+from eztag.pipeline import Pipeline
+from tests.conftest import REPO, cli_env, pipeline_file
+
+STAGES = '"ingest", "encode", "index", "tag"'
+
+
+def hnsw_pipeline(folder: Path, small_inputs: tuple[Path, Path], cache: Path | None) -> Path:
+    """FOLDER/pipeline.toml: a FAISS HNSW pipeline over the small inputs, with an index cache unless `cache` is None
+    (`extra` lands after [encode])."""
+    folder.mkdir(exist_ok=True)
+    extra = '\n[index]\nbackend = "faiss"\n' + (f'cache = "{cache}"\n' if cache else "")
+    extra += '[index.options]\nfactory = "HNSW8"\nef_search = 16\n[tag]\nk = 3\n'
+    return pipeline_file(folder, *small_inputs, extra=extra, stages=STAGES)
+
+
+def entries(cache: Path) -> list[str]:
+    """The cache's built indexes (not its lock files)."""
+    return sorted(path.name for path in cache.iterdir() if not path.name.startswith("."))
+
+
+def test_index_cache_spares_rebuilding_and_keys_what_changes_a_build(
+    tmp_path: Path, small_inputs: tuple[Path, Path]
+) -> None:
+    documents, _ = small_inputs
+    cache = tmp_path / "index-cache"
+    pipeline = hnsw_pipeline(tmp_path, small_inputs, cache)
+    assert Pipeline.load(pipeline).run(tmp_path / "night-1")["index"]["from_cache"] is False
+    assert len(entries(cache)) == 1
+
+    documents.write_text(documents.read_text() + '{"id": "d7", "text": "A new chess engine"}\n')
+    second = Pipeline.load(pipeline).run(tmp_path / "night-2")["index"]
+    assert second["from_cache"] is True
+    assert second["recall_sample"] == 7  # recall measured on this run's documents, not copied
+    night1, night2 = (tmp_path / night / "index" for night in ("night-1", "night-2"))
+    assert (night1 / "index.faiss").read_bytes() == (night2 / "index.faiss").read_bytes()
+    uncached = Pipeline.load(hnsw_pipeline(tmp_path / "no-cache", small_inputs, None)).run(tmp_path / "uncached")
+    assert uncached["index"]["from_cache"] is False
+    assert pl.read_parquet(night2.parent / "tag" / "tags.parquet").equals(
+        pl.read_parquet(tmp_path / "uncached" / "tag" / "tags.parquet")
+    )
+
+    searched = Pipeline.load(pipeline, ["index.options.ef_search=64"]).run(tmp_path / "ef-64")["index"]
+    assert searched["from_cache"] is True  # a search option: the same build serves it
+    assert load_index(tmp_path / "ef-64" / "index").ef_search == 64
+
+    rebuilt = Pipeline.load(pipeline, ["index.options.factory='HNSW16'"]).run(tmp_path / "hnsw16")["index"]
+    assert rebuilt["from_cache"] is False
+    relabelled = Pipeline.load(pipeline, ["encode.label_template='{text}: {description}'"]).run(tmp_path / "labels")
+    assert relabelled["index"]["from_cache"] is False
+    assert len(entries(cache)) == 3
+
+
+def test_a_run_waits_for_the_build_of_the_same_index_and_copies_it(
+    tmp_path: Path, small_inputs: tuple[Path, Path]
+) -> None:
+    """A run finding another process building its index waits for it (a real lock, released by kill -9), then
+    copies what that process put in the cache instead of building it again."""
+    cache = tmp_path / "index-cache"
+    pipeline = hnsw_pipeline(tmp_path, small_inputs, cache)
+    Pipeline.load(pipeline).run(tmp_path / "night-1")
+    (entry,) = entries(cache)
+    (cache / entry).rename(tmp_path / "built-elsewhere")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(cache / f".{entry}.lock")],
+        cwd=REPO,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "eztag.cli", "run", str(pipeline), "--run-dir", str(tmp_path / "night-2")],
+            cwd=REPO,
+            env=cli_env(PYTHONUNBUFFERED="1"),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert waiting.stderr is not None
+        for line in waiting.stderr:
+            if "held by another eztag run; waiting for it" in line:
+                break
+        else:
+            pytest.fail(f"the run never waited for the lock (exit {waiting.wait()})")
+        time.sleep(1)
+        assert waiting.poll() is None, "the run went on while the lock was held"
+        (tmp_path / "built-elsewhere").rename(cache / entry)  # what the holder built
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    rest = waiting.stderr.read()
+    assert waiting.wait(timeout=300) == 0, rest
+    assert json.loads((tmp_path / "night-2" / "index" / "report.json").read_text())["from_cache"] is True
+    assert entries(cache) == [entry]
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from eztag.runlock import file_lock
+with file_lock(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(600)
+"""
