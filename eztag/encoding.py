@@ -105,9 +105,9 @@ def write_embeddings(config: EncodeConfig, ingest_dir: Path, out_dir: Path, engi
     label_texts = render_rows(labels, config.label_template)
     label_store, reused = EmbeddingStore(out_dir / "labels"), False
     if config.label_cache is not None:
-        encoder = load_encoder(config)
-        key = config_hash([encoder.fingerprint, config.chunk_size, config.dtype, label_texts])
-        label_store = EmbeddingStore(shared_folder(config.label_cache, "encode.label_cache") / key)
+        cache = shared_folder(config.label_cache, "encode.label_cache")
+        key = config_hash([load_encoder(config).fingerprint, config.chunk_size, config.dtype, label_texts])
+        label_store = EmbeddingStore(cache / key)
         reused = (label_store.directory / META).exists()
     jobs = [(label_store, label_texts, "encode labels")] if not reused else []
     jobs.append(

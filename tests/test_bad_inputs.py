@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tests.conftest import assert_one_line_error, eztag, pipeline_file
+from tests.conftest import assert_one_line_error, eztag, pipeline_file, run_cli
 from tests.support.bad_inputs import CASES, DOCS, LABELS, SKIP_DOCUMENT_COUNTS, Case, jsonl, skip_documents
 from tests.support.reliability import TALLY
 
@@ -118,12 +118,13 @@ def test_a_cache_folder_where_a_file_is_names_the_setting(tmp_path: Path, small_
     """`[encode] label_cache` and `[index] cache` must be folders: a file there is a one-line error, and the stages
     finished before it stay finished."""
     pipeline = pipeline_file(tmp_path, *small_inputs, stages='"ingest", "encode", "index"')
+    run_cli("run", str(pipeline))  # in this process: the stages before the failing one, the encoder loaded once
     taken = tmp_path / "a-file"
     taken.write_text("not a folder\n")
-    label_cache = eztag("run", str(pipeline), "--set", f"encode.label_cache='{taken}'")
-    assert_one_line_error(label_cache, str(taken), "is not a folder", "encode.label_cache")
     index_cache = eztag("run", str(pipeline), "--set", f"index.cache='{taken / 'below'}'")
     assert_one_line_error(index_cache, str(taken / "below"), "is not a folder", "index.cache")
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert sorted(manifest["stages"]) == ["encode", "ingest"]
+    label_cache = eztag("run", str(pipeline), "--set", f"encode.label_cache='{taken}'")
+    assert_one_line_error(label_cache, str(taken), "is not a folder", "encode.label_cache")
     TALLY["bad_inputs"] += 2
