@@ -17,6 +17,7 @@ from eztag.devices import check_device
 from eztag.embeddings import META, EmbeddingStore, write_stores
 from eztag.encoders import get_encoder
 from eztag.engines import Engine
+from eztag.label_cache import assemble, find_vectors, write_digests
 from eztag.models import model_files, resolve_encoder
 from eztag.templates import DOCUMENT_COLUMNS, LABEL_COLUMNS, check_template, render_rows
 
@@ -54,8 +55,9 @@ class EncodeConfig:
     """Type of the stored vectors: `float32`, or `float16` to halve the disk."""
     label_cache: str | None = None
     """A folder (relative to the pipeline file's folder) of label vector stores shared between runs, keyed by
-    sha256(encoder files, device type, precision, length limit, chunk size, dtype, label texts): labels already there
-    are copied instead of encoded; `None`: no cache."""
+    sha256(encoder files, device type, precision, length limit, chunk size, dtype, label texts): a label set already
+    there is copied instead of encoded; for a new one, the texts that earlier sets encoded with the same settings
+    hold are taken from them and only the others are encoded. `None`: no cache."""
 
     def __post_init__(self) -> None:
         check_template(self.document_template, DOCUMENT_COLUMNS, where="encode.document_template")
@@ -99,26 +101,41 @@ def encoder_worker(config: EncodeConfig) -> Callable[[Sequence[str]], np.ndarray
 
 def write_embeddings(config: EncodeConfig, ingest_dir: Path, out_dir: Path, engine: Engine) -> dict[str, Any]:
     """Write `labels/` and `documents/` embedding stores of the ingested rows into `out_dir`, the work on `engine`;
-    label vectors come from `label_cache` when it has them."""
+    label vectors come from `label_cache` when it has them: the whole set, or the texts earlier entries hold."""
     labels = pl.read_parquet(ingest_dir / "labels.parquet")
     documents = pl.read_parquet(ingest_dir / "documents.parquet")
     label_texts = render_rows(labels, config.label_template)
-    label_store, reused = EmbeddingStore(out_dir / "labels"), False
+    label_store, reused, reuse = EmbeddingStore(out_dir / "labels"), False, None
+    jobs = [(label_store, label_texts, "encode labels")]
     if config.label_cache is not None:
         cache = shared_folder(config.label_cache, "encode.label_cache")
-        key = config_hash([load_encoder(config).fingerprint, config.chunk_size, config.dtype, label_texts])
+        fingerprint = load_encoder(config).fingerprint
+        key = config_hash([fingerprint, config.chunk_size, config.dtype, label_texts])
+        settings = config_hash([fingerprint, config.dtype])
         label_store = EmbeddingStore(cache / key)
         reused = (label_store.directory / META).exists()
-    jobs = [(label_store, label_texts, "encode labels")] if not reused else []
+        reuse = None if reused else find_vectors(cache, key, settings, label_texts)
+        missing = [] if reuse is None else [label_texts[row] for row in reuse.missing]
+        jobs = [(reuse.new, missing, "encode labels")] if reuse is not None and missing else []
     jobs.append(
         (EmbeddingStore(out_dir / "documents"), render_rows(documents, config.document_template), "encode documents")
     )
     make_encoder = functools.partial(encoder_worker, config)
     write_stores(engine, make_encoder, jobs, chunk_size=config.chunk_size, dtype=config.dtype)
     if config.label_cache is not None:
+        if reuse is not None:
+            assemble(label_store, len(label_texts), config.chunk_size, config.dtype, reuse)
+        write_digests(cache, key, settings, label_texts)
         copy_files(label_store.directory, out_dir / "labels")
+    encoded = 0 if reused else len(label_texts) if reuse is None else len(reuse.missing)
     dim = EmbeddingStore(out_dir / "documents").dim
-    return {"labels": labels.height, "documents": documents.height, "dim": dim, "labels_from_cache": reused}
+    return {
+        "labels": labels.height,
+        "documents": documents.height,
+        "dim": dim,
+        "labels_from_cache": reused,
+        "labels_encoded": encoded,
+    }
 
 
 def write_store(directory: Path, rows: list[str], encoder: Any, config: EncodeConfig, description: str) -> None:

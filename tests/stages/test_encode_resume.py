@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -58,20 +60,47 @@ def test_resumed_store_equals_uninterrupted(tmp_path: Path) -> None:
 
 
 def test_label_cache_spares_re_encoding_labels(tmp_path: Path, small_inputs: tuple[Path, Path]) -> None:
-    """A second run with new documents copies the label vectors from the cache; new label texts miss it."""
+    """A second run with new documents copies the label vectors from the cache; a label set that changed encodes
+    only its new texts, taking the others' vectors from the cache's earlier sets."""
     documents, labels = small_inputs
     cache = tmp_path / "label-cache"
     extra = f'label_cache = "{cache}"\n'  # goes into the [encode] table
     first = Pipeline.load(pipeline_file(tmp_path, documents, labels, extra=extra, stages='"ingest", "encode"'))
-    assert first.run(tmp_path / "night-1")["encode"]["labels_from_cache"] is False
+    report = first.run(tmp_path / "night-1")["encode"]
+    assert (report["labels_from_cache"], report["labels_encoded"]) == (False, 4)
     documents.write_text(documents.read_text() + '{"id": "d7", "text": "A new chess engine"}\n')
     second = Pipeline.load(first.path)
-    assert second.run(tmp_path / "night-2")["encode"]["labels_from_cache"] is True
+    report = second.run(tmp_path / "night-2")["encode"]
+    assert (report["labels_from_cache"], report["labels_encoded"]) == (True, 0)
     night1, night2 = (EmbeddingStore(tmp_path / night / "encode" / "labels") for night in ("night-1", "night-2"))
     assert np.array_equal(night1.load(), night2.load())
     assert EmbeddingStore(tmp_path / "night-2" / "encode" / "documents").count == 7
-    assert len(list(cache.iterdir())) == 1
+    assert len(stores(cache)) == 1
 
-    changed = Pipeline.load(first.path, ["encode.label_template='{text}: {description}'"])
-    assert changed.run(tmp_path / "night-3")["encode"]["labels_from_cache"] is False
-    assert len(list(cache.iterdir())) == 2
+    # one label renamed and one added before the others: two texts to encode, three to take from night 1's set
+    rows = [json.loads(line) for line in labels.read_text().splitlines()]
+    rows[1]["text"] = "Video and film"
+    changed = [{"id": "chess", "text": "Chess"}, *rows]
+    labels.write_text("".join(json.dumps(row) + "\n" for row in changed))
+    report = Pipeline.load(first.path).run(tmp_path / "night-3")["encode"]
+    assert (report["labels_from_cache"], report["labels_encoded"]) == (False, 2)
+    night3 = EmbeddingStore(tmp_path / "night-3" / "encode" / "labels").load()
+    np.testing.assert_array_equal(night3[[1, 3, 4]], night1.load()[[0, 2, 3]])  # audio, devel, game: cached
+    (tmp_path / "fresh").mkdir()
+    fresh = Pipeline.load(pipeline_file(tmp_path / "fresh", documents, labels, stages='"ingest", "encode"'))
+    fresh.run(tmp_path / "fresh-run")
+    np.testing.assert_allclose(night3, EmbeddingStore(tmp_path / "fresh-run" / "encode" / "labels").load(), atol=1e-6)
+    assert len(stores(cache)) == 2 and not list(cache.glob(".*.new"))
+
+    template = Pipeline.load(first.path, ["encode.label_template='{text}: {description}'"])
+    assert template.run(tmp_path / "night-4")["encode"]["labels_encoded"] == len(changed)  # every text is new
+    assert len(stores(cache)) == 3
+
+    for store in stores(cache):  # entries deleted by hand, their digest files left: nothing to take, no error
+        shutil.rmtree(store)
+    assert Pipeline.load(first.path).run(tmp_path / "night-5")["encode"]["labels_encoded"] == len(changed)
+
+
+def stores(cache: Path) -> list[Path]:
+    """The label cache's vector stores (not their digest files)."""
+    return [path for path in cache.iterdir() if path.is_dir()]
