@@ -106,7 +106,7 @@ def write_embeddings(config: EncodeConfig, ingest_dir: Path, out_dir: Path, engi
     documents = pl.read_parquet(ingest_dir / "documents.parquet")
     label_texts = render_rows(labels, config.label_template)
     label_store, reused, reuse = EmbeddingStore(out_dir / "labels"), False, None
-    jobs = [(label_store, label_texts, "encode labels")]
+    label_jobs = [(label_store, label_texts, "encode labels")]
     if config.label_cache is not None:
         cache = shared_folder(config.label_cache, "encode.label_cache")
         fingerprint = load_encoder(config).fingerprint
@@ -115,11 +115,10 @@ def write_embeddings(config: EncodeConfig, ingest_dir: Path, out_dir: Path, engi
         label_store = EmbeddingStore(cache / key)
         reused = (label_store.directory / META).exists()
         reuse = None if reused else find_vectors(cache, key, settings, label_texts)
-        missing = [] if reuse is None else [label_texts[row] for row in reuse.missing]
-        jobs = [(reuse.new, missing, "encode labels")] if reuse is not None and missing else []
-    jobs.append(
-        (EmbeddingStore(out_dir / "documents"), render_rows(documents, config.document_template), "encode documents")
-    )
+        new_texts = [] if reuse is None else [label_texts[row] for row in reuse.missing]
+        label_jobs = [(reuse.new, new_texts, "encode labels")] if reuse is not None and new_texts else []
+    document_texts = render_rows(documents, config.document_template)
+    jobs = [*label_jobs, (EmbeddingStore(out_dir / "documents"), document_texts, "encode documents")]
     make_encoder = functools.partial(encoder_worker, config)
     write_stores(engine, make_encoder, jobs, chunk_size=config.chunk_size, dtype=config.dtype)
     if config.label_cache is not None:
@@ -127,7 +126,7 @@ def write_embeddings(config: EncodeConfig, ingest_dir: Path, out_dir: Path, engi
             assemble(label_store, len(label_texts), config.chunk_size, config.dtype, reuse)
         write_digests(cache, key, settings, label_texts)
         copy_files(label_store.directory, out_dir / "labels")
-    encoded = 0 if reused else len(label_texts) if reuse is None else len(reuse.missing)
+    encoded = sum(len(texts) for _, texts, _ in label_jobs)
     dim = EmbeddingStore(out_dir / "documents").dim
     return {
         "labels": labels.height,

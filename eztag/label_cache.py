@@ -27,14 +27,9 @@ def text_digests(texts: Sequence[str]) -> pl.DataFrame:
     return pl.DataFrame({"digest": digests}, schema={"digest": pl.Binary})
 
 
-def digest_file(cache: Path, key: str, settings: str) -> Path:
-    """The digest file of the entry `key` made with the encoder `settings`."""
-    return cache / f"{key}.{settings}{TEXTS_SUFFIX}"
-
-
 def write_digests(cache: Path, key: str, settings: str, texts: Sequence[str]) -> None:
     """Make the whole entry `key` findable by its texts (once; an entry from before digest files gets one now)."""
-    path = digest_file(cache, key, settings)
+    path = cache / f"{key}.{settings}{TEXTS_SUFFIX}"
     if not path.exists():
         write_parquet(path, text_digests(texts))
 
