@@ -120,10 +120,11 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def cache_location(configured: str | None, stage_dir: Path, name: str) -> Path:
-    """`configured`, or RUN_DIR/cache/NAME: beside the stage folder, so a config change (which empties the stage
-    folder) keeps every cached result paid for; the cache keys hold everything that changes a result."""
-    return Path(configured) if configured else stage_dir.parent / "cache" / name
+def cache_location(configured: str | None, stage_dir: Path, name: str, field: str) -> Path:
+    """The shared folder `configured` (its setting named by `field`), or RUN_DIR/cache/NAME: beside the stage folder,
+    so a config change (which empties the stage folder) keeps every cached result paid for; the cache keys hold
+    everything that changes a result."""
+    return shared_folder(configured, field) if configured else stage_dir.parent / "cache" / name
 
 
 def shared_folder(configured: str, field: str) -> Path:

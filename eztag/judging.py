@@ -106,7 +106,7 @@ def pair_key(model_id: str, template: PromptTemplate, pair: Pair) -> str:
 
 def judge_cache(config: JudgeConfig, judge_dir: Path) -> Path:
     """The judge cache folder: `cache_dir`, or RUN_DIR/cache/judge."""
-    return cache_location(config.cache_dir, judge_dir, "judge")
+    return cache_location(config.cache_dir, judge_dir, "judge", "judge.cache_dir")
 
 
 def load_cache(cache_dir: Path) -> dict[str, tuple[float | None, float | None]]:

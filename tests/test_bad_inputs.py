@@ -115,8 +115,8 @@ def test_missing_pipeline_file_and_bad_override(tmp_path: Path) -> None:
 
 
 def test_a_cache_folder_where_a_file_is_names_the_setting(tmp_path: Path, small_inputs: tuple[Path, Path]) -> None:
-    """`[encode] label_cache` and `[index] cache` must be folders: a file there is a one-line error, and the stages
-    finished before it stay finished."""
+    """`[encode] label_cache`, `[index] cache` and the LLM stages' `cache_dir` must be folders: a file there is a
+    one-line error before any model loads, and the stages finished before it stay finished."""
     pipeline = pipeline_file(tmp_path, *small_inputs, stages='"ingest", "encode", "index"')
     run_cli("run", str(pipeline))  # in this process: the stages before the failing one, the encoder loaded once
     taken = tmp_path / "a-file"
@@ -127,4 +127,14 @@ def test_a_cache_folder_where_a_file_is_names_the_setting(tmp_path: Path, small_
     assert sorted(manifest["stages"]) == ["encode", "ingest"]
     label_cache = eztag("run", str(pipeline), "--set", f"encode.label_cache='{taken}'")
     assert_one_line_error(label_cache, str(taken), "is not a folder", "encode.label_cache")
-    TALLY["bad_inputs"] += 2
+    llm_stages = (
+        ("judge", '"ingest", "encode", "index", "mine", "judge"', "[mine]\nk = 2\n[judge]\n"),
+        ("synonyms", '"ingest", "encode", "synonyms"', "[synonyms]\n"),
+    )
+    for stage, stages, table in llm_stages:  # a model that is not there: the cache folder must fail first
+        extra = f"{table}model = '{tmp_path / 'no-model'}'\ncache_dir = '{taken}'\n"
+        failed = eztag("run", str(pipeline_file(tmp_path, *small_inputs, extra=extra, stages=stages)))
+        assert_one_line_error(failed, str(taken), "is not a folder", f"{stage}.cache_dir")
+        finished = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]
+        assert stage not in finished and {"ingest", "encode"} <= set(finished)
+    TALLY["bad_inputs"] += 4

@@ -37,8 +37,8 @@ def run(config: JudgeConfig, out_dir: Path, inputs: StageInputs) -> dict[str, An
     """Write judgments.parquet, report.json and log_odds.png."""
     ingest_dir = inputs["ingest"]
     mine_dir = inputs["mine"]
+    cache_dir = judge_cache(config, out_dir)  # a bad cache folder fails before the model loads
     judge = build_judge(config)
-    cache_dir = judge_cache(config, out_dir)
     candidates = pl.read_parquet(mine_dir / "candidates.parquet")
     judgments, report = judge_candidates(config, judge, ingest_dir, candidates, cache_dir, inputs.engine)
     write_parquet(out_dir / "judgments.parquet", judgments)

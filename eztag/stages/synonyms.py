@@ -165,7 +165,7 @@ def run(config: Config, out_dir: Path, inputs: StageInputs) -> dict[str, Any]:
     encode_dir = inputs["encode"]
     labels = pl.read_parquet(ingest_dir / "labels.parquet")
     pairs = [(text, description or "") for text, description in labels.select("text", "description").iter_rows()]
-    raw = generate(config, pairs, cache_location(config.cache_dir, out_dir, NAME))
+    raw = generate(config, pairs, cache_location(config.cache_dir, out_dir, NAME, "synonyms.cache_dir"))
     rows = candidate_rows(labels, raw, config)
     candidates = rows.filter(pl.col("reason").is_null())
     owners = candidates["label_row"].to_numpy()
