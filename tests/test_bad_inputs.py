@@ -133,7 +133,7 @@ def test_a_cache_folder_where_a_file_is_names_the_setting(tmp_path: Path, small_
     )
     for stage, stages, table in llm_stages:  # a model that is not there: the cache folder must fail first
         extra = f"{table}model = '{tmp_path / 'no-model'}'\ncache_dir = '{taken}'\n"
-        failed = eztag("run", str(pipeline_file(tmp_path, *small_inputs, extra=extra, stages=stages)))
+        failed = run_cli("run", str(pipeline_file(tmp_path, *small_inputs, extra=extra, stages=stages)), check=False)
         assert_one_line_error(failed, str(taken), "is not a folder", f"{stage}.cache_dir")
         finished = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]
         assert stage not in finished and {"ingest", "encode"} <= set(finished)
