@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,12 +106,26 @@ def test_encode_and_tag_equal_the_local_engine(ray_instance: str, tmp_path: Path
 @pytest.fixture(scope="module")
 def tiny_local(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> tuple[Path, Path]:
     """(pipeline, run dir) of the tiny random Llama (transformers, CPU, one thread) judging 60 packages' top-5 in
-    shards of 2 pairs (150 shards) on the local engine."""
+    shards of 2 pairs (150 shards) on the local engine; the stages before the judge are kept beside it in `mined`."""
     folder = tmp_path_factory.mktemp("tiny")
     judge = f'model = "{tiny_llama_dir}"\n[judge.options]\ndevice = "cpu"'
     pipeline = write_pipeline(folder, 60, judge, stages=("mine", "judge"), shard_size=2)
-    run_one_thread(pipeline, folder / "local")
-    return pipeline, folder / "local"
+    local = copy_of(mine_locally(pipeline, folder / "mined"), "local")
+    run_one_thread(pipeline, local)
+    return pipeline, local
+
+
+def mine_locally(pipeline: Path, run_dir: Path) -> Path:
+    """`run_dir` holding the pipeline's stages up to mine, run locally in one thread: the kill tests' runs on Ray
+    start from copies of it and only judge there (test_encode_and_tag_equal_the_local_engine covers the stages
+    before on Ray)."""
+    run_cli("mine", str(pipeline), "--run-dir", str(run_dir), env={"OMP_NUM_THREADS": "1"})
+    return run_dir
+
+
+def copy_of(run_dir: Path, name: str) -> Path:
+    """A copy of the run dir `run_dir` beside it, named `name`."""
+    return Path(shutil.copytree(run_dir, run_dir.parent / name))
 
 
 def test_openai_server_judgments_equal_the_local_engine(
@@ -168,7 +183,7 @@ def test_transformers_judgments_equal_the_local_engine_with_a_worker_killed(
     ray_instance: str, tiny_local: tuple[Path, Path]
 ) -> None:
     pipeline, local = tiny_local
-    run_dir = local.parent / "ray-killed"
+    run_dir = copy_of(local.parent / "mined", "ray-killed")
     killed: list[int] = []
 
     def kill_an_actor_mid_stage() -> None:
@@ -195,7 +210,7 @@ def test_transformers_judgments_equal_the_local_engine_with_a_worker_killed(
 
 def test_a_killed_driver_resumes(ray_instance: str, tiny_local: tuple[Path, Path]) -> None:
     pipeline, local = tiny_local
-    run_dir = local.parent / "driver-killed"
+    run_dir = copy_of(local.parent / "mined", "driver-killed")
     command = [sys.executable, "-m", "eztag.cli", "run", str(pipeline), "--run-dir", str(run_dir), "--engine", "ray"]
     environment = cli_env(RAY_ADDRESS=ray_instance)
     one_actor = "pipeline.ray={actors=1, cpus_per_actor=1}"
