@@ -94,6 +94,16 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of days, 0 or more, got {text!r}")
+    return value
+
+
 def _confidence(text: str) -> float:
     try:
         value = float(text)
@@ -210,6 +220,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("run_dir", type=Path, help="run directory")
     report.add_argument("--out", type=Path, help="HTML file to write (default: RUN_DIR-report.html beside RUN_DIR)")
+    prune = commands.add_parser(
+        "prune-cache",
+        help="remove the entries of label and index caches that no run has used for a while",
+        description="Remove from each cache folder ([encode] label_cache, [index] cache) the entries no run has "
+        "taken for DAYS days (label vectors with their digest file, built indexes, a killed run's partial work); "
+        "it waits for the runs using a folder, and they wait for it.",
+    )
+    prune.add_argument("folders", type=Path, nargs="+", help="cache folders")
+    prune.add_argument(
+        "--unused-days",
+        type=_non_negative_float,
+        required=True,
+        metavar="DAYS",
+        help="remove entries unused for this many days",
+    )
     return parser
 
 
@@ -394,8 +419,21 @@ def _dispatch(args: argparse.Namespace) -> None:
         _check_judge(args)
     elif args.command == "sweep":
         _sweep(args)
+    elif args.command == "prune-cache":
+        _prune_cache(args.folders, args.unused_days)
     else:
         _run_pipeline(args)
+
+
+def _prune_cache(folders: list[Path], unused_days: float) -> None:
+    from eztag.entry_caches import prune
+
+    for folder in folders:
+        pruned = prune(folder, unused_days)
+        print(
+            f"{folder}: removed {len(pruned.removed)} entries ({pruned.freed_bytes / 2**20:.1f} MiB), "
+            f"kept {pruned.kept}"
+        )
 
 
 def configure_logging(verbose: bool, quiet: bool) -> None:

@@ -3,6 +3,7 @@ run's labels and documents (the encode stage's work; distil encodes with its stu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from collections.abc import Callable, Sequence
@@ -12,7 +13,8 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-from eztag.artifacts import config_hash, copy_files, shared_folder
+from eztag import entry_caches
+from eztag.artifacts import config_hash, copy_files
 from eztag.devices import check_device
 from eztag.embeddings import META, EmbeddingStore, write_stores
 from eztag.encoders import get_encoder
@@ -57,7 +59,8 @@ class EncodeConfig:
     """A folder (relative to the pipeline file's folder) of label vector stores shared between runs, keyed by
     sha256(encoder files, device type, precision, length limit, chunk size, dtype, label texts): a label set already
     there is copied instead of encoded; for a new one, the texts that earlier sets encoded with the same settings
-    hold are taken from them and only the others are encoded. `None`: no cache."""
+    hold are taken from them and only the others are encoded; entries stay until `eztag prune-cache` removes them.
+    `None`: no cache."""
 
     def __post_init__(self) -> None:
         check_template(self.document_template, DOCUMENT_COLUMNS, where="encode.document_template")
@@ -107,25 +110,28 @@ def write_embeddings(config: EncodeConfig, ingest_dir: Path, out_dir: Path, engi
     label_texts = render_rows(labels, config.label_template)
     label_store, reused, reuse = EmbeddingStore(out_dir / "labels"), False, None
     label_jobs = [(label_store, label_texts, "encode labels")]
-    if config.label_cache is not None:
-        cache = shared_folder(config.label_cache, "encode.label_cache")
-        fingerprint = load_encoder(config).fingerprint
-        key = config_hash([fingerprint, config.chunk_size, config.dtype, label_texts])
-        settings = config_hash([fingerprint, config.dtype])
-        label_store = EmbeddingStore(cache / key)
-        reused = (label_store.directory / META).exists()
-        reuse = None if reused else find_vectors(cache, key, settings, label_texts)
-        new_texts = [] if reuse is None else [label_texts[row] for row in reuse.missing]
-        label_jobs = [(reuse.new, new_texts, "encode labels")] if reuse is not None and new_texts else []
-    document_texts = render_rows(documents, config.document_template)
-    jobs = [*label_jobs, (EmbeddingStore(out_dir / "documents"), document_texts, "encode documents")]
-    make_encoder = functools.partial(encoder_worker, config)
-    write_stores(engine, make_encoder, jobs, chunk_size=config.chunk_size, dtype=config.dtype)
-    if config.label_cache is not None:
-        if reuse is not None:
-            assemble(label_store, len(label_texts), config.chunk_size, config.dtype, reuse)
-        write_digests(cache, key, settings, label_texts)
-        copy_files(label_store.directory, out_dir / "labels")
+    with contextlib.ExitStack() as held:
+        if config.label_cache is not None:
+            cache = held.enter_context(entry_caches.using(config.label_cache, "encode.label_cache"))
+            fingerprint = load_encoder(config).fingerprint
+            key = config_hash([fingerprint, config.chunk_size, config.dtype, label_texts])
+            settings = config_hash([fingerprint, config.dtype])
+            label_store = EmbeddingStore(cache / key)
+            reused = (label_store.directory / META).exists()
+            reuse = None if reused else find_vectors(cache, key, settings, label_texts)
+            new_texts = [] if reuse is None else [label_texts[row] for row in reuse.missing]
+            label_jobs = [(reuse.new, new_texts, "encode labels")] if reuse is not None and new_texts else []
+        document_texts = render_rows(documents, config.document_template)
+        jobs = [*label_jobs, (EmbeddingStore(out_dir / "documents"), document_texts, "encode documents")]
+        make_encoder = functools.partial(encoder_worker, config)
+        write_stores(engine, make_encoder, jobs, chunk_size=config.chunk_size, dtype=config.dtype)
+        if config.label_cache is not None:
+            if reuse is not None:
+                assemble(label_store, len(label_texts), config.chunk_size, config.dtype, reuse)
+                entry_caches.mark_used(*(source.directory for source, _, _ in reuse.sources))
+            write_digests(cache, key, settings, label_texts)
+            entry_caches.mark_used(label_store.directory)
+            copy_files(label_store.directory, out_dir / "labels")
     encoded = sum(len(texts) for _, texts, _ in label_jobs)
     dim = EmbeddingStore(out_dir / "documents").dim
     return {

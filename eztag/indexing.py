@@ -14,7 +14,8 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-from eztag.artifacts import atomic_dir, config_hash, copy_files, file_checksum, shared_folder, write_json, write_parquet
+from eztag import entry_caches
+from eztag.artifacts import atomic_dir, config_hash, copy_files, file_checksum, write_json, write_parquet
 from eztag.devices import check_device
 from eztag.embeddings import EmbeddingStore
 from eztag.indexes import INDEXES, LabelIndex, index_class
@@ -50,7 +51,8 @@ class IndexConfig:
     """A folder (relative to the pipeline file's folder) of built indexes shared between runs, keyed by
     sha256(label vector files, synonym owners, backend, the options that change a build): an index already there is
     copied instead of built, so a nightly run over the same labels and encoder skips a FAISS HNSW or IVF build
-    (minutes at 10^6 labels); search options (`nprobe`, `ef_search`, exact's) can differ. `None`: no cache."""
+    (minutes at 10^6 labels); search options (`nprobe`, `ef_search`, exact's) can differ; entries stay until
+    `eztag prune-cache` removes them. `None`: no cache."""
     recall_sample: int = 1000
     """Documents (drawn at random) on which an approximate index's recall against exact search is measured when it is
     built, into `index/report.json`."""
@@ -154,6 +156,7 @@ def cached_index(
             index = built_index(config, labels, owners)
             with atomic_dir(entry) as tmp:
                 index.save(tmp)
+    entry_caches.mark_used(entry)
     copy_files(entry, out_dir)
     return (load_index(out_dir) if from_cache else index), from_cache
 
@@ -177,8 +180,8 @@ def write_index(
         index, from_cache = built_index(config, labels, owners), False
         index.save(out_dir)
     else:
-        cache = shared_folder(config.cache, "index.cache")
-        index, from_cache = cached_index(cache, config, labels, owners, out_dir)
+        with entry_caches.using(config.cache, "index.cache") as cache:
+            index, from_cache = cached_index(cache, config, labels, owners, out_dir)
     build_seconds = time.perf_counter() - started
     label_ids = pl.read_parquet(ingest_dir / "labels.parquet", columns=["label_id"])
     write_parquet(out_dir / "label_ids.parquet", label_ids)

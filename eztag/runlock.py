@@ -38,9 +38,9 @@ def _holder(fd: int) -> str:
     return "a process that has not recorded itself"
 
 
-def _try_lock(fd: int) -> bool:
+def _try_lock(fd: int, mode: int = fcntl.LOCK_EX) -> bool:
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
     return True
@@ -86,14 +86,16 @@ def run_lock(run_dir: Path, wait: float | None = None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive `flock` on `path` (created if missing), waiting for as long as another process holds it."""
+def file_lock(path: Path, shared: bool = False) -> Iterator[None]:
+    """Hold an exclusive (or `shared`) `flock` on `path` (created if missing), waiting for as long as another process
+    holds it in a mode that excludes this one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     try:
-        if not _try_lock(fd):
-            log.warning(f"eztag: {path} is held by another eztag run; waiting for it")
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        if not _try_lock(fd, mode):
+            log.warning(f"eztag: {path} is held by another eztag process; waiting for it")
+            fcntl.flock(fd, mode)
         yield
     finally:
         os.close(fd)

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import polars as pl
-import pytest
 
 from eztag.indexing import load_index
 from eztag.pipeline import Pipeline
-from tests.conftest import REPO, cli_env, pipeline_file
+from tests.conftest import pipeline_file
+from tests.support.locks import waited_for
 
 STAGES = '"ingest", "encode", "index", "tag"'
 
@@ -76,45 +71,11 @@ def test_a_run_waits_for_the_build_of_the_same_index_and_copies_it(
     Pipeline.load(pipeline).run(tmp_path / "night-1")
     (entry,) = entries(cache)
     (cache / entry).rename(tmp_path / "built-elsewhere")
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(cache / f".{entry}.lock")],
-        cwd=REPO,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
-        waiting = subprocess.Popen(
-            [sys.executable, "-m", "eztag.cli", "run", str(pipeline), "--run-dir", str(tmp_path / "night-2")],
-            cwd=REPO,
-            env=cli_env(PYTHONUNBUFFERED="1"),
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert waiting.stderr is not None
-        for line in waiting.stderr:
-            if "held by another eztag run; waiting for it" in line:
-                break
-        else:
-            pytest.fail(f"the run never waited for the lock (exit {waiting.wait()})")
-        time.sleep(1)
-        assert waiting.poll() is None, "the run went on while the lock was held"
-        (tmp_path / "built-elsewhere").rename(cache / entry)  # what the holder built
-    finally:
-        os.kill(holder.pid, signal.SIGKILL)
-        holder.wait()
-    rest = waiting.stderr.read()
-    assert waiting.wait(timeout=300) == 0, rest
+    night_2 = ["run", str(pipeline), "--run-dir", str(tmp_path / "night-2")]
+
+    def put_back() -> None:  # what the holder built
+        (tmp_path / "built-elsewhere").rename(cache / entry)
+
+    waited_for(cache / f".{entry}.lock", "exclusive", night_2, while_held=put_back)
     assert json.loads((tmp_path / "night-2" / "index" / "report.json").read_text())["from_cache"] is True
     assert entries(cache) == [entry]
-
-
-HOLD_LOCK = """
-import sys, time
-from pathlib import Path
-from eztag.runlock import file_lock
-with file_lock(Path(sys.argv[1])):
-    print("held", flush=True)
-    time.sleep(600)
-"""
