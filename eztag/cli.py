@@ -94,21 +94,23 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
-def _non_negative_float(text: str) -> float:
+def _number(text: str) -> float:
+    """`text` as a float; NaN (which fails every range check) when it is not a number."""
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        value = float("nan")
-    if not value >= 0 or value == float("inf"):
+        return float("nan")
+
+
+def _days(text: str) -> float:
+    value = _number(text)
+    if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a number of days, 0 or more, got {text!r}")
     return value
 
 
 def _confidence(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
+    value = _number(text)
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
     return value
@@ -230,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("folders", type=Path, nargs="+", help="cache folders")
     prune.add_argument(
         "--unused-days",
-        type=_non_negative_float,
+        type=_days,
         required=True,
         metavar="DAYS",
         help="remove entries unused for this many days",
