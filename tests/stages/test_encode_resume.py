@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -82,8 +84,11 @@ def test_label_cache_spares_re_encoding_labels(tmp_path: Path, small_inputs: tup
     rows[1]["text"] = "Video and film"
     changed = [{"id": "chess", "text": "Chess"}, *rows]
     labels.write_text("".join(json.dumps(row) + "\n" for row in changed))
+    (source,) = stores(cache)
+    os.utime(source, (0, 0))  # last used long ago: night 3 takes vectors from it, so it counts as used now
     report = Pipeline.load(first.path).run(tmp_path / "night-3")["encode"]
     assert (report["labels_from_cache"], report["labels_encoded"]) == (False, 2)
+    assert source.stat().st_mtime > time.time() - 3_600  # `prune-cache` keeps it
     night3 = EmbeddingStore(tmp_path / "night-3" / "encode" / "labels").load()
     np.testing.assert_array_equal(night3[[1, 3, 4]], night1.load()[[0, 2, 3]])  # audio, devel, game: cached
     (tmp_path / "fresh").mkdir()
