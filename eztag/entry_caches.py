@@ -65,7 +65,8 @@ def prune(folder: Path, unused_days: float) -> Pruned:
                 continue
             companions = [*folder.glob(f"{entry.name}.*{TEXTS_SUFFIX}"), folder / f".{entry.name}.lock"]
             gone = folder / f".{entry.name}.pruned"
-            freed += sum(path.stat().st_size for path in entry.rglob("*") if path.is_file())
+            files = [*(path for path in entry.rglob("*") if path.is_file()), *filter(Path.is_file, companions)]
+            freed += sum(path.stat().st_size for path in files)
             entry.rename(gone)  # the entry disappears whole, then its files go
             for path in companions:
                 path.unlink(missing_ok=True)
