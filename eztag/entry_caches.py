@@ -17,7 +17,7 @@ from pathlib import Path
 
 from eztag.artifacts import shared_folder
 from eztag.errors import EztagError
-from eztag.label_cache import TEXTS_SUFFIX
+from eztag.label_cache import digest_files
 from eztag.runlock import file_lock
 
 MARK = ".eztag-cache"
@@ -33,6 +33,11 @@ def using(configured: str, field: str) -> Iterator[Path]:
     (folder / MARK).touch()
     with file_lock(folder / LOCK, shared=True):
         yield folder
+
+
+def entry_lock(entry: Path) -> Path:
+    """The lock file of the cache entry `entry`, held by the one run that builds it."""
+    return entry.parent / f".{entry.name}.lock"
 
 
 def mark_used(*entries: Path) -> None:
@@ -63,10 +68,9 @@ def prune(folder: Path, unused_days: float) -> Pruned:
             if entry.stat().st_mtime >= cutoff:
                 kept += 1
                 continue
-            companions = [*folder.glob(f"{entry.name}.*{TEXTS_SUFFIX}"), folder / f".{entry.name}.lock"]
+            companions = [*digest_files(entry), entry_lock(entry)]
             gone = folder / f".{entry.name}.pruned"
-            files = [*(path for path in entry.rglob("*") if path.is_file()), *filter(Path.is_file, companions)]
-            freed += sum(path.stat().st_size for path in files)
+            freed += sum(path.stat().st_size for path in [*entry.rglob("*"), *companions] if path.is_file())
             entry.rename(gone)  # the entry disappears whole, then its files go
             for path in companions:
                 path.unlink(missing_ok=True)

@@ -150,7 +150,7 @@ def cached_index(
     """The index from the folder `cache`, copied into `out_dir` (index.json already there), and whether it was in
     the cache: built into the cache first when it was not, by one run at a time for each key."""
     entry = cache / cache_key(config, labels, owners)
-    with file_lock(entry.parent / f".{entry.name}.lock"):
+    with file_lock(entry_caches.entry_lock(entry)):
         from_cache = entry.is_dir()
         if not from_cache:
             index = built_index(config, labels, owners)
