@@ -17,7 +17,6 @@ from pathlib import Path
 
 from eztag.artifacts import shared_folder
 from eztag.errors import EztagError
-from eztag.label_cache import digest_files
 from eztag.runlock import file_lock
 
 MARK = ".eztag-cache"
@@ -40,6 +39,12 @@ def entry_lock(entry: Path) -> Path:
     return entry.parent / f".{entry.name}.lock"
 
 
+def companions(entry: Path) -> list[Path]:
+    """The files that go with the cache entry `entry`: its lock file and the files named `KEY.*` beside it (a label
+    entry's digest files, an index entry's slot file)."""
+    return [*entry.parent.glob(f"{entry.name}.*"), entry_lock(entry)]
+
+
 def mark_used(*entries: Path) -> None:
     """Set the entries' modification time to now: the time `prune` goes by."""
     for entry in entries:
@@ -56,9 +61,8 @@ class Pruned:
 
 
 def prune(folder: Path, unused_days: float) -> Pruned:
-    """Remove the entries of the cache `folder` no run has used for `unused_days` days (a label entry with its
-    digest file, an index entry with its lock file, a killed run's partial work likewise), once no run uses the
-    folder."""
+    """Remove the entries of the cache `folder` no run has used for `unused_days` days with their companion files,
+    and a killed run's partial work likewise, once no run uses the folder."""
     if not (folder / MARK).is_file():
         raise EztagError(f"{folder} is not a cache folder of eztag (no {MARK} file in it); nothing was removed")
     cutoff = time.time() - unused_days * DAY_SECONDS
@@ -68,11 +72,11 @@ def prune(folder: Path, unused_days: float) -> Pruned:
             if entry.stat().st_mtime >= cutoff:
                 kept += 1
                 continue
-            companions = [*digest_files(entry), entry_lock(entry)]
+            files = companions(entry)
             gone = folder / f".{entry.name}.pruned"
-            freed += sum(path.stat().st_size for path in [*entry.rglob("*"), *companions] if path.is_file())
+            freed += sum(path.stat().st_size for path in [*entry.rglob("*"), *files] if path.is_file())
             entry.rename(gone)  # the entry disappears whole, then its files go
-            for path in companions:
+            for path in files:
                 path.unlink(missing_ok=True)
             shutil.rmtree(gone)
             removed.append(entry.name)

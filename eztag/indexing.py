@@ -17,8 +17,9 @@ import polars as pl
 from eztag import entry_caches
 from eztag.artifacts import atomic_dir, config_hash, copy_files, file_checksum, write_json, write_parquet
 from eztag.devices import check_device
-from eztag.embeddings import EmbeddingStore
-from eztag.indexes import INDEXES, LabelIndex, index_class
+from eztag.embeddings import EmbeddingStore, gather_rows
+from eztag.index_updates import Update, plan_update, slots_file, vector_digests
+from eztag.indexes import INDEXES, LabelIndex, UpdatableIndex, index_class
 from eztag.indexes.multi import MultiVectorIndex
 from eztag.runlock import file_lock
 
@@ -53,6 +54,12 @@ class IndexConfig:
     copied instead of built, so a nightly run over the same labels and encoder skips a FAISS HNSW or IVF build
     (minutes at 10^6 labels); search options (`nprobe`, `ef_search`, exact's) can differ; entries stay until
     `eztag prune-cache` removes them. `None`: no cache."""
+    update_limit: float = 0.1
+    """With `cache`, for a label set whose index is not there: update the cached index (FAISS on the CPU) of the
+    earlier set that shares the most vectors with it, same backend and build options, instead of building anew — its
+    new vectors added, the vectors of labels gone hidden from search — when those are at most this fraction of the
+    updated index (`eztag.index_updates`); past it, or 0, a new build. An HNSW build of 10^6 labels takes minutes, an
+    update of a few thousand seconds."""
     recall_sample: int = 1000
     """Documents (drawn at random) on which an approximate index's recall against exact search is measured when it is
     built, into `index/report.json`."""
@@ -73,6 +80,8 @@ class IndexConfig:
         INDEXES.check_options(self.backend, backend_options(self), field="index.options")
         if self.local_k < 1 or self.overfetch < 1:
             raise ValueError("local_k and overfetch must be at least 1")
+        if not 0 <= self.update_limit <= 1:
+            raise ValueError(f"update_limit must be between 0 and 1, not {self.update_limit}")
 
 
 def backend_options(config: IndexConfig) -> dict[str, Any]:
@@ -127,38 +136,95 @@ def recall_against_exact(
     return recall_against(exact.search, index, queries, ks)
 
 
+def over_inner(config: IndexConfig, inner: LabelIndex, owners: np.ndarray | None) -> LabelIndex:
+    """`inner` itself, or with synonym `owners` (vector row -> label row) the multi-vector index over it."""
+    return inner if owners is None else MultiVectorIndex(inner, owners, **multi_vector_options(config))
+
+
 def built_index(config: IndexConfig, labels: EmbeddingStore, owners: np.ndarray | None) -> LabelIndex:
-    """The configured index built over `labels`; with synonym `owners` (vector row -> label row), multi-vector."""
-    index = build_index(config)
-    if owners is not None:
-        index = MultiVectorIndex(index, owners, **multi_vector_options(config))
+    """The configured index built over `labels`; with synonym `owners`, multi-vector."""
+    index = over_inner(config, build_index(config), owners)
     index.build(labels)
     return index
 
 
+def updated_index(config: IndexConfig, labels: EmbeddingStore, owners: np.ndarray | None, update: Update) -> LabelIndex:
+    """The cached index `update.base` updated to the vectors of `labels`; with synonym `owners`, multi-vector."""
+    inner = index_class(config.backend).load(update.base, **backend_options(config))
+    if not isinstance(inner, UpdatableIndex):
+        raise TypeError(f"the {config.backend} index cannot be updated")
+    inner.update(gather_rows(labels, update.added_rows), update.slot_rows)
+    index = over_inner(config, inner, owners)
+    if isinstance(index, MultiVectorIndex):
+        index.set_vectors(labels.load())
+    return index
+
+
+def build_settings(config: IndexConfig) -> dict[str, Any]:
+    """The options of `[index.options]` that change what a build makes."""
+    return {name: value for name, value in config.options.items() if name in index_class(config.backend).build_options}
+
+
 def cache_key(config: IndexConfig, labels: EmbeddingStore, owners: np.ndarray | None) -> str:
     """The index cache's key: the label vectors' bytes, the synonym owners, the backend and its build options."""
-    build = {name: value for name, value in config.options.items() if name in index_class(config.backend).build_options}
     vectors = [file_checksum(path) for path in sorted(labels.directory.glob("chunk-*.npy"))]
     owner_rows = None if owners is None else hashlib.sha256(owners.astype(np.int64).tobytes()).hexdigest()
-    return config_hash([config.backend, build, vectors, owner_rows])
+    return config_hash([config.backend, build_settings(config), vectors, owner_rows])
+
+
+def index_family(config: IndexConfig, labels: EmbeddingStore) -> str:
+    """The family of indexes that can be updated into one another: backend, build options, dimension."""
+    return config_hash([config.backend, build_settings(config), labels.dim])
+
+
+def updatable(config: IndexConfig) -> bool:
+    """Whether the configured index, where it searches, can be updated for a changed label set."""
+    index = build_index(config)
+    return isinstance(index, UpdatableIndex) and index.can_update()
+
+
+def fill_cache_entry(
+    cache: Path, entry: Path, config: IndexConfig, labels: EmbeddingStore, owners: np.ndarray | None
+) -> tuple[LabelIndex, Update | None]:
+    """Build the index into the cache entry `entry`, or update an earlier set's (`update_limit`), with its slot
+    file; the index and the update made, if one was."""
+    if not updatable(config):
+        index, update = built_index(config, labels, owners), None
+    else:
+        family = index_family(config, labels)
+        digests = vector_digests(labels)
+        update = plan_update(cache, family, digests, config.update_limit) if config.update_limit > 0 else None
+        if update is None:
+            index = built_index(config, labels, owners)
+        else:
+            index = updated_index(config, labels, owners, update)
+            entry_caches.mark_used(update.base)
+        write_parquet(slots_file(entry, family), digests if update is None else update.slot_digests)
+    with atomic_dir(entry) as tmp:
+        index.save(tmp)
+    return index, update
 
 
 def cached_index(
     cache: Path, config: IndexConfig, labels: EmbeddingStore, owners: np.ndarray | None, out_dir: Path
-) -> tuple[LabelIndex, bool]:
-    """The index from the folder `cache`, copied into `out_dir` (index.json already there), and whether it was in
-    the cache: built into the cache first when it was not, by one run at a time for each key."""
+) -> tuple[LabelIndex, dict[str, Any]]:
+    """The index from the folder `cache`, copied into `out_dir` (index.json already there), and the report's
+    `from_cache` and `updated_from`: put into the cache first when it was not there, by one run at a time for each
+    key."""
     entry = cache / cache_key(config, labels, owners)
+    update = None
     with file_lock(entry_caches.entry_lock(entry)):
         from_cache = entry.is_dir()
         if not from_cache:
-            index = built_index(config, labels, owners)
-            with atomic_dir(entry) as tmp:
-                index.save(tmp)
+            index, update = fill_cache_entry(cache, entry, config, labels, owners)
+        elif updatable(config) and not slots_file(entry, index_family(config, labels)).exists():
+            # an entry built before slot files, or where FAISS searched on GPUs: never updated, slot i holds row i
+            write_parquet(slots_file(entry, index_family(config, labels)), vector_digests(labels))
     entry_caches.mark_used(entry)
     copy_files(entry, out_dir)
-    return (load_index(out_dir) if from_cache else index), from_cache
+    if from_cache:
+        index = load_index(out_dir)
+    return index, {"from_cache": from_cache, "updated_from": update and update.summary()}
 
 
 def write_index(
@@ -177,11 +243,11 @@ def write_index(
     )
     started = time.perf_counter()
     if config.cache is None:
-        index, from_cache = built_index(config, labels, owners), False
+        index, provenance = built_index(config, labels, owners), {"from_cache": False, "updated_from": None}
         index.save(out_dir)
     else:
         with entry_caches.using(config.cache, "index.cache") as cache:
-            index, from_cache = cached_index(cache, config, labels, owners, out_dir)
+            index, provenance = cached_index(cache, config, labels, owners, out_dir)
     build_seconds = time.perf_counter() - started
     label_ids = pl.read_parquet(ingest_dir / "labels.parquet", columns=["label_id"])
     write_parquet(out_dir / "label_ids.parquet", label_ids)
@@ -191,7 +257,7 @@ def write_index(
         "vectors": labels.count,
         "dim": labels.dim,
         "build_seconds": round(build_seconds, 3),
-        "from_cache": from_cache,
+        **provenance,
         "exact": index.exact,
     }
     if not index.exact:

@@ -21,11 +21,6 @@ from eztag.embeddings import META, EmbeddingStore, gather_rows
 TEXTS_SUFFIX = ".texts.parquet"
 
 
-def digest_files(entry: Path) -> list[Path]:
-    """The digest files of the cache entry `entry` (one for each encoder settings hash it was written under)."""
-    return list(entry.parent.glob(f"{entry.name}.*{TEXTS_SUFFIX}"))
-
-
 def text_digests(texts: Sequence[str]) -> pl.DataFrame:
     """One row per text: its 16-byte BLAKE2b `digest`."""
     digests = [hashlib.blake2b(text.encode(), digest_size=16).digest() for text in texts]

@@ -38,6 +38,23 @@ class LabelIndex(ABC):
         """Read an index written by `save`."""
 
 
+class UpdatableIndex(LabelIndex):
+    """A label index that a changed label set can update instead of building it anew: the vectors of new labels are
+    appended as new slots, and each slot maps to a label row, -1 for a stale slot (a label no longer in the set), which
+    search never returns."""
+
+    slot_rows: np.ndarray | None = None
+    """Slot -> label row (-1: stale); None: slot i holds row i."""
+
+    @abstractmethod
+    def can_update(self) -> bool:
+        """Whether this index, where it searches, can hide stale slots."""
+
+    @abstractmethod
+    def update(self, added: np.ndarray, slot_rows: np.ndarray) -> None:
+        """Append the vectors `added` (float32) as new slots, then map every slot to a label row by `slot_rows`."""
+
+
 INDEXES: Registry[LabelIndex] = Registry(
     "index", {"exact": "eztag.indexes.exact:ExactIndex", "faiss": "eztag.indexes.faiss:FaissIndex"}
 )

@@ -9,14 +9,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from eztag.artifacts import atomic_path
+from eztag.artifacts import atomic_path, write_npy
 from eztag.embeddings import EmbeddingStore
 from eztag.errors import EztagError, missing_extra
-from eztag.indexes import LabelIndex
+from eztag.indexes import UpdatableIndex
 
 log = logging.getLogger(__name__)
 
-FILE = "index.faiss"
+FILE, SLOT_ROWS = "index.faiss", "slot_rows.npy"
 
 
 def import_faiss() -> Any:
@@ -48,8 +48,9 @@ def estimate_bytes(factory: str, n: int, dim: int) -> int:
     return int(n * per_vector + centroids)
 
 
-class FaissIndex(LabelIndex):
-    """A FAISS inner-product index; trained on a seeded sample of the labels when it needs training."""
+class FaissIndex(UpdatableIndex):
+    """A FAISS inner-product index; trained on a seeded sample of the labels when it needs training. Updated for a
+    changed label set (on the CPU), it hides its stale slots from search with an ID selector."""
 
     build_options = ("factory", "ef_construction", "train_size", "seed")
 
@@ -74,6 +75,8 @@ class FaissIndex(LabelIndex):
         self.use_gpu = device != "cpu" and getattr(self.faiss, "get_num_gpus", lambda: 0)() > 0
         self.seed = seed
         self.index: Any = None
+        self.live_bitmap: np.ndarray | None = None  # the selector reads it: kept alive with the index
+        self.selector: Any = None
         self.exact = factory.replace(" ", "") in ("Flat", "IDMap,Flat")
 
     def build(self, labels: EmbeddingStore) -> None:
@@ -116,10 +119,38 @@ class FaissIndex(LabelIndex):
         if self.ef_search is not None:
             params.set_index_parameter(self.index, "efSearch", self.ef_search)
 
+    def can_update(self) -> bool:
+        return not self.use_gpu
+
+    def update(self, added: np.ndarray, slot_rows: np.ndarray) -> None:
+        self.index.add(np.ascontiguousarray(added, dtype=np.float32))
+        self._set_slots(slot_rows)
+
+    def _set_slots(self, slot_rows: np.ndarray) -> None:
+        if len(slot_rows) != self.index.ntotal:
+            raise ValueError(f"{len(slot_rows):,} slot rows for an index of {self.index.ntotal:,} vectors")
+        self.slot_rows = slot_rows
+        live = slot_rows >= 0
+        self.live_bitmap, self.selector = None, None
+        if not live.all():
+            self.live_bitmap = np.packbits(live, bitorder="little")
+            self.selector = self.faiss.IDSelectorBitmap(len(live), self.faiss.swig_ptr(self.live_bitmap))
+
+    def _search_parameters(self) -> Any:
+        """The search parameters hiding stale slots (IVF ones carry `nprobe`, which they override), or None."""
+        if self.selector is None:
+            return None
+        ivf = self.faiss.try_extract_index_ivf(self.index)
+        if ivf is None:
+            return self.faiss.SearchParameters(sel=self.selector)
+        return self.faiss.SearchParametersIVF(sel=self.selector, nprobe=ivf.nprobe)
+
     def _configure(self) -> None:
         faiss = self.faiss
         self.set_search()
-        if self.use_gpu:
+        if self.use_gpu and self.selector is not None:
+            log.warning(f"faiss: {self.factory} stays on the CPU: its stale slots are hidden by a CPU ID selector")
+        elif self.use_gpu:
             options = faiss.GpuMultipleClonerOptions()
             options.shard = True
             try:
@@ -128,8 +159,12 @@ class FaissIndex(LabelIndex):
                 log.warning(f"faiss: {self.factory} stays on the CPU ({str(error).splitlines()[0]})")
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        k = min(k, self.index.ntotal)
-        scores, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        live = self.index.ntotal if self.slot_rows is None else int((self.slot_rows >= 0).sum())
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        scores, slots = self.index.search(queries, min(k, live), params=self._search_parameters())
+        if self.slot_rows is None:
+            return scores.astype(np.float32), slots.astype(np.int64)
+        rows = np.where(slots >= 0, self.slot_rows[np.maximum(slots, 0)], -1)
         return scores.astype(np.float32), rows.astype(np.int64)
 
     def save(self, directory: Path) -> None:
@@ -138,10 +173,14 @@ class FaissIndex(LabelIndex):
             index = self.faiss.index_gpu_to_cpu(index)
         with atomic_path(directory / FILE) as tmp:
             self.faiss.write_index(index, str(tmp))
+        if self.slot_rows is not None:
+            write_npy(directory / SLOT_ROWS, self.slot_rows)
 
     @classmethod
     def load(cls, directory: Path, **options: Any) -> FaissIndex:
         index = cls(**options)
         index.index = index.faiss.read_index(str(directory / FILE))
+        if (directory / SLOT_ROWS).exists():
+            index._set_slots(np.load(directory / SLOT_ROWS))
         index._configure()
         return index

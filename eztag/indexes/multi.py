@@ -50,9 +50,10 @@ class MultiVectorIndex(LabelIndex):
 
     def build(self, labels: EmbeddingStore) -> None:
         self.inner.build(labels)
-        self._set_vectors(labels.load())
+        self.set_vectors(labels.load())
 
-    def _set_vectors(self, vectors: np.ndarray) -> None:
+    def set_vectors(self, vectors: np.ndarray) -> None:
+        """Hold every label vector (`vectors`, rows as the owners'), padded into one set per label for rescoring."""
         self.vectors = vectors
         self.padded, self.mask = pad_label_sets(vectors, self.owners, self.n_labels)
 
@@ -101,5 +102,5 @@ class MultiVectorIndex(LabelIndex):
     def load(cls, directory: Path, **options: Any) -> MultiVectorIndex:
         """`options`: `inner` (the loaded inner index) and the keyword options of the constructor."""
         index = cls(options.pop("inner"), np.load(directory / OWNERS), **options)
-        index._set_vectors(np.load(directory / VECTORS))
+        index.set_vectors(np.load(directory / VECTORS))
         return index

@@ -7,28 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eztag.embeddings import EmbeddingStore
 from eztag.errors import EztagError
 from eztag.indexes.exact import ExactIndex
 from eztag.indexes.faiss import FaissIndex, estimate_bytes
 from eztag.indexing import recall_against_exact
+from tests.indexes.conftest import store_of
 
 pytestmark = pytest.mark.xdist_group("faiss")  # one worker: the module fixture encodes once
 
 
 faiss = pytest.importorskip("faiss")
-
-
-@pytest.fixture(scope="module")
-def vectors(minilm, debtags_texts) -> tuple[np.ndarray, np.ndarray]:
-    documents, labels = debtags_texts
-    return minilm.encode(documents), minilm.encode(labels)
-
-
-def store_of(directory: Path, matrix: np.ndarray) -> EmbeddingStore:
-    store = EmbeddingStore(directory)
-    store.write(list(range(len(matrix))), lambda rows: matrix[list(rows)], chunk_size=100)
-    return store
 
 
 def test_flat_equals_exact(tmp_path: Path, vectors) -> None:

@@ -1,0 +1,101 @@
+"""Updating a cached index for a changed label set instead of building it anew (`[index] update_limit`).
+
+Each index cache entry `CACHE/KEY/` of an updatable backend (FAISS on the CPU) has a slot file
+`CACHE/KEY.FAMILY.slots.parquet`: a 16-byte BLAKE2b digest of each slot's vector (its float32 bytes), where FAMILY
+hashes the backend, the options that change a build and the dimension. A label set whose index is not in the cache
+pairs its vectors with the slots of each entry of its family, one to one (equal digests; duplicates in order); the
+entry leaving the fewest vectors to add and slots to hide is updated — its unpaired vectors appended as new slots,
+its unpaired slots stale — when those are at most `update_limit` of the updated index's slots."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from eztag.embeddings import EmbeddingStore
+
+SLOTS_SUFFIX = ".slots.parquet"
+
+
+def vector_digests(store: EmbeddingStore) -> pl.DataFrame:
+    """One row per vector of `store`: the 16-byte BLAKE2b `digest` of its float32 bytes."""
+    digests = [
+        hashlib.blake2b(row.tobytes(), digest_size=16).digest()
+        for chunk in store.iter_chunks()
+        for row in np.ascontiguousarray(chunk, dtype=np.float32)
+    ]
+    return pl.DataFrame({"digest": digests}, schema={"digest": pl.Binary})
+
+
+def slots_file(entry: Path, family: str) -> Path:
+    """The slot file of the cache entry `entry` of the index family `family`."""
+    return entry.parent / f"{entry.name}.{family}{SLOTS_SUFFIX}"
+
+
+@dataclasses.dataclass
+class Update:
+    """How the cached index `base` becomes the index of a new label set: `added_rows` (label rows) are appended as new
+    slots, then each slot holds the label row `slot_rows` names (-1: stale); `slot_digests` are the updated index's
+    slot file."""
+
+    base: Path
+    added_rows: np.ndarray
+    slot_rows: np.ndarray
+    slot_digests: pl.DataFrame
+
+    @property
+    def stale(self) -> int:
+        return int((self.slot_rows < 0).sum())
+
+    @property
+    def changed_fraction(self) -> float:
+        """Added and stale slots as a fraction of the updated index's slots."""
+        return (len(self.added_rows) + self.stale) / max(1, len(self.slot_rows))
+
+    def summary(self) -> dict[str, Any]:
+        """The index report's account of the update."""
+        return {
+            "entry": self.base.name,
+            "slots": len(self.slot_rows),
+            "added": len(self.added_rows),
+            "stale": self.stale,
+        }
+
+
+def with_occurrence(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with `occurrence`: how many earlier rows have the same digest (pairs duplicates one to one)."""
+    return frame.with_columns(occurrence=pl.int_range(pl.len(), dtype=pl.UInt32).over("digest"))
+
+
+def pair_with(base: Path, slot_digests: pl.DataFrame, digests: pl.DataFrame) -> Update:
+    """The update of the entry `base` (its slots' digests `slot_digests`) to the vectors whose digests are
+    `digests`."""
+    held = with_occurrence(slot_digests.with_row_index("slot"))
+    wanted = with_occurrence(digests.with_row_index("row"))
+    pairs = wanted.join(held, on=["digest", "occurrence"], how="inner")
+    added_rows = wanted.join(pairs.select("row"), on="row", how="anti").sort("row")["row"].to_numpy()
+    added_rows = added_rows.astype(np.int64)
+    slot_rows = np.full(held.height + len(added_rows), -1, dtype=np.int64)
+    slot_rows[pairs["slot"].to_numpy()] = pairs["row"].to_numpy()
+    slot_rows[held.height :] = added_rows
+    new_digests = pl.concat([slot_digests, digests[added_rows]])
+    return Update(base, added_rows, slot_rows, new_digests)
+
+
+def plan_update(cache: Path, family: str, digests: pl.DataFrame, limit: float) -> Update | None:
+    """The cheapest update of an entry of `family` in `cache` to the vectors with `digests`, if its added and stale
+    slots are at most `limit` of its slots."""
+    best: Update | None = None
+    for path in cache.glob(f"*.{family}{SLOTS_SUFFIX}"):
+        entry = cache / path.name.split(".")[0]
+        if not entry.is_dir():  # pruned, or its build was killed
+            continue
+        update = pair_with(entry, pl.read_parquet(path), digests)
+        if best is None or update.changed_fraction < best.changed_fraction:
+            best = update
+    return best if best is not None and best.changed_fraction <= limit else None
