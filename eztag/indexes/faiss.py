@@ -77,7 +77,7 @@ class FaissIndex(UpdatableIndex):
         self.index: Any = None
         self.live_bitmap: np.ndarray | None = None  # the selector reads it: kept alive with the index
         self.selector: Any = None
-        self.exact = factory.replace(" ", "") in ("Flat", "IDMap,Flat")
+        self.exact = re.fullmatch(r"(IDMap2?,)?Flat", factory.replace(" ", "")) is not None
 
     def build(self, labels: EmbeddingStore) -> None:
         faiss = self.faiss
@@ -104,10 +104,19 @@ class FaissIndex(UpdatableIndex):
             vectors = labels.load()
             sample = np.random.default_rng(self.seed).permutation(len(vectors))[: self.train_size]
             index.train(np.ascontiguousarray(vectors[np.sort(sample)]))
-        for chunk in labels.iter_chunks():
-            index.add(np.ascontiguousarray(chunk, dtype=np.float32))
         self.index = index
+        for chunk in labels.iter_chunks():
+            self._add(chunk)
         self._configure()
+
+    def _add(self, vectors: np.ndarray) -> None:
+        """Append `vectors` as the next slots (an `IDMap` factory's ids are the slot numbers)."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if hasattr(self.index, "id_map"):
+            start = self.index.ntotal
+            self.index.add_with_ids(vectors, np.arange(start, start + len(vectors), dtype=np.int64))
+        else:
+            self.index.add(vectors)
 
     def set_search(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
         """Change the search-time settings (IVF `nprobe`, HNSW `efSearch`) of the built index, without a rebuild."""
@@ -123,7 +132,7 @@ class FaissIndex(UpdatableIndex):
         return not self.use_gpu
 
     def update(self, added: np.ndarray, slot_rows: np.ndarray) -> None:
-        self.index.add(np.ascontiguousarray(added, dtype=np.float32))
+        self._add(added)
         self._set_slots(slot_rows)
 
     def _set_slots(self, slot_rows: np.ndarray) -> None:
