@@ -91,7 +91,7 @@ def plan_update(cache: Path, family: str, digests: pl.DataFrame, limit: float) -
     """The cheapest update of an entry of `family` in `cache` to the vectors with `digests`, if its added and stale
     slots are at most `limit` of its slots."""
     best: Update | None = None
-    for path in cache.glob(f"*.{family}{SLOTS_SUFFIX}"):
+    for path in sorted(cache.glob(f"*.{family}{SLOTS_SUFFIX}")):  # of equal updates, the first by name
         entry = cache / path.name.split(".")[0]
         if not entry.is_dir():  # pruned, or its build was killed
             continue

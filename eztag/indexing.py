@@ -58,8 +58,8 @@ class IndexConfig:
     """With `cache`, for a label set whose index is not there: update the cached index (FAISS on the CPU) of the
     earlier set that shares the most vectors with it, same backend and build options, instead of building anew — its
     new vectors added, the vectors of labels gone hidden from search — when those are at most this fraction of the
-    updated index (`eztag.index_updates`); past it, or 0, a new build. An HNSW build of 10^6 labels takes minutes, an
-    update of a few thousand seconds."""
+    updated index (`eztag.index_updates`); past it, or 0, a new build. An HNSW build of 10^6 labels takes minutes;
+    updating it for a few thousand changed labels, seconds."""
     recall_sample: int = 1000
     """Documents (drawn at random) on which an approximate index's recall against exact search is measured when it is
     built, into `index/report.json`."""
