@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import polars as pl
@@ -100,8 +102,11 @@ def test_a_changed_label_set_updates_the_cached_index_within_the_limit(
     lines = labels.read_text().splitlines()
     renamed = lines[1].replace('"Video"', '"Video and film"')
     labels.write_text("\n".join([lines[0], renamed, *lines[2:], '{"id": "science", "text": "Science"}']) + "\n")
+    week_ago = time.time() - 7 * 86_400
+    os.utime(cache / entry, (week_ago, week_ago))
     updated = Pipeline.load(pipeline, ["index.update_limit=0.9"]).run(tmp_path / "night-3")["index"]
     assert updated["from_cache"] is False
+    assert (cache / entry).stat().st_mtime > week_ago + 86_400  # the entry updated counts as used
     assert updated["updated_from"] == {"entry": entry, "slots": 6, "added": 2, "stale": 1}  # renamed, added
     fresh = Pipeline.load(hnsw_pipeline(tmp_path / "no-cache", small_inputs, None)).run(tmp_path / "fresh")
     assert fresh["index"]["updated_from"] is None
