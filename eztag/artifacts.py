@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +171,12 @@ def file_checksum(path: Path) -> str:
     """SHA-256 of a file's bytes."""
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def digest_frame(items: Iterable[bytes]) -> pl.DataFrame:
+    """One row per item: its 16-byte BLAKE2b `digest` (how the caches recognise texts and vectors they hold)."""
+    digests = [hashlib.blake2b(item, digest_size=16).digest() for item in items]
+    return pl.DataFrame({"digest": digests}, schema={"digest": pl.Binary})
 
 
 def config_hash(data: Any) -> str:

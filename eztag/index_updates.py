@@ -10,13 +10,13 @@ its unpaired slots stale — when those are at most `update_limit` of the update
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from eztag.artifacts import digest_frame
 from eztag.embeddings import EmbeddingStore
 
 SLOTS_SUFFIX = ".slots.parquet"
@@ -24,12 +24,9 @@ SLOTS_SUFFIX = ".slots.parquet"
 
 def vector_digests(store: EmbeddingStore) -> pl.DataFrame:
     """One row per vector of `store`: the 16-byte BLAKE2b `digest` of its float32 bytes."""
-    digests = [
-        hashlib.blake2b(row.tobytes(), digest_size=16).digest()
-        for chunk in store.iter_chunks()
-        for row in np.ascontiguousarray(chunk, dtype=np.float32)
-    ]
-    return pl.DataFrame({"digest": digests}, schema={"digest": pl.Binary})
+    return digest_frame(
+        row.tobytes() for chunk in store.iter_chunks() for row in np.ascontiguousarray(chunk, dtype=np.float32)
+    )
 
 
 def slots_file(entry: Path, family: str) -> Path:
@@ -78,8 +75,7 @@ def pair_with(base: Path, slot_digests: pl.DataFrame, digests: pl.DataFrame) -> 
     held = with_occurrence(slot_digests.with_row_index("slot"))
     wanted = with_occurrence(digests.with_row_index("row"))
     pairs = wanted.join(held, on=["digest", "occurrence"], how="inner")
-    added_rows = wanted.join(pairs.select("row"), on="row", how="anti").sort("row")["row"].to_numpy()
-    added_rows = added_rows.astype(np.int64)
+    added_rows = wanted.join(pairs.select("row"), on="row", how="anti").sort("row")["row"].to_numpy().astype(np.int64)
     slot_rows = np.full(held.height + len(added_rows), -1, dtype=np.int64)
     slot_rows[pairs["slot"].to_numpy()] = pairs["row"].to_numpy()
     slot_rows[held.height :] = added_rows

@@ -217,9 +217,9 @@ def cached_index(
         from_cache = entry.is_dir()
         if not from_cache:
             index, update = fill_cache_entry(cache, entry, config, labels, owners)
-        elif updatable(config) and not slots_file(entry, index_family(config, labels)).exists():
+        elif updatable(config) and not (slots := slots_file(entry, index_family(config, labels))).exists():
             # an entry built before slot files, or where FAISS searched on GPUs: never updated, slot i holds row i
-            write_parquet(slots_file(entry, index_family(config, labels)), vector_digests(labels))
+            write_parquet(slots, vector_digests(labels))
     entry_caches.mark_used(entry)
     copy_files(entry, out_dir)
     if from_cache:

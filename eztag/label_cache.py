@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from eztag.artifacts import write_parquet
+from eztag.artifacts import digest_frame, write_parquet
 from eztag.embeddings import META, EmbeddingStore, gather_rows
 
 TEXTS_SUFFIX = ".texts.parquet"
@@ -23,8 +23,7 @@ TEXTS_SUFFIX = ".texts.parquet"
 
 def text_digests(texts: Sequence[str]) -> pl.DataFrame:
     """One row per text: its 16-byte BLAKE2b `digest`."""
-    digests = [hashlib.blake2b(text.encode(), digest_size=16).digest() for text in texts]
-    return pl.DataFrame({"digest": digests}, schema={"digest": pl.Binary})
+    return digest_frame(text.encode() for text in texts)
 
 
 def write_digests(cache: Path, key: str, settings: str, texts: Sequence[str]) -> None:

@@ -75,6 +75,7 @@ class FaissIndex(UpdatableIndex):
         self.use_gpu = device != "cpu" and getattr(self.faiss, "get_num_gpus", lambda: 0)() > 0
         self.seed = seed
         self.index: Any = None
+        self.live = 0  # slots search may return
         self.live_bitmap: np.ndarray | None = None  # the selector reads it: kept alive with the index
         self.selector: Any = None
         self.exact = re.fullmatch(r"(IDMap2?,)?Flat", factory.replace(" ", "")) is not None
@@ -140,6 +141,7 @@ class FaissIndex(UpdatableIndex):
             raise ValueError(f"{len(slot_rows):,} slot rows for an index of {self.index.ntotal:,} vectors")
         self.slot_rows = slot_rows
         live = slot_rows >= 0
+        self.live = int(live.sum())
         self.live_bitmap, self.selector = None, None
         if not live.all():
             self.live_bitmap = np.packbits(live, bitorder="little")
@@ -168,7 +170,7 @@ class FaissIndex(UpdatableIndex):
                 log.warning(f"faiss: {self.factory} stays on the CPU ({str(error).splitlines()[0]})")
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        live = self.index.ntotal if self.slot_rows is None else int((self.slot_rows >= 0).sum())
+        live = self.index.ntotal if self.slot_rows is None else self.live
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         scores, slots = self.index.search(queries, min(k, live), params=self._search_parameters())
         if self.slot_rows is None:
