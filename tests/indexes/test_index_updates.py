@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from eztag.embeddings import EmbeddingStore, gather_rows
-from eztag.index_updates import pair_with, vector_digests
+from eztag.index_updates import numbered, pair_with, vector_digests
 from eztag.indexes.exact import ExactIndex
 from eztag.indexes.faiss import FaissIndex
 from eztag.indexing import IndexConfig, built_index, cached_index
@@ -58,7 +58,7 @@ def test_an_updated_index_searches_the_changed_set_and_never_returns_a_stale_slo
     changed, added, stale = changed_set(labels, documents[:25])
     new = store_of(tmp_path / "new", changed)
 
-    update = pair_with(tmp_path / "base", vector_digests(old), vector_digests(new))
+    update = pair_with(tmp_path / "base", vector_digests(old), numbered(vector_digests(new), "row"))
     assert (len(update.added_rows), update.stale, len(update.slot_rows)) == (added, stale, len(labels) + added)
     updated = FaissIndex.load(tmp_path / "base", factory=factory, device="cpu", **options)
     updated.update(gather_rows(new, update.added_rows), update.slot_rows)
@@ -83,7 +83,8 @@ def test_vectors_pair_with_slots_one_to_one_duplicates_in_order(tmp_path: Path) 
         return pl.DataFrame({"digest": [name.ljust(16, b".") for name in names]}, schema={"digest": pl.Binary})
 
     # slots: a a b c; rows: c a a a d -> slots 3 0 1 hold rows 0 1 2, rows 3 and 4 are new slots 4 and 5, slot 2 stale
-    update = pair_with(tmp_path, digests(b"a", b"a", b"b", b"c"), digests(b"c", b"a", b"a", b"a", b"d"))
+    slots, rows = digests(b"a", b"a", b"b", b"c"), digests(b"c", b"a", b"a", b"a", b"d")
+    update = pair_with(tmp_path, slots, numbered(rows, "row"))
     assert update.slot_rows.tolist() == [1, 2, -1, 0, 3, 4]
     assert update.added_rows.tolist() == [3, 4]
     assert update.slot_digests["digest"].to_list() == digests(b"a", b"a", b"b", b"c", b"a", b"d")["digest"].to_list()

@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from eztag.embeddings import EmbeddingStore, gather_rows
-from eztag.index_updates import pair_with, plan_update, vector_digests
+from eztag.index_updates import numbered, pair_with, plan_update, vector_digests
 from eztag.indexes.faiss import FaissIndex
 
 family, base_key = sys.argv[1:3]
@@ -24,7 +24,7 @@ best = plan_update(cache, family, digests, 0.1)
 times.append(time.perf_counter())
 print("entries paired:", len(list(cache.glob("*.slots.parquet"))), "best:", best and best.summary())
 base = cache / base_key
-update = pair_with(base, pl.read_parquet(f"{base}.{family}.slots.parquet"), digests)
+update = pair_with(base, pl.read_parquet(f"{base}.{family}.slots.parquet"), numbered(digests, "row"))
 print("update of the first night's entry:", update.summary())
 times.append(time.perf_counter())
 index = FaissIndex.load(base, factory="HNSW32", ef_search=512, device="cpu")

@@ -1,0 +1,17 @@
+"""Time plan_update (pairing a changed set's vectors with the slot files of the cached entries of its family) at
+10^6: night 2's 1,001,000 label vectors against the two entries of changed-index.md, their digests read from a file
+made once (pairing.md has the commands). Prints the module's path (which checkout) and the seconds."""
+
+import time
+from pathlib import Path
+
+import polars as pl
+
+import eztag.index_updates
+from eztag.index_updates import plan_update
+
+print(eztag.index_updates.__file__)
+digests = pl.read_parquet("/tmp/night-b-digests.parquet")
+start = time.perf_counter()
+update = plan_update(Path("/work/main/runs/million-labels/index-cache"), "2f524db771f6b88e", digests, 0.1)
+print(f"{time.perf_counter() - start:.3f}", update and update.summary())
