@@ -66,8 +66,8 @@ class Update:
 
 def numbered(digests: pl.DataFrame, name: str) -> pl.DataFrame:
     """`digests` with its row number `name` and `occurrence`: how many earlier rows have the same digest (pairs
-    duplicates one to one). Only repeated digests are counted in a window (at 10^6 the window over all rows took
-    three times as long)."""
+    duplicates one to one). Only repeated digests are counted in a window (at 10^6 a window over all rows took 0.9 s,
+    this 0.3 s)."""
     repeated = pl.col("digest").is_duplicated()
     earlier = pl.int_range(pl.len(), dtype=pl.UInt32).over("digest")
     return digests.with_row_index(name).with_columns(
@@ -80,7 +80,9 @@ def pair_with(base: Path, slot_digests: pl.DataFrame, wanted: pl.DataFrame) -> U
     `numbered` by "row"."""
     held = numbered(slot_digests, "slot")
     pairs = wanted.join(held, on=["digest", "occurrence"], how="inner")
-    added_rows = wanted.join(pairs.select("row"), on="row", how="anti").sort("row")["row"].to_numpy().astype(np.int64)
+    paired = np.zeros(wanted.height, dtype=bool)
+    paired[pairs["row"].to_numpy()] = True
+    added_rows = np.flatnonzero(~paired).astype(np.int64)
     slot_rows = np.full(held.height + len(added_rows), -1, dtype=np.int64)
     slot_rows[pairs["slot"].to_numpy()] = pairs["row"].to_numpy()
     slot_rows[held.height :] = added_rows

@@ -1,6 +1,12 @@
 """Time plan_update (pairing a changed set's vectors with the slot files of the cached entries of its family) at
-10^6: night 2's 1,001,000 label vectors against the two entries of changed-index.md, their digests read from a file
-made once (pairing.md has the commands). Prints the module's path (which checkout) and the seconds."""
+10^6: night 2's 1,001,000 label vectors against the two entries of changed-index.md. Prints the module's path (which
+checkout) and the seconds. Their digests are read from a file made once, from the repository's root:
+
+    python -c "from pathlib import Path; from eztag.embeddings import EmbeddingStore; \
+      from eztag.index_updates import vector_digests; vector_digests(EmbeddingStore(\
+      Path('runs/million-labels/night-b/encode/labels'))).write_parquet('/tmp/night-b-digests.parquet')"
+
+pairing-time.log has the timing command."""
 
 import time
 from pathlib import Path
